@@ -1,0 +1,58 @@
+/* The Lua bridge: one lua_State, the handler table, the one protected gate
+ * every call into Lua goes through, and the `moonroom` module.
+ *
+ * Lua never sees a connection pointer: a handle is a userdata holding the
+ * connection id, resolved through the server's id index on every call, so a
+ * handle kept after close answers nil, "closed". */
+#ifndef MR_BRIDGE_H
+#define MR_BRIDGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http.h"
+
+struct mr_server;
+struct mr_conn;
+typedef struct mr_bridge mr_bridge;
+typedef struct lua_State lua_State;
+
+/* Creates the Lua state and loads the handler script. On failure returns
+ * NULL and writes a message naming the file and line into err. */
+mr_bridge *mr_bridge_new(struct mr_server *srv, const char *script, char *err,
+                         size_t errlen);
+
+void mr_bridge_free(mr_bridge *b);
+
+/* Loads the script again into a fresh environment and swaps the handlers
+ * only when it returns a valid handler table; on failure the old handlers
+ * stay and err says why. Returns 0 or MR_ELUA. */
+int mr_bridge_reload(mr_bridge *b, char *err, size_t errlen);
+
+/* Runs on_connect. Returns 1 to accept; 0 to refuse with *status (default
+ * 403) and a body copied into body (NUL-terminated, truncated to cap). A
+ * handler error refuses with 500. */
+int mr_bridge_on_connect(mr_bridge *b, struct mr_conn *c,
+                         const mr_http_request *req, int *status, char *body,
+                         size_t cap);
+
+/* Runs on_message. Returns 0, or MR_ELUA when the handler raised (the caller
+ * closes the connection with 1011). */
+int mr_bridge_on_message(mr_bridge *b, struct mr_conn *c, const uint8_t *msg,
+                         size_t len, int binary);
+
+/* Runs on_close and forgets the connection's handle. */
+void mr_bridge_on_close(mr_bridge *b, struct mr_conn *c, unsigned code,
+                        const char *reason, size_t len);
+
+/* Forgets a handle that never became a connection (refused upgrade). */
+void mr_bridge_forget(mr_bridge *b, struct mr_conn *c);
+
+/* A short description of the running script version (for logs). */
+const char *mr_bridge_version(const mr_bridge *b);
+
+/* Registers the `moonroom.core` module's functions bound to srv into L
+ * (used by the server and by the busted kit's Lua C module). */
+void mr_bridge_open_core(lua_State *L, struct mr_server *srv);
+
+#endif

@@ -1,0 +1,57 @@
+/* Server-side WebSocket frame encoding, and the wslay event callbacks glue.
+ *
+ * Outgoing data frames are encoded here once, into a refcounted block that
+ * any number of connections can queue; wslay is used for everything it is
+ * good at on the receive side (unmasking, UTF-8, limits, control frames)
+ * and only for control frames on the send side. */
+#ifndef MR_CODEC_H
+#define MR_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+enum {
+  MR_OP_CONT = 0x0,
+  MR_OP_TEXT = 0x1,
+  MR_OP_BINARY = 0x2,
+  MR_OP_CLOSE = 0x8,
+  MR_OP_PING = 0x9,
+  MR_OP_PONG = 0xA
+};
+
+/* Close codes used by the server (RFC 6455 section 7.4.1). */
+enum {
+  MR_CLOSE_NORMAL = 1000,
+  MR_CLOSE_GOING_AWAY = 1001,
+  MR_CLOSE_PROTOCOL = 1002,
+  MR_CLOSE_NO_STATUS = 1005,
+  MR_CLOSE_ABNORMAL = 1006,
+  MR_CLOSE_BAD_DATA = 1007,
+  MR_CLOSE_POLICY = 1008,
+  MR_CLOSE_TOO_BIG = 1009,
+  MR_CLOSE_INTERNAL = 1011,
+  MR_CLOSE_TRY_AGAIN = 1013
+};
+
+/* Size of the header of an unmasked server frame with this payload size. */
+size_t mr_frame_header_len(size_t payload_len);
+
+/* Writes an unmasked FIN frame header for opcode and payload_len into out
+ * (at least 10 bytes) and returns its length. */
+size_t mr_frame_write_header(uint8_t *out, int opcode, size_t payload_len);
+
+/* Encodes one complete unmasked FIN frame into a new block with one
+ * reference owned by the caller; NULL when out of memory. */
+mr_buf *mr_frame_new(int opcode, const void *payload, size_t len);
+
+/* Encodes a close frame with code and reason (truncated to 123 bytes);
+ * code 0 means a close frame without a body. */
+mr_buf *mr_frame_new_close(uint16_t code, const char *reason, size_t len);
+
+/* True for close codes a peer may send (RFC 6455 7.4, and 3000-4999). The
+ * script may send the same set, except 1005/1006/1015. */
+int mr_close_code_valid(unsigned code);
+
+#endif

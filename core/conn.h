@@ -1,0 +1,114 @@
+/* One client connection: its state machine, read path, out-queue, timers
+ * and close. A connection is freed only in its libuv close callback, after
+ * it has left every room and Lua has seen on_close; Lua refers to it by id
+ * only, so a stale handle can never reach freed memory. */
+#ifndef MR_CONN_H
+#define MR_CONN_H
+
+#include <stdint.h>
+#include <uthash.h>
+#include <uv.h>
+#include <wslay/wslay.h>
+
+#include "buf.h"
+#include "rooms.h"
+#include "server.h"
+
+typedef enum {
+  MR_CONN_HANDSHAKE, /* reading the HTTP upgrade request */
+  MR_CONN_OPEN,      /* WebSocket frames flow both ways */
+  MR_CONN_CLOSING,   /* close frame sent, waiting for the peer's or a flush */
+  MR_CONN_CLOSED     /* on_close done, socket closing, memory freed soon */
+} mr_conn_state;
+
+enum {
+  MR_CLOSING_NONE = 0,
+  MR_CLOSING_AWAIT_PEER = 1, /* our close frame is out; wait for the reply */
+  MR_CLOSING_AFTER_FLUSH = 2 /* close the socket once the queue is written */
+};
+
+enum {
+  MR_CF_HOLD = 1 << 8,     /* on_connect runs: nothing may be written yet */
+  MR_CF_PENDING = 1 << 0,  /* on srv->pending */
+  MR_CF_WRITING = 1 << 1,  /* a uv_write is in flight */
+  MR_CF_DOOMED = 1 << 2,   /* on srv->doomed */
+  MR_CF_VIRTUAL = 1 << 3,  /* no socket (busted kit) */
+  MR_CF_LUA = 1 << 4,      /* Lua holds a handle: on_close is owed */
+  MR_CF_PINGED = 1 << 5,   /* a server ping awaits its pong */
+  MR_CF_EOF = 1 << 6,      /* the peer shut down its side */
+  MR_CF_TCP_CLOSE = 1 << 7 /* uv_close was called */
+};
+
+typedef struct mr_conn {
+  uv_tcp_t tcp;
+  mr_server *srv;
+  uint64_t id;
+  UT_hash_handle hh;
+  struct mr_conn *prev, *next; /* srv->all_head */
+  /* Intrusive lists with back-pointers so removal is O(1) wherever the
+   * connection sits when it is torn down. */
+  struct mr_conn *pending_next, **pending_pprev;
+  struct mr_conn *doomed_next, **doomed_pprev;
+  uint8_t state;
+  uint8_t closing_how; /* MR_CLOSING_* */
+  uint16_t flags;
+  /* Handshake: the request head accumulates here and is freed on upgrade. */
+  char *head;
+  uint32_t head_len;
+  wslay_event_context_ptr ws;
+  const uint8_t *in; /* the current read chunk being fed to wslay */
+  size_t in_len;
+  mr_outq outq;
+  uv_write_t wreq;
+  size_t writing; /* bytes handed to the in-flight uv_write */
+  uint64_t last_rx;  /* loop time (ms) of the last frame from the peer */
+  uint64_t deadline; /* handshake or closing deadline, loop time ms; 0 none */
+  uint16_t close_code; /* what on_close will be told */
+  uint8_t close_reason_len;
+  char close_reason[123];
+  uint64_t next_ping; /* loop time of the next server ping */
+  mr_member member;
+  char remote[64];
+} mr_conn;
+
+/* Accepts a new connection from the listener; on failure the socket is
+ * closed and counted. */
+void mr_conn_accept(mr_server *srv);
+
+/* Creates a connection with no socket, already open, for the busted kit.
+ * Returns NULL when out of memory. */
+mr_conn *mr_conn_new_virtual(mr_server *srv);
+
+/* Queues a data message (one frame, encoded here). Returns 0, MR_ECLOSED when
+ * the connection is not open, MR_ENOMEM. */
+int mr_conn_send(mr_conn *c, const void *msg, size_t len, int binary);
+
+/* Queues an already-encoded frame shared with other connections; takes its
+ * own reference. Returns 0 or MR_ECLOSED; a connection that goes over its
+ * backpressure limit is doomed, not closed here. */
+int mr_conn_send_frame(mr_conn *c, mr_buf *frame);
+
+/* Starts the close handshake with code and reason (the connection stays
+ * until the peer answers or a short deadline passes). Returns 0 or
+ * MR_ECLOSED. */
+int mr_conn_close(mr_conn *c, uint16_t code, const char *reason, size_t len);
+
+/* Schedules an abrupt close at the next safe point (outside any fan-out
+ * or Lua call): on_close is told code and reason. */
+void mr_conn_doom(mr_conn *c, uint16_t code, const char *reason);
+
+/* Performs a doomed close now. Only the server's safe point calls this. */
+void mr_conn_finish(mr_conn *c);
+
+/* Writes what is queued; called from the flush point. */
+void mr_conn_flush(mr_conn *c);
+
+/* Once-a-second checks: handshake, idle and closing deadlines, pings. */
+void mr_conn_sweep(mr_conn *c, uint64_t now);
+
+/* True when the connection accepts new messages. */
+static inline int mr_conn_is_open(const mr_conn *c) {
+  return c->state == MR_CONN_OPEN;
+}
+
+#endif

@@ -1,0 +1,141 @@
+#include "rooms.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+void mr_rooms_init(mr_rooms *r, mr_room_cb on_change, void *ud) {
+  r->by_name = NULL;
+  r->nrooms = 0;
+  r->on_change = on_change;
+  r->ud = ud;
+}
+
+static void room_free(mr_room *room) {
+  free(room->members);
+  free(room->name);
+  free(room);
+}
+
+void mr_rooms_free(mr_rooms *r) {
+  mr_room *room, *tmp;
+  HASH_ITER(hh, r->by_name, room, tmp) {
+    HASH_DEL(r->by_name, room);
+    room_free(room);
+  }
+  r->nrooms = 0;
+}
+
+mr_room *mr_rooms_find(const mr_rooms *r, const char *name, size_t len) {
+  mr_room *room = NULL;
+  HASH_FIND(hh, r->by_name, name, len, room);
+  return room;
+}
+
+int mr_rooms_is_member(const mr_member *m, const mr_room *room) {
+  /* A member is in few rooms, so scanning its links beats scanning the
+   * room's (possibly huge) member array. */
+  for (uint32_t i = 0; i < m->nlinks; i++)
+    if (m->links[i].room == room)
+      return 1;
+  return 0;
+}
+
+static int grow(void **arr, uint32_t *cap, size_t elem) {
+  uint32_t ncap = *cap ? *cap * 2 : 4;
+  void *n = realloc(*arr, elem * ncap);
+  if (!n)
+    return MR_ENOMEM;
+  *arr = n;
+  *cap = ncap;
+  return 0;
+}
+
+int mr_rooms_join(mr_rooms *r, mr_member *m, const char *name, size_t len) {
+  mr_room *room = mr_rooms_find(r, name, len);
+  if (room && mr_rooms_is_member(m, room))
+    return 0;
+  if (m->nlinks == m->cap &&
+      grow((void **)&m->links, &m->cap, sizeof *m->links) != 0)
+    return MR_ENOMEM;
+  int created = 0;
+  if (!room) {
+    room = calloc(1, sizeof *room);
+    if (!room || !(room->name = malloc(len + 1))) {
+      free(room);
+      return MR_ENOMEM;
+    }
+    memcpy(room->name, name, len);
+    room->name[len] = '\0';
+    room->name_len = len;
+    created = 1;
+  }
+  if (room->count == room->cap &&
+      grow((void **)&room->members, &room->cap, sizeof *room->members) != 0) {
+    if (created)
+      room_free(room);
+    return MR_ENOMEM;
+  }
+  if (created) {
+    HASH_ADD_KEYPTR(hh, r->by_name, room->name, room->name_len, room);
+    r->nrooms++;
+  }
+  room->members[room->count] = (mr_room_slot){m, m->nlinks};
+  m->links[m->nlinks] = (mr_room_link){room, room->count};
+  room->count++;
+  m->nlinks++;
+  if (created && r->on_change)
+    r->on_change(r->ud, room, 1);
+  return 1;
+}
+
+/* Removes the link at index li of m, fixing the back-pointers of whatever
+ * was swapped into the two vacated slots. */
+static void unlink_at(mr_rooms *r, mr_member *m, uint32_t li) {
+  mr_room *room = m->links[li].room;
+  uint32_t slot = m->links[li].slot;
+
+  /* Room side: move the last member into the vacated slot. */
+  room->count--;
+  if (slot != room->count) {
+    room->members[slot] = room->members[room->count];
+    mr_room_slot *moved = &room->members[slot];
+    moved->member->links[moved->link].slot = slot;
+  }
+  /* Member side: move the last link into the vacated index. */
+  m->nlinks--;
+  if (li != m->nlinks) {
+    m->links[li] = m->links[m->nlinks];
+    mr_room_link *moved = &m->links[li];
+    moved->room->members[moved->slot].link = li;
+  }
+  if (room->count == 0) {
+    if (r->on_change)
+      r->on_change(r->ud, room, 0);
+    HASH_DEL(r->by_name, room);
+    r->nrooms--;
+    room_free(room);
+  }
+}
+
+int mr_rooms_leave(mr_rooms *r, mr_member *m, const char *name, size_t len) {
+  mr_room *room = mr_rooms_find(r, name, len);
+  if (!room)
+    return 0;
+  for (uint32_t i = 0; i < m->nlinks; i++) {
+    if (m->links[i].room == room) {
+      unlink_at(r, m, i);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+void mr_rooms_leave_all(mr_rooms *r, mr_member *m) {
+  while (m->nlinks > 0)
+    unlink_at(r, m, m->nlinks - 1);
+  free(m->links);
+  m->links = NULL;
+  m->cap = 0;
+}

@@ -1,0 +1,714 @@
+#!/usr/bin/python3
+"""moonroom benchmark driver.
+
+Runs every scenario against moonroom and against the Node.js + ws peer
+(tests/bench/peer/server.js), interleaved round by round, each run on a fresh
+server on a free loopback port, and reports medians with min-max and the ratio
+moonroom/peer. Writes docs/bench/results.md, docs/bench/fanout.png and the raw
+JSON of every run under docs/bench/raw/ (git-ignored).
+
+  /usr/bin/python3 tests/bench/run.py                 # full run, 3 rounds
+  /usr/bin/python3 tests/bench/run.py --rounds 5
+  /usr/bin/python3 tests/bench/run.py --only fanout-1k,idle
+  /usr/bin/python3 tests/bench/run.py --smoke         # what ctest bench.smoke runs
+
+Only the standard library is used; gnuplot (Debian gnuplot-nox) is installed
+with apt-get when missing and a plot is wanted.
+"""
+import argparse
+import atexit
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+PEER_DIR = os.path.join(HERE, "peer")
+DOCS = os.path.join(ROOT, "docs", "bench")
+
+# Every process this script starts, so that every exit path kills them.
+CHILDREN = []
+
+
+def kill_children():
+    for p in CHILDREN:
+        if p.poll() is None:
+            try:
+                p.kill()
+            except OSError:
+                pass
+    for p in CHILDREN:
+        try:
+            p.wait(timeout=5)
+        except Exception:
+            pass
+
+
+def on_signal(signum, _frame):
+    kill_children()
+    sys.exit(128 + signum)
+
+
+atexit.register(kill_children)
+signal.signal(signal.SIGTERM, on_signal)
+signal.signal(signal.SIGINT, on_signal)
+signal.signal(signal.SIGHUP, on_signal)
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def fail(msg):
+    log("bench: FAIL: " + msg)
+    sys.exit(1)
+
+
+# ---------------------------------------------------------------- setup
+
+
+def build(build_dir):
+    log(f"bench: building in {build_dir}")
+    if not os.path.exists(os.path.join(build_dir, "CMakeCache.txt")):
+        subprocess.run(["cmake", "-S", ROOT, "-B", build_dir], check=True,
+                       stdout=sys.stderr)
+    subprocess.run(["cmake", "--build", build_dir, "-j2", "--target", "moonroom",
+                    "moonroom-loadgen"], check=True, stdout=sys.stderr)
+
+
+def npm_install():
+    """Installs the peer's dependency (ws) into tests/bench/peer/node_modules."""
+    # npm rewrites node_modules/.package-lock.json on every install.
+    marker = os.path.join(PEER_DIR, "node_modules", ".package-lock.json")
+    lock = os.path.join(PEER_DIR, "package-lock.json")
+    if (os.path.exists(marker) and
+            os.path.exists(os.path.join(PEER_DIR, "node_modules", "ws", "package.json")) and
+            (not os.path.exists(lock) or os.path.getmtime(marker) >= os.path.getmtime(lock))):
+        return
+    if not shutil.which("npm") or not shutil.which("node"):
+        fail("node and npm are needed for the Node.js peer (tests/bench/peer); "
+             "install Debian's nodejs and npm")
+    log("bench: npm install in tests/bench/peer")
+    r = subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=PEER_DIR,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0 or not os.path.exists(marker):
+        fail("`npm install --no-audit --no-fund` failed in tests/bench/peer, so the "
+             "Node.js peer cannot run (is the npm registry reachable?). npm said:\n"
+             + r.stdout[-3000:])
+
+
+def ensure_gnuplot():
+    if shutil.which("gnuplot"):
+        return True
+    log("bench: installing gnuplot-nox with apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "-q", "gnuplot-nox"]
+    if subprocess.run(cmd, env=env, stdout=sys.stderr, stderr=sys.stderr).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, stdout=sys.stderr,
+                       stderr=sys.stderr)
+        subprocess.run(cmd, env=env, stdout=sys.stderr, stderr=sys.stderr)
+    if not shutil.which("gnuplot"):
+        log("bench: WARNING: gnuplot is not available; fanout.png not written")
+        return False
+    return True
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def machine_info():
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+            mem = f"{kib / 1048576:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+
+    def out(cmd, cwd=None):
+        try:
+            return subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True,
+                                  timeout=10).stdout.strip()
+        except Exception:
+            return ""
+
+    ws_version = ""
+    try:
+        with open(os.path.join(PEER_DIR, "node_modules", "ws", "package.json")) as f:
+            ws_version = json.load(f)["version"]
+    except (OSError, ValueError, KeyError):
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "kernel": platform.release(),
+        "memory": mem,
+        "open_files_limit": out(["sh", "-c", "ulimit -n"]),
+        "node": out(["node", "--version"]),
+        "ws": ws_version,
+        "commit": out(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT),
+    }
+
+
+# ---------------------------------------------------------------- servers
+
+
+class Server:
+    """One server process on a free loopback port, started fresh for each run."""
+
+    def __init__(self, kind, cmd_fn, logdir, label):
+        self.kind = kind
+        self.port = free_port()
+        self.label = label
+        self.logpath = os.path.join(logdir, f"{label}-{self.port}.log")
+        self.logf = open(self.logpath, "w")
+        cmd = cmd_fn(self.port)
+        self.cmd = cmd
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=HERE)
+        CHILDREN.append(self.proc)
+        self.wait_ready()
+
+    def tail(self):
+        try:
+            with open(self.logpath) as f:
+                return f.read()[-2000:]
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout=15.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                fail(f"{self.label} server exited with status {self.proc.returncode} at "
+                     f"start: {' '.join(self.cmd)}\n{self.tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        fail(f"{self.label} server did not listen on 127.0.0.1:{self.port} within "
+             f"{timeout:.0f}s: {' '.join(self.cmd)}\n{self.tail()}")
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.logf.close()
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+def scenarios(smoke):
+    """Each scenario: name, title, loadgen arguments, variants, metrics."""
+    if smoke:
+        fan = dict(warmup=0.2, duration=1.0)
+        return [
+            dict(name="fanout-1k", kind="fanout", variants="servers",
+                 args=["--scenario", "fanout", "--conns", "20", "--window", "16"], **fan),
+            dict(name="chat-10k", kind="chat", variants="servers",
+                 args=["--scenario", "chat", "--conns", "40", "--room-size", "4",
+                       "--rate", "20"], **fan),
+            dict(name="idle", kind="idle", variants="servers",
+                 args=["--scenario", "idle", "--conns", "50", "--hold", "0.5"]),
+            dict(name="lua-fanout-1k", kind="fanout", variants="scripts",
+                 args=["--scenario", "fanout", "--conns", "10", "--window", "16"],
+                 warmup=0.1, duration=0.5),
+            dict(name="lua-echo", kind="chat", variants="scripts",
+                 args=["--scenario", "chat", "--conns", "8", "--room-size", "1",
+                       "--rate", "0", "--window", "4"], warmup=0.1, duration=0.5),
+        ]
+    return [
+        dict(name="fanout-1k", kind="fanout", variants="servers",
+             title="fan-out, 1,000 subscribers, 64 B, 16 in flight",
+             args=["--scenario", "fanout", "--conns", "1000", "--window", "16"],
+             warmup=1, duration=5),
+        dict(name="fanout-10k", kind="fanout", variants="servers",
+             title="fan-out, 10,000 subscribers, 64 B, 16 in flight",
+             args=["--scenario", "fanout", "--conns", "10000", "--window", "16",
+                   "--stall", "20"],
+             warmup=1, duration=6),
+        dict(name="chat-10k", kind="chat", variants="servers",
+             title="chat, 10,000 connections in 1,000 rooms of 10, 1 msg/s each",
+             args=["--scenario", "chat", "--conns", "10000", "--room-size", "10",
+                   "--rate", "1"],
+             warmup=2, duration=8),
+        dict(name="idle", kind="idle", variants="servers",
+             title="idle, 19,000 connections (rooms of 10)",
+             args=["--scenario", "idle", "--conns", "19000", "--room-size", "10",
+                   "--hold", "2", "--concurrency", "256"]),
+        dict(name="lua-fanout-1k", kind="fanout", variants="scripts",
+             title="Lua cost: fan-out, 1,000 subscribers",
+             args=["--scenario", "fanout", "--conns", "1000", "--window", "16"],
+             warmup=1, duration=4),
+        dict(name="lua-echo", kind="chat", variants="scripts",
+             title="Lua cost: echo, 100 connections alone in their rooms, 4 in flight each",
+             args=["--scenario", "chat", "--conns", "100", "--room-size", "1",
+                   "--rate", "0", "--window", "4"],
+             warmup=1, duration=4),
+    ]
+
+
+def variants(kind, opts):
+    bench = os.path.join(HERE, "bench.lua")
+    mr_extra = ["--ping-interval", "0", "--idle-timeout", "0",
+                "--max-backpressure", str(opts.max_backpressure)]
+
+    def moonroom(script):
+        return lambda port: [opts.moonroom, "--listen", f"127.0.0.1:{port}", *mr_extra,
+                             script]
+
+    node = lambda port: ["node", os.path.join(PEER_DIR, "server.js"), str(port), "127.0.0.1"]
+    if kind == "servers":
+        return [("moonroom", moonroom(bench)), ("node", node)]
+    return [("bench_min.lua", moonroom(os.path.join(HERE, "bench_min.lua"))),
+            ("bench.lua", moonroom(bench)),
+            ("bench_work.lua", moonroom(os.path.join(HERE, "bench_work.lua")))]
+
+
+def run_loadgen(opts, sc, server, holding_cb=None):
+    args = [opts.loadgen, "--url", f"ws://127.0.0.1:{server.port}/",
+            "--server-pid", str(server.proc.pid), *sc["args"]]
+    if "duration" in sc:
+        args += ["--warmup", str(sc["warmup"]), "--duration", str(sc["duration"])]
+    budget = 120 + sc.get("duration", 0) * 2
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    CHILDREN.append(p)
+    err_lines = []
+    held = {}
+
+    def read_stderr():
+        for line in p.stderr:
+            err_lines.append(line)
+            if line.startswith("HOLDING") and holding_cb:
+                held.update(holding_cb(int(line.split()[1])))
+
+    t = threading.Thread(target=read_stderr, daemon=True)
+    t.start()
+    try:
+        p.wait(timeout=budget)  # the JSON is one short line: the pipe cannot fill
+        out = p.stdout.read()
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        out = ""
+    t.join(timeout=5)
+    try:
+        res = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        res = {"ok": False, "error": f"loadgen printed no JSON (exit {p.returncode}): "
+               + "".join(err_lines)[-500:] + out[-500:]}
+    res["exit"] = p.returncode
+    res.update(held)
+    return res
+
+
+def one_run(opts, sc, label, cmd_fn, logdir):
+    server = Server(label, cmd_fn, logdir, f"{sc['name']}-{label}")
+    try:
+        time.sleep(0.2)
+        rss0 = rss_kib(server.proc.pid)
+        hold_cb = None
+        if sc["kind"] == "idle":
+            def hold_cb(n):
+                time.sleep(0.5)  # let the last on_connect calls and allocations settle
+                return {"rss_after_kib": rss_kib(server.proc.pid), "held": n}
+        res = run_loadgen(opts, sc, server, hold_cb)
+        res["rss_before_kib"] = rss0
+        if "rss_after_kib" in res and res.get("held"):
+            res["rss_per_conn_b"] = (res["rss_after_kib"] - rss0) * 1024.0 / res["held"]
+            res["rss_after_mib"] = res["rss_after_kib"] / 1024.0
+        if not server.alive():
+            res["ok"] = False
+            res["error"] = (f"server exited with status {server.proc.returncode} during the "
+                            f"run; log tail:\n{server.tail()}")
+        res["server_log"] = server.logpath
+        return res
+    finally:
+        server.stop()
+
+
+def derived(res):
+    """Adds per-delivery and per-message server CPU costs."""
+    cpu = res.get("server_cpu_pct")
+    if cpu is not None:
+        if res.get("deliveries_per_s"):
+            res["server_us_per_delivery"] = cpu / 100.0 / res["deliveries_per_s"] * 1e6
+        if res.get("msgs_per_s"):
+            res["server_us_per_msg"] = cpu / 100.0 / res["msgs_per_s"] * 1e6
+    lat = res.get("latency_us") or {}
+    for k in ("p50", "p99"):
+        if k in lat and lat.get("count"):
+            res["lat_" + k] = lat[k]
+    comp = res.get("complete_us") or {}
+    if comp.get("count"):
+        res["complete_p99"] = comp["p99"]
+    return res
+
+
+def check_smoke(sc, label, res):
+    problems = []
+    if not res.get("ok"):
+        problems.append(f"not ok: {res.get('error')}")
+    if sc["kind"] == "idle":
+        if res.get("opened", 0) < 50:
+            problems.append(f"only {res.get('opened')} of 50 connections opened")
+    else:
+        if not res.get("deliveries"):
+            problems.append("no message was delivered")
+        for k in ("order_violations", "missing", "malformed", "cross_room",
+                  "protocol_errors", "closed_by_server"):
+            if res.get(k):
+                problems.append(f"{k} = {res[k]}")
+    return problems
+
+
+# ---------------------------------------------------------------- report
+
+METRICS = {
+    "fanout": [("deliveries_per_s", "deliveries/s", "{:,.0f}", True),
+               ("msgs_per_s", "messages/s completed", "{:,.1f}", True),
+               ("lat_p50", "latency p50 (ms)", "{:,.2f}", False),
+               ("lat_p99", "latency p99 (ms)", "{:,.2f}", False),
+               ("server_cpu_pct", "server CPU %", "{:,.0f}", None),
+               ("server_us_per_delivery", "server CPU µs/delivery", "{:,.2f}", False),
+               ("loadgen_cpu_pct", "loadgen CPU %", "{:,.0f}", None)],
+    "chat": [("deliveries_per_s", "deliveries/s", "{:,.0f}", True),
+             ("msgs_per_s", "messages/s sent", "{:,.0f}", True),
+             ("lat_p50", "latency p50 (ms)", "{:,.2f}", False),
+             ("lat_p99", "latency p99 (ms)", "{:,.2f}", False),
+             ("server_cpu_pct", "server CPU %", "{:,.0f}", None),
+             ("server_us_per_delivery", "server CPU µs/delivery", "{:,.2f}", False),
+             ("loadgen_cpu_pct", "loadgen CPU %", "{:,.0f}", None)],
+    "idle": [("opened", "connections held", "{:,.0f}", True),
+             ("connect_rate", "connects/s (incl. handshake)", "{:,.0f}", True),
+             ("rss_per_conn_b", "server RSS growth per connection (bytes)", "{:,.0f}", False),
+             ("rss_after_mib", "server RSS holding them (MiB)", "{:,.1f}", False)],
+}
+LUA_METRICS = {
+    "lua-fanout-1k": [("deliveries_per_s", "deliveries/s", "{:,.0f}"),
+                      ("lat_p99", "latency p99 (ms)", "{:,.2f}"),
+                      ("server_us_per_msg", "server CPU µs/published msg", "{:,.1f}")],
+    "lua-echo": [("msgs_per_s", "messages/s", "{:,.0f}"),
+                 ("lat_p50", "latency p50 (ms)", "{:,.3f}"),
+                 ("server_cpu_pct", "server CPU %", "{:,.0f}"),
+                 ("server_us_per_msg", "server CPU µs/msg", "{:,.2f}")],
+}
+SCALE = {"lat_p50": 1e-3, "lat_p99": 1e-3, "complete_p99": 1e-3}
+
+
+def stats(values):
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return statistics.median(vals), min(vals), max(vals)
+
+
+def fmt_stat(st, fmt, scale=1.0):
+    if st is None:
+        return "n/a"
+    m, lo, hi = (x * scale for x in st)
+    if len(set([m, lo, hi])) == 1:
+        return fmt.format(m)
+    return f"{fmt.format(m)} ({fmt.format(lo)}–{fmt.format(hi)})"
+
+
+def collect(results, name, label, key):
+    return [r.get(key) for r in results.get((name, label), []) if r.get("ok")]
+
+
+def report(opts, scs, results, info, started, elapsed):
+    lines = []
+    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    lines.append("# moonroom benchmark results\n")
+    lines.append(f"Generated by `tests/bench/run.py --rounds {opts.rounds}` on {now} "
+                 f"({elapsed / 60:.1f} min). Every cell is the median over the rounds, with "
+                 "min–max in parentheses; each run used a fresh server, and moonroom and "
+                 "the Node.js peer alternated (A B A B …). How the numbers are made and "
+                 "what they mean: [README.md](README.md).\n")
+    lines.append("| machine | |\n|---|---|")
+    lines.append(f"| CPU | {info['cpu']} |")
+    lines.append(f"| nproc | {info['nproc']} (the load generator, one thread, shares them with "
+                 "the server) |")
+    lines.append(f"| kernel | {info['kernel']} |")
+    lines.append(f"| memory | {info['memory']} |")
+    lines.append(f"| open files limit | {info['open_files_limit']} |")
+    lines.append(f"| moonroom | commit {info['commit'] or '?'}, `bench.lua`, "
+                 f"`--max-backpressure {opts.max_backpressure} --ping-interval 0 "
+                 "--idle-timeout 0` |")
+    lines.append(f"| peer | Node.js {info['node']}, ws {info['ws']} "
+                 "(`tests/bench/peer/server.js`) |")
+    lines.append("")
+    failures = []
+    for sc in scs:
+        if sc["variants"] != "servers":
+            continue
+        lines.append(f"## {sc['title']}\n")
+        lines.append("| metric | moonroom | node + ws | moonroom / node |")
+        lines.append("|---|---|---|---|")
+        for key, title, fmt, higher in METRICS[sc["kind"]]:
+            a = stats(collect(results, sc["name"], "moonroom", key))
+            b = stats(collect(results, sc["name"], "node", key))
+            scale = SCALE.get(key, 1.0)
+            ratio = "n/a"
+            if a and b and b[0]:
+                ratio = f"{a[0] / b[0]:.2f}"
+                if higher is True:
+                    ratio += " (higher is better)"
+                elif higher is False:
+                    ratio += " (lower is better)"
+            lines.append(f"| {title} | {fmt_stat(a, fmt, scale)} | {fmt_stat(b, fmt, scale)} "
+                         f"| {ratio} |")
+        lines.append("")
+    lua = [sc for sc in scs if sc["variants"] == "scripts"]
+    if lua:
+        lines.append("## Lua handler cost (moonroom only)\n")
+        lines.append("`bench_min.lua` is the least a handler can do (one table lookup and the "
+                     "broadcast), `bench.lua` the handler of every other table, and "
+                     "`bench_work.lua` adds parsing the message's four header fields, "
+                     "statistics and rebuilding the message (five new strings) per message.\n")
+        for sc in lua:
+            labels = [v[0] for v in variants("scripts", opts)]
+            lines.append(f"### {sc['title']}\n")
+            lines.append("| metric | " + " | ".join(f"`{l}`" for l in labels) + " |")
+            lines.append("|---|" + "---|" * len(labels))
+            for key, title, fmt in LUA_METRICS[sc["name"]]:
+                cells = [fmt_stat(stats(collect(results, sc["name"], l, key)), fmt,
+                                  SCALE.get(key, 1.0)) for l in labels]
+                lines.append(f"| {title} | " + " | ".join(cells) + " |")
+            lines.append("")
+        echo = {l: stats(collect(results, "lua-echo", l, "server_us_per_msg"))
+                for l in [v[0] for v in variants("scripts", opts)]}
+        if all(echo.values()):
+            base = echo["bench_min.lua"][0]
+            lines.append("Handler cost per message, from the echo scenario's server CPU per "
+                         f"message over `bench_min.lua` ({base:.2f} µs, which includes "
+                         "reading, unmasking, one frame written and the Lua call itself): "
+                         f"`bench.lua` {echo['bench.lua'][0] - base:+.2f} µs, "
+                         f"`bench_work.lua` {echo['bench_work.lua'][0] - base:+.2f} µs.\n")
+    for (name, label), runs in results.items():
+        for i, r in enumerate(runs):
+            if not r.get("ok"):
+                failures.append(f"- {name} / {label} round {i + 1}: {r.get('error')} "
+                                f"(violations {r.get('order_violations')}, missing "
+                                f"{r.get('missing')}, closed {r.get('closed_by_server')})")
+            elif r.get("order_violations") or r.get("missing"):
+                failures.append(f"- {name} / {label} round {i + 1}: "
+                                f"{r.get('order_violations')} order violations, "
+                                f"{r.get('missing')} missing")
+    lines.append("## Delivery checks\n")
+    if failures:
+        lines.append("Runs that failed or lost messages (left out of the medians):\n")
+        lines.extend(f.replace("\n", " ") for f in failures)
+    else:
+        lines.append("Every run of every scenario: every subscriber received every message "
+                     "exactly once and in order (0 order violations, 0 missing), no "
+                     "connection was closed by a server.")
+    lines.append("")
+    lines.append("![fan-out](fanout.png)\n")
+    return "\n".join(lines)
+
+
+def plot(results, outpng, tmpdir):
+    rows = []
+    for name, title in (("fanout-1k", "1,000 subscribers"), ("fanout-10k", "10,000 subscribers")):
+        row = [f'"{title}"']
+        for label in ("moonroom", "node"):
+            d = stats(collect(results, name, label, "deliveries_per_s"))
+            l = stats(collect(results, name, label, "lat_p99"))
+            if not d or not l:
+                return False
+            row += [d[0] / 1e3, d[1] / 1e3, d[2] / 1e3, l[0] / 1e3, l[1] / 1e3, l[2] / 1e3]
+        rows.append(row)
+    dat = os.path.join(tmpdir, "fanout.dat")
+    with open(dat, "w") as f:
+        for r in rows:
+            f.write(" ".join(str(x) for x in r) + "\n")
+    gp = f"""
+set terminal pngcairo size 1100,480 font "sans,11" noenhanced
+set output "{outpng}"
+set multiplot layout 1,2 title "moonroom vs Node.js ws: fan-out of 64-byte messages, 16 in flight (median, bars min-max)"
+set style data histogram
+set style histogram errorbars gap 2 lw 1.5
+set style fill solid 0.8 border -1
+set boxwidth 0.9
+set grid ytics
+set yrange [0:*]
+set key top left
+set title "deliveries per second (thousands), higher is better"
+plot "{dat}" using 2:3:4:xtic(1) title "moonroom" lc rgb "#1f77b4", \\
+     "" using 8:9:10 title "node + ws" lc rgb "#ff7f0e"
+set title "delivery latency p99 (ms), lower is better"
+set logscale y
+set yrange [*:*]
+plot "{dat}" using 5:6:7:xtic(1) title "moonroom" lc rgb "#1f77b4", \\
+     "" using 11:12:13 title "node + ws" lc rgb "#ff7f0e"
+unset multiplot
+"""
+    script = os.path.join(tmpdir, "fanout.gp")
+    with open(script, "w") as f:
+        f.write(gp)
+    r = subprocess.run(["gnuplot", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True)
+    if r.returncode != 0 and "pngcairo" in r.stdout:
+        # gnuplot-nox without cairo: fall back to the libgd png terminal.
+        with open(script, "w") as f:
+            f.write(gp.replace('pngcairo size 1100,480 font "sans,11"', "png size 1100,480"))
+        r = subprocess.run(["gnuplot", script], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        log("bench: WARNING: gnuplot failed:\n" + r.stdout)
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- main
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of every scenario (3)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a few connections for a second or two against both servers; "
+                         "asserts delivery and order only, writes no docs")
+    ap.add_argument("--only", default="",
+                    help="comma-separated scenarios: fanout-1k, fanout-10k, chat-10k, idle, "
+                         "lua-fanout-1k, lua-echo")
+    ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--moonroom", help="server binary (default BUILD_DIR/moonroom)")
+    ap.add_argument("--loadgen",
+                    help="load generator (default BUILD_DIR/tests/bench/moonroom-loadgen)")
+    ap.add_argument("--no-build", action="store_true", help="do not run cmake")
+    ap.add_argument("--max-backpressure", type=int, default=8 * 1024 * 1024,
+                    help="moonroom --max-backpressure (8 MiB, so no subscriber is cut off)")
+    ap.add_argument("--out", default=DOCS, help="where results.md and fanout.png go")
+    opts = ap.parse_args()
+
+    given = opts.moonroom and opts.loadgen
+    opts.moonroom = os.path.abspath(opts.moonroom or os.path.join(opts.build_dir, "moonroom"))
+    opts.loadgen = os.path.abspath(opts.loadgen or os.path.join(opts.build_dir, "tests", "bench",
+                                                                "moonroom-loadgen"))
+    if not given and not opts.no_build and not opts.smoke:
+        build(opts.build_dir)
+    for path in (opts.moonroom, opts.loadgen):
+        if not os.access(path, os.X_OK):
+            fail(f"{path} is missing; build with cmake -S {ROOT} -B {opts.build_dir} && "
+                 f"cmake --build {opts.build_dir} -j2")
+    npm_install()
+
+    scs = scenarios(opts.smoke)
+    if opts.only:
+        wanted = set(opts.only.split(","))
+        unknown = wanted - {s["name"] for s in scs}
+        if unknown:
+            fail("unknown scenario(s): " + ", ".join(sorted(unknown)))
+        scs = [s for s in scs if s["name"] in wanted]
+    rounds = 1 if opts.smoke else opts.rounds
+    logdir = tempfile.mkdtemp(prefix="moonroom-bench-")
+    info = machine_info()
+    log(f"bench: {len(scs)} scenarios x {rounds} rounds; server logs in {logdir}")
+
+    results = {}
+    problems = []
+    started = time.monotonic()
+    for rnd in range(rounds):
+        for sc in scs:
+            for label, cmd_fn in variants(sc["variants"], opts):
+                t0 = time.monotonic()
+                res = derived(one_run(opts, sc, label, cmd_fn, logdir))
+                results.setdefault((sc["name"], label), []).append(res)
+                summary = {k: res.get(k) for k in (
+                    "deliveries_per_s", "msgs_per_s", "lat_p50", "lat_p99", "server_cpu_pct",
+                    "loadgen_cpu_pct", "opened", "connect_rate", "rss_per_conn_b",
+                    "order_violations", "missing") if res.get(k) is not None}
+                log(f"bench: round {rnd + 1} {sc['name']:<14} {label:<15} "
+                    f"{'ok ' if res.get('ok') else 'FAIL'} {time.monotonic() - t0:5.1f}s "
+                    + " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in summary.items()))
+                if not res.get("ok"):
+                    log(f"bench:   error: {res.get('error')} (server log {res['server_log']})")
+                if opts.smoke:
+                    problems += [f"{sc['name']} / {label}: {p}"
+                                 for p in check_smoke(sc, label, res)]
+    elapsed = time.monotonic() - started
+
+    if opts.smoke:
+        if problems:
+            fail("smoke found problems:\n  " + "\n  ".join(problems) +
+                 f"\nserver logs in {logdir}")
+        n = sum(len(v) for v in results.values())
+        print(f"bench smoke: {n} runs against moonroom and node, all delivered in order")
+        print(f"{n} passed, 0 failed")
+        shutil.rmtree(logdir, ignore_errors=True)
+        return 0
+
+    os.makedirs(opts.out, exist_ok=True)
+    raw_dir = os.path.join(opts.out, "raw")
+    os.makedirs(raw_dir, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    with open(os.path.join(raw_dir, f"run-{stamp}.json"), "w") as f:
+        json.dump({"machine": info, "rounds": rounds,
+                   "runs": [{"scenario": k[0], "variant": k[1], "results": v}
+                            for k, v in results.items()]}, f, indent=1)
+    md = report(opts, scs, results, info, started, elapsed)
+    names = {s["name"] for s in scs}
+    if not opts.only and {"fanout-1k", "fanout-10k"} <= names and ensure_gnuplot():
+        if not plot(results, os.path.join(opts.out, "fanout.png"), logdir):
+            md = md.replace("![fan-out](fanout.png)\n", "")
+    else:
+        md = md.replace("![fan-out](fanout.png)\n", "")
+    print(md)
+    if opts.only:
+        log("bench: --only given, so results.md is left as it was")
+    else:
+        with open(os.path.join(opts.out, "results.md"), "w") as f:
+            f.write(md)
+        log(f"bench: wrote {os.path.join(opts.out, 'results.md')} in {elapsed / 60:.1f} min")
+    bad = [r for runs in results.values() for r in runs if not r.get("ok")]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
