@@ -394,23 +394,10 @@ static const luaL_Reg core_funcs[] = {
     {"log", l_log},         {"version", l_version},
     {"now", l_now},         {NULL, NULL}};
 
+#define CORE_KEY "moonroom.core"
+
 static int l_open_core(lua_State *L) {
-  mr_server *srv = lua_touserdata(L, lua_upvalueindex(1));
-  lua_newtable(L);
-  for (const luaL_Reg *f = core_funcs; f->name; f++) {
-    lua_pushlightuserdata(L, srv);
-    lua_pushcclosure(L, f->func, 1);
-    lua_setfield(L, -2, f->name);
-  }
-  /* Methods on handles: conn:send(msg), conn:close(), conn:rooms(). */
-  luaL_getmetatable(L, HANDLE_MT);
-  lua_getfield(L, -1, "methods");
-  const char *methods[] = {"send", "close", "rooms", "join", "leave"};
-  for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
-    lua_getfield(L, -3, methods[i]);
-    lua_setfield(L, -2, methods[i]);
-  }
-  lua_pop(L, 2);
+  lua_getfield(L, LUA_REGISTRYINDEX, CORE_KEY);
   return 1;
 }
 
@@ -424,8 +411,24 @@ void mr_bridge_open_core(lua_State *L, mr_server *srv) {
   lua_setfield(L, -2, "__tostring");
   lua_pushliteral(L, "moonroom.conn");
   lua_setfield(L, -2, "__metatable");
+
+  /* The core functions, bound to srv; handles get the ones that take a
+   * connection first as methods, so conn:send() works in a script that
+   * never required the module. */
   lua_newtable(L);
-  lua_setfield(L, -2, "methods");
+  for (const luaL_Reg *f = core_funcs; f->name; f++) {
+    lua_pushlightuserdata(L, srv);
+    lua_pushcclosure(L, f->func, 1);
+    lua_setfield(L, -2, f->name);
+  }
+  lua_newtable(L);
+  const char *methods[] = {"send", "close", "rooms", "join", "leave"};
+  for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+    lua_getfield(L, -2, methods[i]);
+    lua_setfield(L, -2, methods[i]);
+  }
+  lua_setfield(L, -3, "methods");
+  lua_setfield(L, LUA_REGISTRYINDEX, CORE_KEY);
   lua_pop(L, 1);
 
   lua_newtable(L);
@@ -433,8 +436,7 @@ void mr_bridge_open_core(lua_State *L, mr_server *srv) {
 
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "preload");
-  lua_pushlightuserdata(L, srv);
-  lua_pushcclosure(L, l_open_core, 1);
+  lua_pushcfunction(L, l_open_core);
   lua_setfield(L, -2, "moonroom.core");
   lua_pop(L, 2);
 }

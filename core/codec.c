@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "error.h"
+
 size_t mr_frame_header_len(size_t payload_len) {
   if (payload_len < 126)
     return 2;
@@ -58,4 +60,55 @@ int mr_close_code_valid(unsigned code) {
   return (code >= 1000 && code <= 1014 && code != 1004 && code != 1005 &&
           code != 1006) ||
          (code >= 3000 && code <= 4999);
+}
+
+/* Header size implied by its first two bytes: base, extended length, mask. */
+static size_t header_size(const uint8_t *h) {
+  size_t n = 2;
+  uint8_t len7 = h[1] & 0x7F;
+  if (len7 == 126)
+    n += 2;
+  else if (len7 == 127)
+    n += 8;
+  if (h[1] & 0x80)
+    n += 4;
+  return n;
+}
+
+int mr_frame_track(mr_frame_tracker *t, const uint8_t *p, size_t n,
+                   uint64_t max_message, size_t *ok) {
+  size_t i = 0;
+  while (i < n) {
+    if (t->remaining > 0) {
+      uint64_t skip = n - i < t->remaining ? n - i : t->remaining;
+      t->remaining -= skip;
+      i += (size_t)skip;
+      continue;
+    }
+    t->hdr[t->hlen++] = p[i++];
+    if (t->hlen < 2 || t->hlen < header_size(t->hdr))
+      continue;
+    uint8_t len7 = t->hdr[1] & 0x7F;
+    uint64_t len = len7;
+    if (len7 == 126)
+      len = (uint64_t)t->hdr[2] << 8 | t->hdr[3];
+    else if (len7 == 127)
+      for (int k = 0; k < 8; k++)
+        len = (k ? len << 8 : 0) | t->hdr[2 + k];
+    int opcode = t->hdr[0] & 0x0F;
+    int fin = t->hdr[0] >> 7;
+    t->hlen = 0;
+    t->remaining = len;
+    if (opcode >= 0x8)
+      continue; /* control frames are capped at 125 bytes by wslay */
+    t->msg_len = opcode == MR_OP_CONT ? t->msg_len + len : len;
+    if (t->msg_len > max_message || t->msg_len < len) {
+      *ok = i;
+      return MR_ETOOBIG;
+    }
+    if (fin)
+      t->msg_len = 0;
+  }
+  *ok = n;
+  return 0;
 }

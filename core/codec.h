@@ -50,6 +50,24 @@ mr_buf *mr_frame_new(int opcode, const void *payload, size_t len);
  * code 0 means a close frame without a body. */
 mr_buf *mr_frame_new_close(uint16_t code, const char *reason, size_t len);
 
+/* Follows frame boundaries in the client's byte stream, alongside wslay.
+ * wslay announces a frame only once some of its payload has arrived, so
+ * without this a client could announce a huge message and keep the server
+ * waiting for it; this sees each header as soon as it is complete. */
+typedef struct {
+  uint8_t hdr[14];
+  uint8_t hlen;       /* header bytes collected so far */
+  uint64_t remaining; /* payload bytes of the current frame still to come */
+  uint64_t msg_len;   /* payload so far of the current data message */
+} mr_frame_tracker;
+
+/* Feeds n bytes. Returns 0 when every header in them keeps its message
+ * within max_message, or MR_ETOOBIG with *ok set to the number of bytes up
+ * to and including the header that goes over. Malformed headers are not
+ * judged here; wslay refuses those. */
+int mr_frame_track(mr_frame_tracker *t, const uint8_t *p, size_t n,
+                   uint64_t max_message, size_t *ok);
+
 /* True for close codes a peer may send (RFC 6455 7.4, and 3000-4999). The
  * script may send the same set, except 1005/1006/1015. */
 int mr_close_code_valid(unsigned code);

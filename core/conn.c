@@ -214,11 +214,26 @@ static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
                        int flags, void *ud) {
   (void)flags;
   mr_conn *c = ud;
+  if (c->flags & MR_CF_TOO_BIG) {
+    wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
+  }
   if (c->in_len == 0) {
     wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
     return -1;
   }
   size_t n = len < c->in_len ? len : c->in_len;
+  size_t ok;
+  if (mr_frame_track(&c->track, c->in, n, c->srv->cfg.max_message, &ok) != 0) {
+    /* wslay still gets the messages before the oversized header; the next
+     * call reports the failure, and feed_ws answers 1009 at once. */
+    c->flags |= MR_CF_TOO_BIG;
+    c->in_len = n = ok;
+    if (n == 0) {
+      wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+      return -1;
+    }
+  }
   memcpy(buf, c->in, n);
   c->in += n;
   c->in_len -= n;
@@ -256,6 +271,12 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
     }
     return;
   case WSLAY_CONNECTION_CLOSE: {
+    if (arg->msg_length == 1) {
+      /* A close body is empty or at least a 2-byte code; wslay lets a
+       * single byte through as "no status", which RFC 6455 forbids. */
+      c->flags |= MR_CF_BAD_CLOSE;
+      return;
+    }
     unsigned code = arg->status_code ? arg->status_code : MR_CLOSE_NO_STATUS;
     size_t rlen = arg->msg_length > 2 ? arg->msg_length - 2 : 0;
     set_close(c, code, rlen ? (const char *)arg->msg + 2 : "", rlen);
@@ -311,15 +332,19 @@ static void after_wslay(mr_conn *c) {
 }
 
 /* A frame-level violation (oversized or fragmented control frame, bad
- * length encoding) makes wslay fail without a status code; the peer is owed
- * a 1002, so we send it ourselves and drop wslay's empty close. */
-static void protocol_failure(mr_conn *c) {
+ * length encoding) makes wslay fail without a status code, as does our own
+ * early size check; the peer is owed 1002 or 1009, so we send it ourselves
+ * and drop wslay's empty close. */
+static void protocol_failure(mr_conn *c, unsigned code, const char *why) {
   mr_server *srv = c->srv;
-  srv->stats.protocol_errors++;
-  mr_info("conn %llu (%s): closed 1002: malformed frame",
-          (unsigned long long)c->id, c->remote);
-  set_close(c, MR_CLOSE_PROTOCOL, "malformed frame", 15);
-  mr_buf *f = mr_frame_new_close(MR_CLOSE_PROTOCOL, "malformed frame", 15);
+  if (code == MR_CLOSE_TOO_BIG)
+    srv->stats.messages_too_big++;
+  else
+    srv->stats.protocol_errors++;
+  mr_info("conn %llu (%s): closed %u: %s", (unsigned long long)c->id,
+          c->remote, code, why);
+  set_close(c, code, why, strlen(why));
+  mr_buf *f = mr_frame_new_close((uint16_t)code, why, strlen(why));
   if (f) {
     queue_buf(c, f);
     mr_buf_release(f);
@@ -339,8 +364,12 @@ static void feed_ws(mr_conn *c, const uint8_t *p, size_t n) {
   c->in_len = 0;
   if (c->state == MR_CONN_CLOSED)
     return;
-  if (r != 0 && !wslay_event_get_close_sent(c->ws)) {
-    protocol_failure(c);
+  if ((r != 0 && !wslay_event_get_close_sent(c->ws)) ||
+      (c->flags & MR_CF_BAD_CLOSE)) {
+    if (c->flags & MR_CF_TOO_BIG)
+      protocol_failure(c, MR_CLOSE_TOO_BIG, "message larger than --max-message");
+    else
+      protocol_failure(c, MR_CLOSE_PROTOCOL, "malformed frame");
     return;
   }
   after_wslay(c);

@@ -11,6 +11,7 @@
 #include <wslay/wslay.h>
 
 #include "buf.h"
+#include "codec.h"
 #include "rooms.h"
 #include "server.h"
 
@@ -29,6 +30,8 @@ enum {
 
 enum {
   MR_CF_HOLD = 1 << 8,     /* on_connect runs: nothing may be written yet */
+  MR_CF_BAD_CLOSE = 1 << 9, /* the peer's close frame had a 1-byte body */
+  MR_CF_TOO_BIG = 1 << 10,  /* a frame header announced too much */
   MR_CF_PENDING = 1 << 0,  /* on srv->pending */
   MR_CF_WRITING = 1 << 1,  /* a uv_write is in flight */
   MR_CF_DOOMED = 1 << 2,   /* on srv->doomed */
@@ -59,6 +62,7 @@ typedef struct mr_conn {
   const uint8_t *in; /* the current read chunk being fed to wslay */
   size_t in_len;
   mr_outq outq;
+  mr_frame_tracker track;
   uv_write_t wreq;
   size_t writing; /* bytes handed to the in-flight uv_write */
   uint64_t last_rx;  /* loop time (ms) of the last frame from the peer */

@@ -909,7 +909,7 @@ static uint64_t count_missing(void) {
   return missing;
 }
 
-static void print_result(void) {
+static int print_result(void) {
   static const char *names[] = {"fanout", "chat", "idle"};
   uint64_t missing = count_missing();
   double win = (double)(t_win1 - t_win0) / 1e9;
@@ -918,7 +918,8 @@ static void print_result(void) {
   double conn_span = t_last_open > t_start ? (double)(t_last_open - t_start) / 1e9 : 0;
   int ok = !err_msg[0] && !e_order && !missing && !e_malformed && !e_cross_room &&
            !e_protocol && !e_closed && !e_handshake && !e_connect && !got_signal;
-  if (o_scenario == SC_IDLE) ok = !err_msg[0] && opened > 0 && !e_protocol && !got_signal;
+  if (o_scenario == SC_IDLE)
+    ok = !err_msg[0] && opened > 0 && !e_protocol && !e_closed && !got_signal;
   printf("{\"scenario\":\"%s\",\"ok\":%s,", names[o_scenario], ok ? "true" : "false");
   printf("\"error\":");
   if (err_msg[0] || got_signal) {
@@ -973,6 +974,7 @@ static void print_result(void) {
   }
   printf("}\n");
   fflush(stdout);
+  return ok;
 }
 
 /* ---- options ---- */
@@ -1161,12 +1163,6 @@ int main(int argc, char **argv) {
     phase_tick(now_ns());
   }
   if (phase == P_RUN && measuring) snapshot_end(now_ns());
-  print_result();
-  /* the kernel closes the sockets */
-  int ok_exit = 0;
-  if (err_msg[0] || got_signal) ok_exit = 1;
-  if (o_scenario != SC_IDLE && (e_order || count_missing() || e_malformed || e_cross_room ||
-                                e_protocol || e_closed || e_handshake || e_connect))
-    ok_exit = 1;
-  return ok_exit;
+  /* The kernel closes the sockets. */
+  return print_result() ? 0 : 1;
 }

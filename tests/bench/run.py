@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -112,13 +113,15 @@ def ensure_gnuplot():
         return True
     log("bench: installing gnuplot-nox with apt-get")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "-q", "gnuplot-nox"]
-    if subprocess.run(cmd, env=env, stdout=sys.stderr, stderr=sys.stderr).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, stdout=sys.stderr,
-                       stderr=sys.stderr)
-        subprocess.run(cmd, env=env, stdout=sys.stderr, stderr=sys.stderr)
+    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "gnuplot-nox"]
+    quiet = dict(env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    r = subprocess.run(cmd, **quiet)
+    if r.returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], **quiet)
+        r = subprocess.run(cmd, **quiet)
     if not shutil.which("gnuplot"):
-        log("bench: WARNING: gnuplot is not available; fanout.png not written")
+        log("bench: WARNING: gnuplot is not available (apt-get said:\n" + r.stdout[-1500:] +
+            ")\nfanout.png not written")
         return False
     return True
 
@@ -137,6 +140,37 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_busy_s():
+    """Seconds of CPU the whole machine spent busy since boot (all cores)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    # user nice system idle iowait irq softirq steal
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def wait_quiet(max_wait=60.0, threshold=0.25):
+    """Waits until the rest of the machine uses less than `threshold` cores
+    (measured over half a second), so that one engineer's test run does not
+    land in the middle of a measurement. Returns the load seen last."""
+    deadline = time.monotonic() + max_wait
+    warned = False
+    while True:
+        b0, t0 = cpu_busy_s(), time.monotonic()
+        time.sleep(0.5)
+        load = (cpu_busy_s() - b0) / (time.monotonic() - t0)
+        if load < threshold or time.monotonic() > deadline:
+            return load
+        if not warned:
+            log(f"bench: the machine is busy ({load:.2f} cores used by other processes); "
+                f"waiting up to {max_wait:.0f}s for it to calm down")
+            warned = True
 
 
 def machine_info():
@@ -345,6 +379,20 @@ def run_loadgen(opts, sc, server, holding_cb=None):
 
 
 def one_run(opts, sc, label, cmd_fn, logdir):
+    res = {}
+    if not opts.smoke:
+        res["load_before"] = wait_quiet()
+    b0, c0, t0 = cpu_busy_s(), children_cpu_s(), time.monotonic()
+    res.update(server_run(opts, sc, label, cmd_fn, logdir))
+    # Whatever CPU the machine spent beyond this run's own processes (the
+    # server and the loadgen, both waited for by now) was someone else's.
+    wall = time.monotonic() - t0
+    other = (cpu_busy_s() - b0) - (children_cpu_s() - c0)
+    res["other_cpu_pct"] = max(0.0, 100.0 * other / wall) if wall > 0 else 0.0
+    return res
+
+
+def server_run(opts, sc, label, cmd_fn, logdir):
     server = Server(label, cmd_fn, logdir, f"{sc['name']}-{label}")
     try:
         time.sleep(0.2)
@@ -411,6 +459,7 @@ METRICS = {
                ("msgs_per_s", "messages/s completed", "{:,.1f}", True),
                ("lat_p50", "latency p50 (ms)", "{:,.2f}", False),
                ("lat_p99", "latency p99 (ms)", "{:,.2f}", False),
+               ("complete_p99", "send to last subscriber p99 (ms)", "{:,.2f}", False),
                ("server_cpu_pct", "server CPU %", "{:,.0f}", None),
                ("server_us_per_delivery", "server CPU µs/delivery", "{:,.2f}", False),
                ("loadgen_cpu_pct", "loadgen CPU %", "{:,.0f}", None)],
@@ -479,6 +528,13 @@ def report(opts, scs, results, info, started, elapsed):
                  "--idle-timeout 0` |")
     lines.append(f"| peer | Node.js {info['node']}, ws {info['ws']} "
                  "(`tests/bench/peer/server.js`) |")
+    others = [r.get("other_cpu_pct", 0.0) for runs in results.values() for r in runs]
+    if others:
+        noisy = sum(1 for o in others if o > 20)
+        lines.append(f"| other processes during the runs | median {statistics.median(others):.0f} %, "
+                     f"max {max(others):.0f} % of one core"
+                     + (f" ({noisy} runs above 20 %: treat those numbers with care)" if noisy
+                        else "") + " |")
     lines.append("")
     failures = []
     for sc in scs:
@@ -573,6 +629,7 @@ set style data histogram
 set style histogram errorbars gap 2 lw 1.5
 set style fill solid 0.8 border -1
 set boxwidth 0.9
+set xrange [-0.6:1.6]
 set grid ytics
 set yrange [0:*]
 set key top left
@@ -662,7 +719,7 @@ def main():
                 summary = {k: res.get(k) for k in (
                     "deliveries_per_s", "msgs_per_s", "lat_p50", "lat_p99", "server_cpu_pct",
                     "loadgen_cpu_pct", "opened", "connect_rate", "rss_per_conn_b",
-                    "order_violations", "missing") if res.get(k) is not None}
+                    "order_violations", "missing", "other_cpu_pct") if res.get(k) is not None}
                 log(f"bench: round {rnd + 1} {sc['name']:<14} {label:<15} "
                     f"{'ok ' if res.get('ok') else 'FAIL'} {time.monotonic() - t0:5.1f}s "
                     + " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"

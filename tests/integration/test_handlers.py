@@ -135,8 +135,9 @@ def test_error_in_on_connect_gives_500(cmd_server):
     resp, closed = handshake_status(cmd_server.port, "/?crash=1")
     assert resp.status == 500, resp
     assert closed
-    assert cmd_server.wait_log(r"(?i)error.*cmd\.lua:\d+", 3), \
-        "no error line naming cmd.lua:<line> in the log"
+    line = line_of("crash requested in on_connect")
+    assert cmd_server.wait_log(rf"(?i)error.*cmd\.lua:{line}\b", 3), \
+        f"no error line naming cmd.lua:{line} in the log"
     c = RawClient.connect(cmd_server.port)
     assert c.cmd("after crash") == "after crash"
     c.close()
@@ -385,4 +386,18 @@ def test_protocol_errors_counted(cmd_server):
         bad.close()
     time.sleep(0.2)
     assert stats(c)["protocol_errors"] == before + 3
+    c.close()
+
+
+# -- a script that does not require "moonroom" ---------------------------------
+
+def test_conn_methods_work_without_require(server):
+    srv = server(script=CMD_SCRIPT.parent / "norequire.lua")
+    c = RawClient.connect(srv.port)
+    assert c.cmd("a") == "a#1"
+    assert c.cmd("b") == "b#2"
+    assert re.fullmatch(r"\d+", c.cmd("id"))
+    c.send_text("bye")
+    code, reason = c.expect_close()
+    assert (code, reason) == (4001, b"bye")
     c.close()

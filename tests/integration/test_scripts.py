@@ -80,30 +80,43 @@ def test_echo_many_concurrent_clients(echo_server):
 
 
 # -- chat.lua -------------------------------------------------------------------
+#
+# chat.lua: ?room=ROOM (default "lobby") &name=NAME. A text message goes to the
+# whole room, sender included, as "NAME: TEXT". Joins, leaves and renames are
+# announced as "* NAME joined" (not to the joiner), "* NAME left",
+# "* OLD is now NEW". Commands: /join ROOM, /nick NAME, /who, /rooms.
 
-def chat_line(name, text):
-    return f"{name}: {text}"
+
+async def quiet(ws, wait=0.3):
+    """Asserts nothing arrives within `wait` seconds."""
+    try:
+        msg = await asyncio.wait_for(ws.recv(), wait)
+    except asyncio.TimeoutError:
+        return
+    raise AssertionError(f"unexpected message {msg!r}")
 
 
 def test_chat_room_broadcast_includes_sender(chat_server):
     url = chat_server.url
 
     async def go():
-        async with ws_connect(f"{url}/?room=r1&name=alice") as alice, \
-                ws_connect(f"{url}/?room=r1&name=bob") as bob, \
-                ws_connect(f"{url}/?room=r2&name=carol") as carol:
-            await alice.send("hi all")
-            assert await arecv(alice) == chat_line("alice", "hi all")
-            assert await arecv(bob) == chat_line("alice", "hi all")
-            await bob.send("hey")
-            assert await arecv(alice) == chat_line("bob", "hey")
-            assert await arecv(bob) == chat_line("bob", "hey")
-            await carol.send("anyone?")
-            assert await arecv(carol) == chat_line("carol", "anyone?")
-            with pytest.raises(asyncio.TimeoutError):
-                await arecv(alice, timeout=0.3)
-            with pytest.raises(asyncio.TimeoutError):
-                await arecv(bob, timeout=0.3)
+        async with ws_connect(f"{url}/?room=r1&name=alice") as alice:
+            async with ws_connect(f"{url}/?room=r1&name=bob") as bob, \
+                    ws_connect(f"{url}/?room=r2&name=carol") as carol:
+                assert await arecv(alice) == "* bob joined"
+                await alice.send("hi all")
+                assert await arecv(alice) == "alice: hi all"
+                assert await arecv(bob) == "alice: hi all"
+                await bob.send("hey")
+                assert await arecv(alice) == "bob: hey"
+                assert await arecv(bob) == "bob: hey"
+                await carol.send("anyone?")
+                assert await arecv(carol) == "carol: anyone?"
+                await quiet(alice)
+                await quiet(bob)
+            # bob and carol are gone: alice hears that bob left, not carol.
+            assert await arecv(alice) == "* bob left"
+            await quiet(alice)
     arun(go())
 
 
@@ -113,7 +126,47 @@ def test_chat_default_room_is_lobby(chat_server):
     async def go():
         async with ws_connect(f"{url}/?name=dora") as dora, \
                 ws_connect(f"{url}/?room=lobby&name=eve") as eve:
+            assert await arecv(dora) == "* eve joined"
             await dora.send("in the lobby")
-            assert await arecv(eve) == chat_line("dora", "in the lobby")
-            assert await arecv(dora) == chat_line("dora", "in the lobby")
+            assert await arecv(eve) == "dora: in the lobby"
+            assert await arecv(dora) == "dora: in the lobby"
     arun(go())
+
+
+def test_chat_commands(chat_server):
+    url = chat_server.url
+
+    async def go():
+        async with ws_connect(f"{url}/?room=hall&name=ann") as ann, \
+                ws_connect(f"{url}/?room=hall&name=ben") as ben:
+            assert await arecv(ann) == "* ben joined"
+            await ann.send("/who")
+            assert await arecv(ann) == "* here: ann, ben"
+            await ann.send("/rooms")
+            assert await arecv(ann) == "* rooms: hall"
+            await ann.send("/nick annie")
+            assert await arecv(ann) == "* ann is now annie"
+            assert await arecv(ben) == "* ann is now annie"
+            await ann.send("renamed")
+            assert await arecv(ben) == "annie: renamed"
+            assert await arecv(ann) == "annie: renamed"
+            await ann.send("/join kitchen")
+            assert await arecv(ben) == "* annie left"
+            assert await arecv(ann) == "* you are in kitchen"
+            await ann.send("/rooms")
+            assert await arecv(ann) == "* rooms: kitchen"
+            await ben.send("alone?")
+            assert await arecv(ben) == "ben: alone?"
+            await quiet(ann)
+            await ann.send("/frobnicate")
+            assert (await arecv(ann)).startswith("! ")
+            await ann.send(b"\x00binary")
+            assert (await arecv(ann)).startswith("! ")
+    arun(go())
+
+
+def test_chat_refuses_bad_room(chat_server):
+    c = RawClient(chat_server.port)
+    resp = c.handshake(path="/?room=has%20space&name=x")
+    assert resp.status == 400, resp
+    c.close()

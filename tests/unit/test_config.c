@@ -1,0 +1,579 @@
+/* Unit tests for command-line parsing (core/config.c).
+ *
+ * Every case runs the real parser over a fresh, writable argv (getopt may
+ * permute it) and captures --help/--version output in a memory stream. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "error.h"
+#include "log.h"
+#include "test_util.h"
+
+enum { MAXARGS = 160 };
+
+/* The state of the last parse: argv strings live until the next one, since
+ * cfg.script points into them. */
+static char *args[MAXARGS + 2];
+static int nargs;
+static mr_config cfg;
+static char err[512];
+static char *out_text;
+static size_t out_len;
+
+static void reset(void) {
+  for (int i = 0; i < nargs; i++)
+    free(args[i]);
+  nargs = 0;
+  free(out_text);
+  out_text = NULL;
+  out_len = 0;
+}
+
+/* Runs the parser over an argv built from a vector of strings (argv[0] is
+ * added). */
+static int parse_v(int n, const char *const *v) {
+  reset();
+  args[nargs++] = strdup("moonroom");
+  for (int i = 0; i < n && nargs < MAXARGS; i++)
+    args[nargs++] = strdup(v[i]);
+  args[nargs] = NULL;
+  FILE *out = open_memstream(&out_text, &out_len);
+  if (!out) {
+    perror("open_memstream");
+    exit(2);
+  }
+  memset(err, 'Z', sizeof err); /* the parser must always terminate err */
+  err[sizeof err - 1] = '\0';
+  int rc = mr_config_parse(&cfg, nargs, args, err, sizeof err, out);
+  fclose(out);
+  return rc;
+}
+
+/* parse("--listen", "x", "app.lua", NULL) */
+static int parse(const char *first, ...) {
+  const char *v[MAXARGS];
+  int n = 0;
+  va_list ap;
+  va_start(ap, first);
+  for (const char *s = first; s && n < MAXARGS; s = va_arg(ap, const char *))
+    v[n++] = s;
+  va_end(ap);
+  return parse_v(n, v);
+}
+
+#define CHECK_CONTAINS(hay, needle)                                            \
+  do {                                                                         \
+    const char *h_ = (hay), *n_ = (needle);                                    \
+    if (!test_record(h_ && strstr(h_, n_) != NULL, __FILE__, __LINE__,         \
+                     #hay " contains " #needle))                               \
+      fprintf(stderr, "  got \"%s\", expected it to contain \"%s\"\n",         \
+              h_ ? h_ : "(null)", n_);                                         \
+  } while (0)
+
+/* A usage error whose message names the option and quotes the bad value. */
+static void check_bad(const char *opt, const char *value, const char *want) {
+  int rc = parse(opt, value, "app.lua", NULL);
+  if (!test_record(rc == MR_CONFIG_USAGE, __FILE__, __LINE__,
+                   "bad value gives MR_CONFIG_USAGE"))
+    fprintf(stderr, "  %s %s: got %d\n", opt, value, rc);
+  if (!test_record(strcmp(err, want) == 0, __FILE__, __LINE__,
+                   "usage message"))
+    fprintf(stderr, "  %s %s: got \"%s\", expected \"%s\"\n", opt, value, err,
+            want);
+}
+
+/* ---- defaults ---- */
+
+static void test_defaults(void) {
+  CHECK_EQ_INT(parse("app.lua", NULL), MR_CONFIG_RUN);
+  CHECK_STR(err, "");
+  CHECK_STR(cfg.script, "app.lua");
+  CHECK_STR(cfg.listen.host, "127.0.0.1");
+  CHECK_EQ_INT(cfg.listen.port, 8080);
+  CHECK_EQ_INT(cfg.max_message, 1048576);
+  CHECK_EQ_INT(cfg.max_backpressure, 1048576);
+  CHECK_EQ_INT(cfg.max_head, 8192);
+  CHECK_EQ_INT(cfg.idle_timeout, 120);
+  CHECK_EQ_INT(cfg.ping_interval, 30);
+  CHECK_EQ_INT(cfg.handshake_timeout, 10);
+  CHECK_EQ_INT(cfg.max_connections, 0);
+  CHECK_EQ_INT(cfg.log_level, MR_LOG_INFO);
+  CHECK_EQ_INT(cfg.reload, 1);
+  CHECK_EQ_INT(cfg.cluster, 0);
+  CHECK_EQ_INT(cfg.has_cluster_listen, 0);
+  CHECK_EQ_INT(cfg.npeers, 0);
+  CHECK_STR(cfg.node, "");
+  CHECK_STR(cfg.cookie, "");
+  CHECK_EQ_INT(out_len, 0); /* nothing printed */
+}
+
+/* ---- each option ---- */
+
+static void test_options(void) {
+  CHECK_EQ_INT(parse("--listen", "0.0.0.0:9001", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_STR(cfg.listen.host, "0.0.0.0");
+  CHECK_EQ_INT(cfg.listen.port, 9001);
+
+  CHECK_EQ_INT(parse("--listen=[::1]:9000", "app.lua", NULL), MR_CONFIG_RUN);
+  CHECK_STR(cfg.listen.host, "::1");
+  CHECK_EQ_INT(cfg.listen.port, 9000);
+  CHECK_EQ_INT(parse("--listen", "[::1]:9000", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_STR(cfg.listen.host, "::1");
+  CHECK_EQ_INT(cfg.listen.port, 9000);
+
+  /* Options after the script are taken too (GNU permutation). */
+  CHECK_EQ_INT(parse("app.lua", "--listen", "localhost:1", NULL),
+               MR_CONFIG_RUN);
+  CHECK_STR(cfg.script, "app.lua");
+  CHECK_STR(cfg.listen.host, "localhost");
+  CHECK_EQ_INT(cfg.listen.port, 1);
+
+  CHECK_EQ_INT(parse("--max-message", "1", "app.lua", NULL), MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.max_message, 1);
+  CHECK_EQ_INT(parse("--max-message", "2147483648", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.max_message, 2147483648ll);
+  CHECK_EQ_INT(parse("--max-message=65536", "app.lua", NULL), MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.max_message, 65536);
+
+  CHECK_EQ_INT(parse("--max-backpressure", "1024", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.max_backpressure, 1024);
+  CHECK_EQ_INT(parse("--max-backpressure", "1099511627776", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.max_backpressure, 1099511627776ll);
+
+  CHECK_EQ_INT(parse("--max-head", "256", "app.lua", NULL), MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.max_head, 256);
+  CHECK_EQ_INT(parse("--max-head", "1048576", "app.lua", NULL), MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.max_head, 1048576);
+
+  CHECK_EQ_INT(parse("--max-connections", "0", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.max_connections, 0);
+  CHECK_EQ_INT(parse("--max-connections", "100000000", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.max_connections, 100000000);
+
+  CHECK_EQ_INT(parse("--idle-timeout", "0", "--ping-interval", "0",
+                     "--handshake-timeout", "1", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.idle_timeout, 0);
+  CHECK_EQ_INT(cfg.ping_interval, 0);
+  CHECK_EQ_INT(cfg.handshake_timeout, 1);
+  CHECK_EQ_INT(parse("--idle-timeout", "31536000", "--ping-interval", "7",
+                     "--handshake-timeout", "31536000", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.idle_timeout, 31536000);
+  CHECK_EQ_INT(cfg.ping_interval, 7);
+  CHECK_EQ_INT(cfg.handshake_timeout, 31536000);
+
+  CHECK_EQ_INT(parse("--no-reload", "app.lua", NULL), MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.reload, 0);
+
+  static const struct {
+    const char *name;
+    int level;
+  } levels[] = {{"debug", MR_LOG_DEBUG},
+                {"info", MR_LOG_INFO},
+                {"warn", MR_LOG_WARN},
+                {"error", MR_LOG_ERROR}};
+  for (int i = 0; i < 4; i++) {
+    CHECK_EQ_INT(parse("--log-level", levels[i].name, "app.lua", NULL),
+                 MR_CONFIG_RUN);
+    CHECK_EQ_INT(cfg.log_level, levels[i].level);
+  }
+
+  CHECK_EQ_INT(parse("--node", "n1", "app.lua", NULL), MR_CONFIG_RUN);
+  CHECK_STR(cfg.node, "n1");
+  CHECK_EQ_INT(cfg.cluster, 0); /* a name alone does not cluster */
+
+  /* A later value of the same option wins. */
+  CHECK_EQ_INT(parse("--listen", "a:1", "--listen", "b:2", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_STR(cfg.listen.host, "b");
+  CHECK_EQ_INT(cfg.listen.port, 2);
+
+  /* "--" ends the options, so a script may start with a dash. */
+  CHECK_EQ_INT(parse("--", "--odd.lua", NULL), MR_CONFIG_RUN);
+  CHECK_STR(cfg.script, "--odd.lua");
+
+  /* Every option at once. */
+  CHECK_EQ_INT(parse("--listen", "10.0.0.1:80", "--max-message", "4096",
+                     "--max-backpressure", "8192", "--max-head", "512",
+                     "--max-connections", "77", "--idle-timeout", "5",
+                     "--ping-interval", "6", "--handshake-timeout", "3",
+                     "--no-reload", "--log-level", "warn", "--cluster-listen",
+                     "0.0.0.0:7000", "--peer", "10.0.0.2:7000", "--node", "n",
+                     "--cookie", "s3cret", "all.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_STR(cfg.script, "all.lua");
+  CHECK_STR(cfg.listen.host, "10.0.0.1");
+  CHECK_EQ_INT(cfg.listen.port, 80);
+  CHECK_EQ_INT(cfg.max_message, 4096);
+  CHECK_EQ_INT(cfg.max_backpressure, 8192);
+  CHECK_EQ_INT(cfg.max_head, 512);
+  CHECK_EQ_INT(cfg.max_connections, 77);
+  CHECK_EQ_INT(cfg.idle_timeout, 5);
+  CHECK_EQ_INT(cfg.ping_interval, 6);
+  CHECK_EQ_INT(cfg.handshake_timeout, 3);
+  CHECK_EQ_INT(cfg.reload, 0);
+  CHECK_EQ_INT(cfg.log_level, MR_LOG_WARN);
+  CHECK_EQ_INT(cfg.cluster, 1);
+  CHECK_EQ_INT(cfg.has_cluster_listen, 1);
+  CHECK_STR(cfg.cluster_listen.host, "0.0.0.0");
+  CHECK_EQ_INT(cfg.cluster_listen.port, 7000);
+  CHECK_EQ_INT(cfg.npeers, 1);
+  CHECK_STR(cfg.peers[0].host, "10.0.0.2");
+  CHECK_EQ_INT(cfg.peers[0].port, 7000);
+  CHECK_STR(cfg.node, "n");
+  CHECK_STR(cfg.cookie, "s3cret");
+  CHECK_STR(err, "");
+
+  /* The next parse starts from the defaults again. */
+  CHECK_EQ_INT(parse("app.lua", NULL), MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.max_message, 1048576);
+  CHECK_EQ_INT(cfg.reload, 1);
+  CHECK_EQ_INT(cfg.cluster, 0);
+  CHECK_EQ_INT(cfg.npeers, 0);
+  CHECK_STR(cfg.cookie, "");
+}
+
+/* ---- bad values ---- */
+
+static void test_bad_values(void) {
+  check_bad("--listen", "nocolon", "--listen: expected HOST:PORT, got 'nocolon'");
+  check_bad("--listen", "h:70000", "--listen: expected HOST:PORT, got 'h:70000'");
+  check_bad("--listen", "[::1]", "--listen: expected HOST:PORT, got '[::1]'");
+  check_bad("--max-message", "0",
+            "--max-message: expected 1..2147483648 bytes, got '0'");
+  check_bad("--max-message", "2147483649",
+            "--max-message: expected 1..2147483648 bytes, got '2147483649'");
+  check_bad("--max-message", "-1",
+            "--max-message: expected 1..2147483648 bytes, got '-1'");
+  check_bad("--max-message", "12k",
+            "--max-message: expected 1..2147483648 bytes, got '12k'");
+  check_bad("--max-message", "",
+            "--max-message: expected 1..2147483648 bytes, got ''");
+  check_bad("--max-message", "99999999999999999999999",
+            "--max-message: expected 1..2147483648 bytes, got "
+            "'99999999999999999999999'");
+  check_bad("--max-backpressure", "1023",
+            "--max-backpressure: expected at least 1024 bytes, got '1023'");
+  check_bad("--max-backpressure", "1099511627777",
+            "--max-backpressure: expected at least 1024 bytes, got "
+            "'1099511627777'");
+  check_bad("--max-head", "255",
+            "--max-head: expected 256..1048576 bytes, got '255'");
+  check_bad("--max-head", "1048577",
+            "--max-head: expected 256..1048576 bytes, got '1048577'");
+  check_bad("--max-connections", "100000001",
+            "--max-connections: expected a count, got '100000001'");
+  check_bad("--max-connections", "many",
+            "--max-connections: expected a count, got 'many'");
+  check_bad("--max-connections", "-5",
+            "--max-connections: expected a count, got '-5'");
+  check_bad("--idle-timeout", "abc",
+            "--idle-timeout: expected a number of seconds, got 'abc'");
+  check_bad("--idle-timeout", "31536001",
+            "--idle-timeout: expected a number of seconds, got '31536001'");
+  check_bad("--ping-interval", "-1",
+            "--ping-interval: expected a number of seconds, got '-1'");
+  check_bad("--handshake-timeout", "0",
+            "--handshake-timeout: expected a number of seconds, got '0'");
+  check_bad("--log-level", "verbose",
+            "--log-level: expected debug, info, warn or error, got 'verbose'");
+  check_bad("--log-level", "INFO",
+            "--log-level: expected debug, info, warn or error, got 'INFO'");
+  check_bad("--cluster-listen", "7000",
+            "--cluster-listen: expected HOST:PORT, got '7000'");
+  check_bad("--peer", "host:", "--peer: expected HOST:PORT, got 'host:'");
+  check_bad("--node", "", "--node: expected a name of 1..63 bytes");
+  check_bad("--cookie", "", "--cookie: expected a secret of 1..255 bytes");
+
+  /* The "--opt=value" spelling names the option too. */
+  CHECK_EQ_INT(parse("--ping-interval=soon", "app.lua", NULL),
+               MR_CONFIG_USAGE);
+  CHECK(strncmp(err, "--ping-interval", 15) == 0);
+  CHECK_CONTAINS(err, "got 'soon'");
+  CHECK_EQ_INT(parse("--max-head=1", "app.lua", NULL), MR_CONFIG_USAGE);
+  CHECK_STR(err, "--max-head: expected 256..1048576 bytes, got '1'");
+
+  /* Length limits of the fixed buffers. */
+  char name[80], cookie[300];
+  memset(name, 'n', sizeof name);
+  name[63] = '\0';
+  CHECK_EQ_INT(parse("--node", name, "app.lua", NULL), MR_CONFIG_RUN);
+  CHECK_EQ_INT(strlen(cfg.node), 63);
+  name[63] = 'n';
+  name[64] = '\0';
+  CHECK_EQ_INT(parse("--node", name, "app.lua", NULL), MR_CONFIG_USAGE);
+  CHECK_STR(err, "--node: expected a name of 1..63 bytes");
+  memset(cookie, 'c', sizeof cookie);
+  cookie[255] = '\0';
+  CHECK_EQ_INT(parse("--cookie", cookie, "app.lua", NULL), MR_CONFIG_RUN);
+  CHECK_EQ_INT(strlen(cfg.cookie), 255);
+  cookie[255] = 'c';
+  cookie[256] = '\0';
+  CHECK_EQ_INT(parse("--cookie", cookie, "app.lua", NULL), MR_CONFIG_USAGE);
+  CHECK_STR(err, "--cookie: expected a secret of 1..255 bytes");
+
+  /* A long message is cut to errlen and stays terminated. */
+  reset();
+  char *argv[] = {strdup("moonroom"), strdup("--listen"), strdup("bad"),
+                  strdup("app.lua"), NULL};
+  char small[12];
+  memset(small, 'Z', sizeof small);
+  mr_config c;
+  CHECK_EQ_INT(mr_config_parse(&c, 4, argv, small, sizeof small, stdout),
+               MR_CONFIG_USAGE);
+  CHECK_STR(small, "--listen: e");
+  for (int i = 0; i < 4; i++)
+    free(argv[i]);
+}
+
+/* A required value that is missing: the message should say so and name the
+ * option. */
+static void test_missing_value(void) {
+  CHECK_EQ_INT(parse("app.lua", "--listen", NULL), MR_CONFIG_USAGE);
+  CHECK_CONTAINS(err, "--listen");
+  CHECK_STR(err, "--listen: missing value");
+  CHECK_EQ_INT(parse("app.lua", "--max-message", NULL), MR_CONFIG_USAGE);
+  CHECK_STR(err, "--max-message: missing value");
+}
+
+/* ---- unknown options and the script argument ---- */
+
+static void test_args(void) {
+  CHECK_EQ_INT(parse("--bogus", "app.lua", NULL), MR_CONFIG_USAGE);
+  CHECK_STR(err, "unknown option '--bogus' (see --help)");
+  CHECK_EQ_INT(parse("app.lua", "--bogus=1", NULL), MR_CONFIG_USAGE);
+  CHECK_STR(err, "unknown option '--bogus=1' (see --help)");
+  CHECK_EQ_INT(parse("-x", "app.lua", NULL), MR_CONFIG_USAGE);
+  CHECK_STR(err, "unknown option '-x' (see --help)");
+  /* Unknown short options bundled in one word: the message must name the
+   * option, not whatever argv word came before it. */
+  CHECK_EQ_INT(parse("-xy", "app.lua", NULL), MR_CONFIG_USAGE);
+  CHECK_CONTAINS(err, "'-x");
+  /* A flag given a value. */
+  CHECK_EQ_INT(parse("--no-reload=yes", "app.lua", NULL), MR_CONFIG_USAGE);
+  CHECK_CONTAINS(err, "--no-reload");
+
+  CHECK_EQ_INT(parse(NULL), MR_CONFIG_USAGE);
+  CHECK_STR(err, "missing SCRIPT (see --help)");
+  CHECK_EQ_INT(parse("--no-reload", NULL), MR_CONFIG_USAGE);
+  CHECK_STR(err, "missing SCRIPT (see --help)");
+  CHECK_EQ_INT(parse("a.lua", "b.lua", NULL), MR_CONFIG_USAGE);
+  CHECK_STR(err, "expected exactly one SCRIPT (see --help)");
+  CHECK_EQ_INT(parse("a.lua", "--no-reload", "b.lua", NULL), MR_CONFIG_USAGE);
+  CHECK_STR(err, "expected exactly one SCRIPT (see --help)");
+  CHECK_EQ_INT(out_len, 0);
+}
+
+static void test_help_version(void) {
+  CHECK_EQ_INT(parse("--help", NULL), MR_CONFIG_EXIT);
+  CHECK_STR(err, "");
+  CHECK(out_text != NULL && strncmp(out_text, "Usage: moonroom [options] SCRIPT\n",
+                                    33) == 0);
+  static const char *const opts[] = {
+      "--listen HOST:PORT", "--max-message BYTES", "--max-backpressure BYTES",
+      "--max-head BYTES", "--max-connections N", "--idle-timeout SECONDS",
+      "--ping-interval SECONDS", "--handshake-timeout SECONDS", "--no-reload",
+      "--log-level LEVEL", "--cluster-listen HOST:PORT", "--peer HOST:PORT",
+      "--node NAME", "--cookie SECRET", "--help", "--version",
+      "MOONROOM_COOKIE", "(default 127.0.0.1:8080)"};
+  for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+    CHECK_CONTAINS(out_text, opts[i]);
+  CHECK(out_len > 0 && out_text[out_len - 1] == '\n');
+
+  /* --help wins over a script and other options given before it. */
+  CHECK_EQ_INT(parse("--no-reload", "app.lua", "--help", NULL),
+               MR_CONFIG_EXIT);
+  CHECK_CONTAINS(out_text, "Usage: moonroom");
+
+  CHECK_EQ_INT(parse("--version", NULL), MR_CONFIG_EXIT);
+  CHECK_STR(out_text, "moonroom " MOONROOM_VERSION "\n");
+  CHECK_STR(err, "");
+  CHECK_EQ_INT(parse("app.lua", "--version", NULL), MR_CONFIG_EXIT);
+  CHECK_STR(out_text, "moonroom " MOONROOM_VERSION "\n");
+
+  /* Through a real FILE from tmpfile(), as the brief's callers may do. */
+  reset();
+  FILE *f = tmpfile();
+  if (CHECK(f != NULL)) {
+    char *argv[] = {strdup("moonroom"), strdup("--version"), NULL};
+    mr_config c;
+    char e[64];
+    CHECK_EQ_INT(mr_config_parse(&c, 2, argv, e, sizeof e, f), MR_CONFIG_EXIT);
+    rewind(f);
+    char line[64] = {0};
+    CHECK(fgets(line, sizeof line, f) != NULL);
+    CHECK_STR(line, "moonroom " MOONROOM_VERSION "\n");
+    fclose(f);
+    free(argv[0]);
+    free(argv[1]);
+  }
+}
+
+/* ---- clustering ---- */
+
+static void test_cluster(void) {
+  unsetenv("MOONROOM_COOKIE");
+  CHECK_EQ_INT(parse("--peer", "10.0.0.2:7000", "app.lua", NULL),
+               MR_CONFIG_USAGE);
+  CHECK_CONTAINS(err, "MOONROOM_COOKIE");
+  CHECK_CONTAINS(err, "--cookie");
+  CHECK_EQ_INT(parse("--cluster-listen", "0.0.0.0:7000", "app.lua", NULL),
+               MR_CONFIG_USAGE);
+  CHECK_CONTAINS(err, "MOONROOM_COOKIE");
+
+  /* The cookie from the environment. */
+  setenv("MOONROOM_COOKIE", "from-env", 1);
+  CHECK_EQ_INT(parse("--cluster-listen", "0.0.0.0:7000", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_STR(cfg.cookie, "from-env");
+  CHECK_EQ_INT(cfg.cluster, 1);
+  CHECK_EQ_INT(cfg.has_cluster_listen, 1);
+  CHECK_EQ_INT(cfg.npeers, 0);
+  /* --cookie beats the environment. */
+  CHECK_EQ_INT(parse("--peer", "h:1", "--cookie", "flag", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_STR(cfg.cookie, "flag");
+  CHECK_EQ_INT(cfg.has_cluster_listen, 0);
+  /* Without clustering the environment is not read. */
+  CHECK_EQ_INT(parse("app.lua", NULL), MR_CONFIG_RUN);
+  CHECK_STR(cfg.cookie, "");
+  /* An empty variable is no secret. */
+  setenv("MOONROOM_COOKIE", "", 1);
+  CHECK_EQ_INT(parse("--peer", "h:1", "app.lua", NULL), MR_CONFIG_USAGE);
+  CHECK_CONTAINS(err, "MOONROOM_COOKIE");
+  unsetenv("MOONROOM_COOKIE");
+
+  /* Repeated --peer keeps every address, in order. */
+  CHECK_EQ_INT(parse("--peer", "10.0.0.2:7000", "--peer", "[fd00::3]:7001",
+                     "--cookie", "k", "--peer=node4.local:7002", "app.lua",
+                     NULL),
+               MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.npeers, 3);
+  CHECK_STR(cfg.peers[0].host, "10.0.0.2");
+  CHECK_EQ_INT(cfg.peers[0].port, 7000);
+  CHECK_STR(cfg.peers[1].host, "fd00::3");
+  CHECK_EQ_INT(cfg.peers[1].port, 7001);
+  CHECK_STR(cfg.peers[2].host, "node4.local");
+  CHECK_EQ_INT(cfg.peers[2].port, 7002);
+  CHECK_EQ_INT(cfg.cluster, 1);
+  CHECK_EQ_INT(cfg.has_cluster_listen, 0);
+
+  /* At most MR_MAX_PEERS. */
+  static char hosts[MR_MAX_PEERS + 1][32];
+  const char *v[2 * (MR_MAX_PEERS + 1) + 3];
+  int n = 0;
+  for (int i = 0; i <= MR_MAX_PEERS; i++) {
+    snprintf(hosts[i], sizeof hosts[i], "10.1.0.%d:%d", i, 7000 + i);
+    v[n++] = "--peer";
+    v[n++] = hosts[i];
+  }
+  v[n++] = "--cookie";
+  v[n++] = "k";
+  v[n++] = "app.lua";
+  CHECK_EQ_INT(parse_v(n, v), MR_CONFIG_USAGE);
+  CHECK_STR(err, "--peer: at most 64 peers");
+  /* Exactly MR_MAX_PEERS is fine: drop the last --peer pair. */
+  v[2 * MR_MAX_PEERS] = "--cookie";
+  v[2 * MR_MAX_PEERS + 1] = "k";
+  v[2 * MR_MAX_PEERS + 2] = "app.lua";
+  CHECK_EQ_INT(parse_v(2 * MR_MAX_PEERS + 3, v), MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.npeers, MR_MAX_PEERS);
+  CHECK_STR(cfg.peers[MR_MAX_PEERS - 1].host, "10.1.0.63");
+  CHECK_EQ_INT(cfg.peers[MR_MAX_PEERS - 1].port, 7063);
+}
+
+/* ---- mr_addr_parse ---- */
+
+static void check_addr(const char *s, const char *host, int port) {
+  mr_addr a;
+  memset(&a, 0, sizeof a);
+  int rc = mr_addr_parse(s, &a);
+  if (!test_record(rc == 0, __FILE__, __LINE__, "mr_addr_parse accepts"))
+    fprintf(stderr, "  \"%s\": got %d\n", s, rc);
+  else if (!test_record(strcmp(a.host, host) == 0 && a.port == port, __FILE__,
+                        __LINE__, "mr_addr_parse result"))
+    fprintf(stderr, "  \"%s\": got \"%s\" %d, expected \"%s\" %d\n", s, a.host,
+            a.port, host, port);
+}
+
+static void check_addr_bad(const char *s) {
+  mr_addr a;
+  strcpy(a.host, "untouched");
+  a.port = 4242;
+  int rc = mr_addr_parse(s, &a);
+  if (!test_record(rc == MR_EINVAL, __FILE__, __LINE__,
+                   "mr_addr_parse rejects"))
+    fprintf(stderr, "  \"%s\": got %d (\"%s\" %d)\n", s, rc, a.host, a.port);
+  /* A rejected address leaves the previous value alone. */
+  CHECK(strcmp(a.host, "untouched") == 0 && a.port == 4242);
+}
+
+static void test_addr(void) {
+  check_addr("127.0.0.1:8080", "127.0.0.1", 8080);
+  check_addr("localhost:0", "localhost", 0);
+  check_addr("h:65535", "h", 65535);
+  check_addr("[::1]:9000", "::1", 9000);
+  check_addr("[::]:1", "::", 1);
+  check_addr("[fe80::1%eth0]:443", "fe80::1%eth0", 443);
+  check_addr("[2001:db8::42]:65535", "2001:db8::42", 65535);
+  check_addr("example.com:80", "example.com", 80);
+  check_addr("::1:80", "::1", 80); /* unbracketed: the last colon splits */
+
+  /* The host buffer holds 255 bytes and a NUL. */
+  char addr[300], want[300];
+  memset(addr, 'h', sizeof addr);
+  strcpy(addr + 255, ":1");
+  memcpy(want, addr, 255);
+  want[255] = '\0';
+  check_addr(addr, want, 1);
+  memset(addr, 'h', sizeof addr);
+  strcpy(addr + 256, ":1");
+  check_addr_bad(addr);
+  addr[0] = '[';
+  strcpy(addr + 256, "]:1"); /* 255 bytes between the brackets */
+  check_addr(addr, want, 1);
+  addr[0] = '[';
+  memset(addr + 1, 'h', 256);
+  strcpy(addr + 257, "]:1"); /* 256 bytes between the brackets */
+  check_addr_bad(addr);
+
+  check_addr_bad("");
+  check_addr_bad("8080");
+  check_addr_bad("host");
+  check_addr_bad(":8080");
+  check_addr_bad("host:");
+  check_addr_bad("host:http");
+  check_addr_bad("host:80x");
+  check_addr_bad("host:-1");
+  check_addr_bad("host:65536");
+  check_addr_bad("host:99999999999999999999");
+  check_addr_bad("[::1]");
+  check_addr_bad("[::1]:");
+  check_addr_bad("[::1]9000");
+  check_addr_bad("[::1:9000");
+  check_addr_bad("[]:80");
+}
+
+int main(void) {
+  test_defaults();
+  test_options();
+  test_bad_values();
+  test_missing_value();
+  test_args();
+  test_help_version();
+  test_cluster();
+  test_addr();
+  reset();
+  return test_report();
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything moonroom builds, runs and tests with, from Debian 12's
+# packages (run as root). Safe to run again: apt skips what is there.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+packages=(
+  build-essential cmake pkg-config git
+  libuv1-dev            # the event loop
+  libwslay-dev          # WebSocket frame codec
+  libluajit-5.1-dev luajit  # handler scripts; luajit compiles lua/ at build time
+  libssl-dev            # SHA-1/base64 for the handshake, HMAC-SHA256 for the cluster
+  libhttp-parser-dev    # HTTP request head parser
+  uthash-dev            # hash tables for rooms and connection ids
+  lua-busted            # handler specs
+  python3 python3-websockets python3-pytest  # integration tests' client
+  gnuplot-nox           # benchmark chart
+)
+# Node.js and npm drive the benchmark's peer server and its smoke test; a
+# machine that already has a node toolchain keeps it.
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+need=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
+done
+if ((${#need[@]})); then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
