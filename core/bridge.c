@@ -306,6 +306,8 @@ static int l_stats(lua_State *L) {
 #undef MR_STATS_PUSH
   lua_pushinteger(L, (lua_Integer)srv->rooms.nrooms);
   lua_setfield(L, -2, "rooms");
+  lua_pushinteger(L, lua_gc(L, LUA_GCCOUNT, 0));
+  lua_setfield(L, -2, "lua_kb");
   return 1;
 }
 

@@ -63,6 +63,8 @@ int mr_addr_parse(const char *s, mr_addr *out) {
     return MR_EINVAL;
   char *endp;
   errno = 0;
+  if (colon[1] < '0' || colon[1] > '9')
+    return MR_EINVAL;
   long port = strtol(colon + 1, &endp, 10);
   if (errno || *endp || endp == colon + 1 || port < 0 || port > 65535)
     return MR_EINVAL;
@@ -142,10 +144,21 @@ int mr_config_parse(mr_config *cfg, int argc, char **argv, char *err,
    * (the unit tests call it many times in one process). */
   optind = 0;
   opterr = 0;
-  int c;
+  int c, li;
   size_t v;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+  char namebuf[64];
+  /* The leading ':' makes getopt report a missing value as ':'; the option's
+   * own name comes from the long-option index or optopt, because
+   * argv[optind - 1] may already be its value. */
+  while ((li = -1, c = getopt_long(argc, argv, ":", opts, &li)) != -1) {
     const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+    if (li >= 0) {
+      snprintf(namebuf, sizeof namebuf, "--%s", opts[li].name);
+      name = namebuf;
+    } else if (optopt > 0 && optopt < 256) {
+      snprintf(namebuf, sizeof namebuf, "-%c", optopt);
+      name = namebuf;
+    }
     switch (c) {
     case OPT_LISTEN:
       if (mr_addr_parse(optarg, &cfg->listen) != 0) {
@@ -263,7 +276,12 @@ int mr_config_parse(mr_config *cfg, int argc, char **argv, char *err,
   cfg->script = argv[optind];
   if (cfg->cluster && !cfg->cookie[0]) {
     const char *env = getenv("MOONROOM_COOKIE");
-    if (env && *env && strlen(env) < sizeof cfg->cookie)
+    if (env && *env && strlen(env) >= sizeof cfg->cookie) {
+      snprintf(err, errlen, "MOONROOM_COOKIE: expected a secret of 1..%zu bytes",
+               sizeof cfg->cookie - 1);
+      return MR_CONFIG_USAGE;
+    }
+    if (env && *env)
       strcpy(cfg->cookie, env);
   }
   if (cfg->cluster && !cfg->cookie[0]) {

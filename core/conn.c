@@ -381,16 +381,6 @@ int mr_conn_close(mr_conn *c, uint16_t code, const char *reason, size_t len) {
   if (len > 123)
     len = 123;
   set_close(c, code, reason, len);
-  if (c->flags & MR_CF_VIRTUAL) {
-    mr_buf *f = mr_frame_new_close(code, reason, len);
-    if (f) {
-      mr_outq_push(&c->outq, f);
-      mr_buf_release(f);
-    }
-    c->state = MR_CONN_CLOSING;
-    mr_conn_doom(c, code, "");
-    return 0;
-  }
   if (wslay_event_queue_close(c->ws, code, (const uint8_t *)reason, len) != 0) {
     mr_conn_doom(c, code, "");
     return 0;
@@ -411,7 +401,8 @@ static void refuse(mr_conn *c, int status, const char *reason) {
   c->deadline = uv_now(c->srv->loop) + CLOSING_GRACE_MS;
   free(c->head);
   c->head = NULL;
-  uv_read_stop((uv_stream_t *)&c->tcp);
+  if (!(c->flags & MR_CF_VIRTUAL))
+    uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
 static void handshake(mr_conn *c, const char *data, size_t n) {
@@ -601,9 +592,21 @@ mr_conn *mr_conn_new_virtual(mr_server *srv) {
   if (!c)
     return NULL;
   c->flags |= MR_CF_VIRTUAL;
-  c->state = MR_CONN_OPEN;
+  c->state = MR_CONN_HANDSHAKE;
   strcpy(c->remote, "127.0.0.1");
+  srv->stats.connections_accepted++;
   return c;
+}
+
+void mr_conn_virtual_drained(mr_conn *c) {
+  mr_outq_clear(&c->outq);
+  if (c->state != MR_CONN_CLOSED && c->closing_how == MR_CLOSING_AFTER_FLUSH)
+    mr_conn_doom(c, MR_CLOSE_ABNORMAL, "");
+}
+
+void mr_conn_feed(mr_conn *c, const uint8_t *data, size_t len) {
+  uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
+  on_read((uv_stream_t *)&c->tcp, (ssize_t)len, &buf);
 }
 
 static void on_refused_closed(uv_handle_t *h) { free(h); }

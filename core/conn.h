@@ -79,9 +79,20 @@ typedef struct mr_conn {
  * closed and counted. */
 void mr_conn_accept(mr_server *srv);
 
-/* Creates a connection with no socket, already open, for the busted kit.
- * Returns NULL when out of memory. */
+/* Feeds bytes to a virtual connection as if they came from its socket: the
+ * HTTP upgrade request first, then masked client frames. The busted kit
+ * drives the real handshake and frame path this way. */
+void mr_conn_feed(mr_conn *c, const uint8_t *data, size_t len);
+
+/* Creates a virtual connection in the handshake state (no socket). Returns
+ * NULL when out of memory. Its output stays in c->outq for the caller to
+ * read; it is freed when it closes. */
 mr_conn *mr_conn_new_virtual(mr_server *srv);
+
+/* Tells a virtual connection that its caller has taken everything queued
+ * (the kit's stand-in for a completed socket write): a connection that was
+ * waiting to flush before closing is closed at the next safe point. */
+void mr_conn_virtual_drained(mr_conn *c);
 
 /* Queues a data message (one frame, encoded here). Returns 0, MR_ECLOSED when
  * the connection is not open, MR_ENOMEM. */

@@ -452,6 +452,18 @@ static void test_cluster(void) {
   setenv("MOONROOM_COOKIE", "", 1);
   CHECK_EQ_INT(parse("--peer", "h:1", "app.lua", NULL), MR_CONFIG_USAGE);
   CHECK_CONTAINS(err, "MOONROOM_COOKIE");
+  /* The variable is bound by the same 255-byte limit as --cookie. */
+  char longenv[300];
+  memset(longenv, 'e', sizeof longenv);
+  longenv[255] = '\0';
+  setenv("MOONROOM_COOKIE", longenv, 1);
+  CHECK_EQ_INT(parse("--peer", "h:1", "app.lua", NULL), MR_CONFIG_RUN);
+  CHECK_EQ_INT(strlen(cfg.cookie), 255);
+  longenv[255] = 'e';
+  longenv[256] = '\0';
+  setenv("MOONROOM_COOKIE", longenv, 1);
+  CHECK_EQ_INT(parse("--peer", "h:1", "app.lua", NULL), MR_CONFIG_USAGE);
+  CHECK_STR(cfg.cookie, "");
   unsetenv("MOONROOM_COOKIE");
 
   /* Repeated --peer keeps every address, in order. */

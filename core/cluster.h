@@ -1,0 +1,31 @@
+/* The cluster: authenticated links to other moonroom nodes, a full mesh
+ * grown from any seed, room interest, and forwarding of room broadcasts.
+ * A broadcast received from a peer is delivered locally and never
+ * forwarded again. */
+#ifndef MR_CLUSTER_H
+#define MR_CLUSTER_H
+
+#include <stddef.h>
+
+struct mr_server;
+typedef struct mr_cluster mr_cluster;
+
+/* Starts the cluster from srv->cfg (listen and dial). Returns 0, or a
+ * negative code after logging why. */
+int mr_cluster_start(struct mr_server *srv);
+
+/* A local room got its first member (created=1) or lost its last. */
+void mr_cluster_interest(mr_cluster *cl, const char *room, size_t len,
+                         int created);
+
+/* Forwards a room broadcast once to every linked node interested in room. */
+void mr_cluster_forward(mr_cluster *cl, const char *room, size_t room_len,
+                        const void *msg, size_t len, int binary);
+
+/* Closes every link and handle (for shutdown). */
+void mr_cluster_close(mr_cluster *cl);
+
+/* This node's name. */
+const char *mr_cluster_node(const mr_cluster *cl);
+
+#endif
