@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "conn.h"
 #include "error.h"
 #include "log.h"
@@ -343,6 +344,31 @@ static int l_now(lua_State *L) {
   return 1;
 }
 
+/* node() -> this node's name (--node, or host-pid) */
+static int l_node(lua_State *L) {
+  mr_server *srv = upvalue_server(L);
+  lua_pushstring(L, srv->node_name);
+  return 1;
+}
+
+/* peers() -> sorted names of the nodes linked to this one */
+static int l_peers(lua_State *L) {
+  mr_server *srv = upvalue_server(L);
+  const char *names[256];
+  size_t n = srv->cluster ? mr_cluster_peers(srv->cluster, names, 256) : 0;
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushstring(L, names[i]);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  lua_getglobal(L, "table");
+  lua_getfield(L, -1, "sort");
+  lua_remove(L, -2);
+  lua_pushvalue(L, -2);
+  lua_call(L, 1, 0);
+  return 1;
+}
+
 /* ---- handle metatable ------------------------------------------------------- */
 
 static int h_index(lua_State *L) {
@@ -394,7 +420,8 @@ static const luaL_Reg core_funcs[] = {
     {"rooms", l_rooms},     {"members", l_members},
     {"count", l_count},     {"stats", l_stats},
     {"log", l_log},         {"version", l_version},
-    {"now", l_now},         {NULL, NULL}};
+    {"now", l_now},         {"node", l_node},
+    {"peers", l_peers},     {NULL, NULL}};
 
 #define CORE_KEY "moonroom.core"
 
@@ -612,8 +639,73 @@ mr_bridge *mr_bridge_new(mr_server *srv, const char *script, char *err,
   return b;
 }
 
+/* Forgets the package.loaded entries of modules that live in the script's
+ * directory (DIR/NAME.lua or DIR/NAME/init.lua, dots as slashes), so that
+ * the reloaded script requires them afresh and a changed module takes
+ * effect. The old handlers keep the module tables they already hold. The
+ * standard libraries and preloaded modules (moonroom) are never forgotten. */
+static void forget_local_modules(mr_bridge *b) {
+  static const char *const builtin[] = {"_G",   "package", "coroutine",
+                                        "string", "table", "math", "io", "os",
+                                        "debug", "bit", "jit", "ffi", NULL};
+  lua_State *L = b->L;
+  char dir[4096], mod[4096], path[8300];
+  snprintf(dir, sizeof dir, "%s", b->script);
+  char *slash = strrchr(dir, '/');
+  if (slash)
+    *slash = '\0';
+  else
+    strcpy(dir, ".");
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "preload");
+  lua_getfield(L, -2, "loaded");
+  if (!lua_istable(L, -1) || !lua_istable(L, -2)) {
+    lua_pop(L, 3);
+    return;
+  }
+  lua_pushnil(L);
+  while (lua_next(L, -2) != 0) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+      continue;
+    size_t len;
+    const char *name = lua_tolstring(L, -1, &len);
+    int skip = len == 0 || len >= sizeof mod || strlen(name) != len ||
+               strchr(name, '.') == name || strncmp(name, "jit.", 4) == 0 ||
+               strncmp(name, "string.", 7) == 0 ||
+               strncmp(name, "table.", 6) == 0;
+    for (int i = 0; builtin[i] && !skip; i++)
+      skip = strcmp(name, builtin[i]) == 0;
+    if (!skip) {
+      lua_pushvalue(L, -1);
+      lua_rawget(L, -4); /* preload[name] */
+      skip = !lua_isnil(L, -1);
+      lua_pop(L, 1);
+    }
+    if (skip)
+      continue;
+    for (size_t i = 0; i <= len; i++)
+      mod[i] = name[i] == '.' ? '/' : name[i];
+    snprintf(path, sizeof path, "%s/%s.lua", dir, mod);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+      snprintf(path, sizeof path, "%s/%s/init.lua", dir, mod);
+      f = fopen(path, "rb");
+    }
+    if (f) {
+      fclose(f);
+      /* Clearing an existing field during lua_next is allowed. */
+      lua_pushvalue(L, -1);
+      lua_pushnil(L);
+      lua_rawset(L, -4);
+    }
+  }
+  lua_pop(L, 3);
+}
+
 int mr_bridge_reload(mr_bridge *b, char *err, size_t errlen) {
   lua_State *L = b->L;
+  forget_local_modules(b);
   unsigned old_generation = b->generation;
   char old_version[sizeof b->version];
   memcpy(old_version, b->version, sizeof old_version);

@@ -25,7 +25,14 @@ void mr_cluster_forward(mr_cluster *cl, const char *room, size_t room_len,
 /* Closes every link and handle (for shutdown). */
 void mr_cluster_close(mr_cluster *cl);
 
+/* Frees the cluster after mr_cluster_close and the end of the loop. */
+void mr_cluster_free(mr_cluster *cl);
+
 /* This node's name. */
 const char *mr_cluster_node(const mr_cluster *cl);
+
+/* Fills names with up to max linked (authenticated) node names; returns how
+ * many. The strings stay valid until the loop next runs. */
+size_t mr_cluster_peers(const mr_cluster *cl, const char **names, size_t max);
 
 #endif

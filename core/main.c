@@ -6,8 +6,10 @@
 #include <uv.h>
 
 #include "bridge.h"
+#include "cluster.h"
 #include "config.h"
 #include "log.h"
+#include "reload.h"
 #include "server.h"
 
 int main(int argc, char **argv) {
@@ -34,6 +36,10 @@ int main(int argc, char **argv) {
   }
   if (mr_server_listen(&srv) != 0)
     return 1;
+  if (cfg.cluster && mr_cluster_start(&srv) != 0)
+    return 1;
+  if (cfg.reload)
+    mr_reload_start(&srv);
   uv_run(loop, UV_RUN_DEFAULT);
   mr_info("stopped: %llu connections served",
           (unsigned long long)srv.stats.connections_accepted);

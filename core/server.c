@@ -4,19 +4,21 @@
 #include <string.h>
 
 #include "bridge.h"
+#include "cluster.h"
 #include "codec.h"
 #include "conn.h"
 #include "error.h"
 #include "log.h"
+#include "reload.h"
 
 #define SWEEP_MS 250
 /* After SIGTERM, connections get this long to answer the 1001 close. */
 #define SHUTDOWN_GRACE_MS 3000
 
 static void on_room_change(void *ud, const mr_room *room, int created) {
-  (void)ud;
-  (void)room;
-  (void)created;
+  mr_server *srv = ud;
+  if (srv->cluster)
+    mr_cluster_interest(srv->cluster, room->name, room->name_len, created);
 }
 
 int mr_server_init(mr_server *srv, uv_loop_t *loop, const mr_config *cfg) {
@@ -24,6 +26,16 @@ int mr_server_init(mr_server *srv, uv_loop_t *loop, const mr_config *cfg) {
   srv->loop = loop;
   srv->cfg = *cfg;
   mr_rooms_init(&srv->rooms, on_room_change, srv);
+  if (cfg->node[0]) {
+    snprintf(srv->node_name, sizeof srv->node_name, "%s", cfg->node);
+  } else {
+    /* Unique enough on one machine and readable in logs: host and pid. */
+    char host[32] = "node";
+    size_t hlen = sizeof host;
+    uv_os_gethostname(host, &hlen);
+    snprintf(srv->node_name, sizeof srv->node_name, "%s-%d", host,
+             (int)uv_os_getpid());
+  }
   return 0;
 }
 
@@ -80,6 +92,8 @@ int mr_server_broadcast(mr_server *srv, const char *room, size_t room_len,
                         mr_conn *except) {
   int n = mr_server_broadcast_local(srv, room, room_len, msg, len, binary,
                                     except);
+  if (srv->cluster && n >= 0)
+    mr_cluster_forward(srv->cluster, room, room_len, msg, len, binary);
   return n;
 }
 
@@ -108,6 +122,7 @@ static void finish_shutdown(mr_server *srv) {
   close_handle((uv_handle_t *)&srv->sig_int);
   close_handle((uv_handle_t *)&srv->sig_term);
   close_handle((uv_handle_t *)&srv->sig_hup);
+  mr_reload_stop(srv);
 }
 
 static uint64_t shutdown_deadline;
@@ -212,6 +227,10 @@ void mr_server_shutdown(mr_server *srv) {
 }
 
 void mr_server_free(mr_server *srv) {
+  if (srv->cluster) {
+    mr_cluster_free(srv->cluster);
+    srv->cluster = NULL;
+  }
   mr_rooms_free(&srv->rooms);
   HASH_CLEAR(hh, srv->conns_by_id);
 }

@@ -65,6 +65,7 @@ typedef struct mr_server {
   struct mr_conn *pending;     /* connections with queued, unflushed bytes */
   struct mr_conn *doomed;      /* connections to close at the next safe point */
   uint64_t next_id;
+  char node_name[64]; /* --node, or host-pid when not given */
   struct mr_bridge *bridge;
   struct mr_cluster *cluster;
   mr_stats stats;
