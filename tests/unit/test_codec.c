@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "codec.h"
+#include "error.h"
 #include "test_util.h"
 
 /* Writes a header into a buffer pre-filled with a canary and checks the
@@ -223,11 +224,88 @@ static void test_close_codes(void) {
   CHECK_EQ_INT(MR_CLOSE_TRY_AGAIN, 1013);
 }
 
+/* Builds a masked client frame header (mask key zero) into out. */
+static size_t client_header(uint8_t *out, int fin, int opcode, uint64_t len) {
+  size_t n = 0;
+  out[n++] = (uint8_t)((fin ? 0x80 : 0) | opcode);
+  if (len < 126) {
+    out[n++] = (uint8_t)(0x80 | len);
+  } else if (len <= 0xFFFF) {
+    out[n++] = 0x80 | 126;
+    out[n++] = (uint8_t)(len >> 8);
+    out[n++] = (uint8_t)len;
+  } else {
+    out[n++] = 0x80 | 127;
+    for (int i = 7; i >= 0; i--)
+      out[n++] = (uint8_t)(len >> (8 * i));
+  }
+  memset(out + n, 0, 4);
+  return n + 4;
+}
+
+/* Feeds the stream to a fresh tracker in pieces of `step` bytes and returns
+ * the absolute offset at which it refused, or -1 when it accepted all. */
+static long track_split(const uint8_t *p, size_t n, uint64_t max, size_t step) {
+  mr_frame_tracker t;
+  memset(&t, 0, sizeof t);
+  for (size_t off = 0; off < n; off += step) {
+    size_t len = n - off < step ? n - off : step;
+    size_t ok = 0;
+    if (mr_frame_track(&t, p + off, len, max, &ok) == MR_ETOOBIG)
+      return (long)(off + ok);
+  }
+  return -1;
+}
+
+static void test_tracker(void) {
+  uint8_t s[4096];
+  size_t n = 0;
+  /* A 100-byte text message, a ping, a 3-fragment 300-byte message, then a
+   * header announcing 2000 bytes with no payload behind it. */
+  n += client_header(s + n, 1, MR_OP_TEXT, 100);
+  memset(s + n, 'a', 100);
+  n += 100;
+  n += client_header(s + n, 1, MR_OP_PING, 4);
+  memset(s + n, 'p', 4);
+  n += 4;
+  for (int i = 0; i < 3; i++) {
+    n += client_header(s + n, i == 2, i ? MR_OP_CONT : MR_OP_TEXT, 100);
+    memset(s + n, 'b', 100);
+    n += 100;
+  }
+  size_t ok_end = n;
+  n += client_header(s + n, 1, MR_OP_BINARY, 2000);
+  size_t bad_end = n;
+
+  /* The whole stream up to the big header is fine at max 300, at any split. */
+  for (size_t step = 1; step <= ok_end; step++)
+    CHECK_EQ_INT(track_split(s, ok_end, 300, step), -1);
+  /* The refusal lands exactly at the end of the offending header, however
+   * the bytes were split. */
+  for (size_t step = 1; step <= bad_end; step++)
+    CHECK_EQ_INT(track_split(s, bad_end, 1000, step), (long)bad_end);
+  /* Fragments add up: at max 299 the 3-fragment message is refused at the
+   * header of its third fragment. */
+  CHECK_EQ_INT(track_split(s, ok_end, 299, 7), (long)(ok_end - 100));
+  /* A 64-bit length near the top cannot wrap the running total. */
+  uint8_t h[32];
+  size_t hn = client_header(h, 0, MR_OP_TEXT, 10);
+  memset(h + hn, 'x', 10);
+  hn += 10;
+  size_t hn2 = hn + client_header(h + hn, 1, MR_OP_CONT, UINT64_MAX - 5);
+  CHECK_EQ_INT(track_split(h, hn2, 1000, 1), (long)hn2);
+  /* Control frames never count toward the message. */
+  uint8_t c[64];
+  size_t cn = client_header(c, 1, MR_OP_PONG, 125);
+  CHECK_EQ_INT(track_split(c, cn, 10, 1), -1);
+}
+
 int main(void) {
   test_header_lengths();
   test_header_opcodes();
   test_frame_new();
   test_close_frames();
   test_close_codes();
+  test_tracker();
   return test_report();
 }
