@@ -44,6 +44,7 @@ struct mr_bridge {
 typedef struct {
   uint64_t id;
   mr_server *srv;
+  int has_state; /* conn.state was created (lazily, on first use) */
 } handle_t;
 
 /* ---- the protected gate --------------------------------------------------- */
@@ -115,11 +116,9 @@ static void push_handle(lua_State *L, mr_server *srv, mr_conn *c) {
     handle_t *h = lua_newuserdata(L, sizeof *h);
     h->id = c->id;
     h->srv = srv;
+    h->has_state = 0;
     luaL_getmetatable(L, HANDLE_MT);
     lua_setmetatable(L, -2);
-    /* The userdata's environment table is the connection's `state`. */
-    lua_newtable(L);
-    lua_setfenv(L, -2);
     lua_pushnumber(L, (lua_Number)c->id);
     lua_pushvalue(L, -2);
     lua_rawset(L, -4);
@@ -379,6 +378,14 @@ static int h_index(lua_State *L) {
     return 1;
   }
   if (strcmp(key, "state") == 0) {
+    /* The userdata's environment table is the connection's `state`, made on
+     * first use so that connections whose script keeps no state cost no
+     * table. */
+    if (!h->has_state) {
+      lua_newtable(L);
+      lua_setfenv(L, 1);
+      h->has_state = 1;
+    }
     lua_getfenv(L, 1);
     return 1;
   }
@@ -386,7 +393,7 @@ static int h_index(lua_State *L) {
     mr_conn *c = mr_server_find(h->srv, h->id);
     if (!c)
       return 0;
-    lua_pushstring(L, c->remote);
+    lua_pushstring(L, mr_conn_remote(c));
     return 1;
   }
   if (strcmp(key, "open") == 0) {
@@ -800,7 +807,7 @@ static void push_request(lua_State *L, mr_conn *c, const mr_http_request *req) {
     lua_rawset(L, -3);
   }
   lua_setfield(L, -2, "headers");
-  lua_pushstring(L, c->remote);
+  lua_pushstring(L, mr_conn_remote(c));
   lua_setfield(L, -2, "remote_addr");
 }
 

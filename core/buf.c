@@ -22,16 +22,22 @@ void mr_buf_release(mr_buf *b) {
 }
 
 int mr_outq_push(mr_outq *q, mr_buf *b) {
+  if (!q->ents) {
+    q->ents = q->inl;
+    q->cap = MR_OUTQ_INLINE;
+    q->head = 0;
+  }
   if (q->count == q->cap) {
-    /* Grow by doubling and unwrap the ring into the new array, so the
-     * steady state allocates nothing per message. */
-    uint32_t ncap = q->cap ? q->cap * 2 : 8;
+    /* Grow by doubling and unwrap the ring into the new array, so a queue
+     * that stays busy allocates nothing per message. */
+    uint32_t ncap = q->cap * 2;
     mr_qent *n = malloc(sizeof *n * ncap);
     if (!n)
       return MR_ENOMEM;
     for (uint32_t i = 0; i < q->count; i++)
       n[i] = q->ents[(q->head + i) & (q->cap - 1)];
-    free(q->ents);
+    if (q->ents != q->inl)
+      free(q->ents);
     q->ents = n;
     q->cap = ncap;
     q->head = 0;
@@ -77,14 +83,21 @@ void mr_outq_consume(mr_outq *q, size_t n) {
     q->head = (q->head + 1) & (q->cap - 1);
     q->count--;
   }
-  if (q->count == 0)
+  if (q->count == 0) {
     q->head = 0;
+    if (q->ents && q->ents != q->inl) {
+      free(q->ents);
+      q->ents = q->inl;
+      q->cap = MR_OUTQ_INLINE;
+    }
+  }
 }
 
 void mr_outq_clear(mr_outq *q) {
   for (uint32_t i = 0; i < q->count; i++)
     mr_buf_release(q->ents[(q->head + i) & (q->cap - 1)].buf);
-  free(q->ents);
+  if (q->ents != q->inl)
+    free(q->ents);
   q->ents = NULL;
   q->cap = q->head = q->count = 0;
   q->bytes = 0;

@@ -36,13 +36,17 @@ typedef struct {
   size_t off;
 } mr_qent;
 
-/* A FIFO ring of queued blocks with a running count of unsent bytes. An
- * empty queue that never held anything owns no memory, which keeps idle
- * connections small. */
+/* A FIFO ring of queued blocks with a running count of unsent bytes. The
+ * first few entries live inside the struct, so the common case allocates
+ * nothing; a burst spills to the heap, which is given back once the queue
+ * drains, so an idle connection owns no queue memory. */
+#define MR_OUTQ_INLINE 4
+
 typedef struct {
-  mr_qent *ents;
+  mr_qent *ents; /* inl, or a heap array once more than fits there */
   uint32_t cap, head, count;
   size_t bytes; /* unsent bytes across all entries */
+  mr_qent inl[MR_OUTQ_INLINE];
 } mr_outq;
 
 /* Appends b, taking a new reference to it (the caller keeps its own).

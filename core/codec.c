@@ -106,6 +106,7 @@ int mr_frame_track(mr_frame_tracker *t, const uint8_t *p, size_t n,
       *ok = i;
       return MR_ETOOBIG;
     }
+    t->in_msg = !fin;
     if (fin)
       t->msg_len = 0;
   }

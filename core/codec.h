@@ -59,7 +59,14 @@ typedef struct {
   uint8_t hlen;       /* header bytes collected so far */
   uint64_t remaining; /* payload bytes of the current frame still to come */
   uint64_t msg_len;   /* payload so far of the current data message */
+  uint8_t in_msg;     /* a data message has started and not finished */
 } mr_frame_tracker;
+
+/* True when the tracker is between frames and between messages: wslay then
+ * holds no partial input for the connection. */
+static inline int mr_frame_tracker_idle(const mr_frame_tracker *t) {
+  return t->hlen == 0 && t->remaining == 0 && !t->in_msg;
+}
 
 /* Feeds n bytes. Returns 0 when every header in them keeps its message
  * within max_message, or MR_ETOOBIG with *ok set to the number of bytes up

@@ -14,6 +14,17 @@
  * drain its queue before the socket is simply closed. */
 #define CLOSING_GRACE_MS 2000
 #define MAX_IOV 64
+/* Idle wslay contexts kept for reuse; more are freed. */
+#define WS_POOL_MAX 256
+
+/* A wslay context and the connection it serves now. wslay offers no way to
+ * change a context's user data, so callbacks get the slot and read the
+ * connection from it, which lets an idle context move between connections. */
+typedef struct mr_ws_slot {
+  wslay_event_context_ptr ctx;
+  mr_conn *conn;
+  struct mr_ws_slot *next;
+} mr_ws_slot;
 
 static void terminate(mr_conn *c);
 
@@ -54,11 +65,11 @@ static void set_close(mr_conn *c, unsigned code, const char *reason,
   if (c->close_code)
     return; /* the first reason to close is the one on_close hears */
   c->close_code = (uint16_t)code;
-  if (len > sizeof c->close_reason)
-    len = sizeof c->close_reason;
-  if (len)
+  if (len > 123)
+    len = 123;
+  if (len && (c->close_reason = malloc(len)))
     memcpy(c->close_reason, reason, len);
-  c->close_reason_len = (uint8_t)len;
+  c->close_reason_len = c->close_reason ? (uint8_t)len : 0;
 }
 
 void mr_conn_doom(mr_conn *c, uint16_t code, const char *reason) {
@@ -110,6 +121,8 @@ static size_t fill_iov(mr_conn *c, uv_buf_t *iov) {
 
 static void on_write(uv_write_t *req, int status) {
   mr_conn *c = req->data;
+  free(req);
+  c->wreq = NULL;
   c->flags &= ~MR_CF_WRITING;
   if (c->state == MR_CONN_CLOSED)
     return; /* cancelled by uv_close; the queue is freed in on_closed */
@@ -158,10 +171,17 @@ void mr_conn_flush(mr_conn *c) {
     c->writing = 0;
     for (size_t i = 0; i < n; i++)
       c->writing += iov[i].len;
-    c->wreq.data = c;
-    int r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, iov, (unsigned)n,
+    if (!(c->wreq = malloc(sizeof *c->wreq))) {
+      c->writing = 0;
+      mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
+      return;
+    }
+    c->wreq->data = c;
+    int r = uv_write(c->wreq, (uv_stream_t *)&c->tcp, iov, (unsigned)n,
                      on_write);
     if (r < 0) {
+      free(c->wreq);
+      c->wreq = NULL;
       c->writing = 0;
       mr_conn_doom(c, MR_CLOSE_ABNORMAL, "write failed");
       return;
@@ -189,7 +209,7 @@ int mr_conn_send_frame(mr_conn *c, mr_buf *frame) {
       c->srv->stats.backpressure_closes++;
       mr_warn("conn %llu (%s): closed 1008, %zu unsent bytes exceed "
               "--max-backpressure %zu",
-              (unsigned long long)c->id, c->remote, c->outq.bytes,
+              (unsigned long long)c->id, mr_conn_remote(c), c->outq.bytes,
               c->srv->cfg.max_backpressure);
       mr_conn_doom(c, MR_CLOSE_POLICY, "backpressure limit exceeded");
     }
@@ -213,30 +233,31 @@ int mr_conn_send(mr_conn *c, const void *msg, size_t len, int binary) {
 static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
                        int flags, void *ud) {
   (void)flags;
-  mr_conn *c = ud;
+  mr_conn *c = ((mr_ws_slot *)ud)->conn;
+  mr_server *srv = c->srv;
   if (c->flags & MR_CF_TOO_BIG) {
     wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
     return -1;
   }
-  if (c->in_len == 0) {
+  if (srv->feed_len == 0) {
     wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
     return -1;
   }
-  size_t n = len < c->in_len ? len : c->in_len;
+  size_t n = len < srv->feed_len ? len : srv->feed_len;
   size_t ok;
-  if (mr_frame_track(&c->track, c->in, n, c->srv->cfg.max_message, &ok) != 0) {
+  if (mr_frame_track(&c->track, srv->feed, n, srv->cfg.max_message, &ok) != 0) {
     /* wslay still gets the messages before the oversized header; the next
      * call reports the failure, and feed_ws answers 1009 at once. */
     c->flags |= MR_CF_TOO_BIG;
-    c->in_len = n = ok;
+    srv->feed_len = n = ok;
     if (n == 0) {
       wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
       return -1;
     }
   }
-  memcpy(buf, c->in, n);
-  c->in += n;
-  c->in_len -= n;
+  memcpy(buf, srv->feed, n);
+  srv->feed += n;
+  srv->feed_len -= n;
   return (ssize_t)n;
 }
 
@@ -245,7 +266,7 @@ static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
 static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data,
                        size_t len, int flags, void *ud) {
   (void)flags;
-  mr_conn *c = ud;
+  mr_conn *c = ((mr_ws_slot *)ud)->conn;
   if (queue_bytes(c, data, len) != 0) {
     wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
     return -1;
@@ -256,7 +277,7 @@ static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data,
 static void ws_on_msg(wslay_event_context_ptr ctx,
                       const struct wslay_event_on_msg_recv_arg *arg, void *ud) {
   (void)ctx;
-  mr_conn *c = ud;
+  mr_conn *c = ((mr_ws_slot *)ud)->conn;
   mr_server *srv = c->srv;
   switch (arg->opcode) {
   case WSLAY_TEXT_FRAME:
@@ -293,17 +314,90 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
 static const struct wslay_event_callbacks ws_callbacks = {
     ws_recv, ws_send, NULL, NULL, NULL, NULL, ws_on_msg};
 
+/* Attaches a context (pooled or new) to c; returns 0 or MR_ENOMEM. */
+static int ws_attach(mr_conn *c) {
+  if (c->ws)
+    return 0;
+  mr_server *srv = c->srv;
+  mr_ws_slot *slot = srv->ws_pool;
+  if (slot) {
+    srv->ws_pool = slot->next;
+    srv->ws_pool_len--;
+  } else {
+    slot = calloc(1, sizeof *slot);
+    if (!slot)
+      return MR_ENOMEM;
+    if (wslay_event_context_server_init(&slot->ctx, &ws_callbacks, slot) != 0) {
+      free(slot);
+      return MR_ENOMEM;
+    }
+  }
+  /* The limit is set on every attach: pooled contexts may come from a server
+   * with another limit only in the kit, and it costs nothing. */
+  wslay_event_config_set_max_recv_msg_length(slot->ctx, srv->cfg.max_message);
+  slot->conn = c;
+  c->ws = slot;
+  return 0;
+}
+
+static void ws_free_slot(mr_ws_slot *slot) {
+  wslay_event_context_free(slot->ctx);
+  free(slot);
+}
+
+/* Returns c's context to the pool when wslay holds nothing for it: the
+ * tracker is between messages (so wslay's input buffer is empty and no
+ * message is being assembled), nothing is queued, and no close has begun.
+ * Such a context is in the same state as a fresh one. */
+static void ws_detach_if_idle(mr_conn *c) {
+  mr_ws_slot *slot = c->ws;
+  if (!slot || c->state != MR_CONN_OPEN || !mr_frame_tracker_idle(&c->track) ||
+      wslay_event_want_write(slot->ctx) ||
+      wslay_event_get_close_sent(slot->ctx) ||
+      wslay_event_get_close_received(slot->ctx) ||
+      !wslay_event_get_read_enabled(slot->ctx))
+    return;
+  c->ws = NULL;
+  slot->conn = NULL;
+  mr_server *srv = c->srv;
+  if (srv->ws_pool_len >= WS_POOL_MAX) {
+    ws_free_slot(slot);
+    return;
+  }
+  slot->next = srv->ws_pool;
+  srv->ws_pool = slot;
+  srv->ws_pool_len++;
+}
+
+/* Frees a context that may hold state (a closing connection's). */
+static void ws_drop(mr_conn *c) {
+  if (c->ws) {
+    ws_free_slot(c->ws);
+    c->ws = NULL;
+  }
+}
+
+void mr_conn_pool_free(mr_server *srv) {
+  while (srv->ws_pool) {
+    mr_ws_slot *slot = srv->ws_pool;
+    srv->ws_pool = slot->next;
+    ws_free_slot(slot);
+  }
+  srv->ws_pool_len = 0;
+}
+
 /* After wslay has read or we queued a close: push out the control frames
  * wslay produced and work out how far the close handshake has come. */
 static void after_wslay(mr_conn *c) {
   mr_server *srv = c->srv;
-  if (wslay_event_want_write(c->ws))
-    wslay_event_send(c->ws);
-  if (!wslay_event_get_close_sent(c->ws))
+  wslay_event_context_ptr ws = c->ws->ctx;
+  if (wslay_event_want_write(ws))
+    wslay_event_send(ws);
+  if (!wslay_event_get_close_sent(ws))
     return;
   if (!c->close_code) {
     /* wslay closed the connection itself: a limit or validation failure. */
-    unsigned code = wslay_event_get_status_code_sent(c->ws);
+    unsigned code = wslay_event_get_status_code_sent(ws);
     const char *why = "protocol error";
     if (code == MR_CLOSE_BAD_DATA) {
       why = "invalid UTF-8 in a text message";
@@ -315,13 +409,12 @@ static void after_wslay(mr_conn *c) {
       srv->stats.protocol_errors++;
     }
     mr_info("conn %llu (%s): closed %u: %s", (unsigned long long)c->id,
-            c->remote, code, why);
+            mr_conn_remote(c), code, why);
     set_close(c, code, why, strlen(why));
   }
   if (c->state == MR_CONN_OPEN)
     c->state = MR_CONN_CLOSING;
-  if (wslay_event_get_close_received(c->ws) ||
-      !wslay_event_get_read_enabled(c->ws)) {
+  if (wslay_event_get_close_received(ws) || !wslay_event_get_read_enabled(ws)) {
     c->closing_how = MR_CLOSING_AFTER_FLUSH;
   } else if (c->closing_how == MR_CLOSING_NONE) {
     c->closing_how = MR_CLOSING_AWAIT_PEER;
@@ -342,7 +435,7 @@ static void protocol_failure(mr_conn *c, unsigned code, const char *why) {
   else
     srv->stats.protocol_errors++;
   mr_info("conn %llu (%s): closed %u: %s", (unsigned long long)c->id,
-          c->remote, code, why);
+          mr_conn_remote(c), code, why);
   set_close(c, code, why, strlen(why));
   mr_buf *f = mr_frame_new_close((uint16_t)code, why, strlen(why));
   if (f) {
@@ -357,14 +450,21 @@ static void protocol_failure(mr_conn *c, unsigned code, const char *why) {
 static void feed_ws(mr_conn *c, const uint8_t *p, size_t n) {
   if (c->closing_how == MR_CLOSING_AFTER_FLUSH)
     return;
-  c->in = p;
-  c->in_len = n;
-  int r = wslay_event_recv(c->ws);
-  c->in = NULL;
-  c->in_len = 0;
+  if (ws_attach(c) != 0) {
+    mr_conn_doom(c, MR_CLOSE_INTERNAL, "out of memory");
+    return;
+  }
+  /* One connection is fed at a time (a handler cannot make another read),
+   * so the chunk being fed lives in the server, not in every connection. */
+  mr_server *srv = c->srv;
+  srv->feed = p;
+  srv->feed_len = n;
+  int r = wslay_event_recv(c->ws->ctx);
+  srv->feed = NULL;
+  srv->feed_len = 0;
   if (c->state == MR_CONN_CLOSED)
     return;
-  if ((r != 0 && !wslay_event_get_close_sent(c->ws)) ||
+  if ((r != 0 && !wslay_event_get_close_sent(c->ws->ctx)) ||
       (c->flags & MR_CF_BAD_CLOSE)) {
     if (c->flags & MR_CF_TOO_BIG)
       protocol_failure(c, MR_CLOSE_TOO_BIG, "message larger than --max-message");
@@ -373,6 +473,7 @@ static void feed_ws(mr_conn *c, const uint8_t *p, size_t n) {
     return;
   }
   after_wslay(c);
+  ws_detach_if_idle(c);
 }
 
 int mr_conn_close(mr_conn *c, uint16_t code, const char *reason, size_t len) {
@@ -381,7 +482,8 @@ int mr_conn_close(mr_conn *c, uint16_t code, const char *reason, size_t len) {
   if (len > 123)
     len = 123;
   set_close(c, code, reason, len);
-  if (wslay_event_queue_close(c->ws, code, (const uint8_t *)reason, len) != 0) {
+  if (ws_attach(c) != 0 ||
+      wslay_event_queue_close(c->ws->ctx, code, (const uint8_t *)reason, len) != 0) {
     mr_conn_doom(c, code, "");
     return 0;
   }
@@ -425,7 +527,7 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
     const char *why = r != 0 ? "malformed request" : req.reason;
     srv->stats.handshakes_refused++;
     mr_info("conn %llu (%s): upgrade refused %d: %s", (unsigned long long)c->id,
-            c->remote, status, why);
+            mr_conn_remote(c), status, why);
     refuse(c, status, why);
     return;
   }
@@ -458,22 +560,17 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
     doomed_remove(c);
     c->close_code = 0;
     mr_info("conn %llu (%s): upgrade refused %d by on_connect",
-            (unsigned long long)c->id, c->remote, status);
+            (unsigned long long)c->id, mr_conn_remote(c), status);
     refuse(c, status, body[0] ? body : (status == 500 ? "internal error" : "forbidden"));
     return;
   }
-  if (wslay_event_context_server_init(&c->ws, &ws_callbacks, c) != 0) {
-    mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
-    return;
-  }
-  wslay_event_config_set_max_recv_msg_length(c->ws, srv->cfg.max_message);
   c->flags |= MR_CF_LUA;
   srv->stats.connections_open++;
   c->deadline = 0;
   c->last_rx = uv_now(srv->loop);
   c->next_ping = c->last_rx + (uint64_t)srv->cfg.ping_interval * 1000;
   pending_add(c);
-  mr_debug("conn %llu (%s): open %.*s", (unsigned long long)c->id, c->remote,
+  mr_debug("conn %llu (%s): open %.*s", (unsigned long long)c->id, mr_conn_remote(c),
            (int)req.path_len, req.path);
 
   /* Bytes that came in the same packet after the head are frames. */
@@ -530,6 +627,8 @@ static void on_closed(uv_handle_t *h) {
   if (c->next)
     c->next->prev = c->prev;
   mr_outq_clear(&c->outq);
+  free(c->close_reason);
+  free(c->virtual_remote);
   free(c);
 }
 
@@ -550,16 +649,13 @@ static void terminate(mr_conn *c) {
   if (had_lua) {
     srv->stats.connections_open--;
     c->flags &= ~MR_CF_LUA;
-    mr_debug("conn %llu (%s): closed %u", (unsigned long long)c->id, c->remote,
+    mr_debug("conn %llu (%s): closed %u", (unsigned long long)c->id, mr_conn_remote(c),
              c->close_code);
     mr_bridge_on_close(srv->bridge, c, c->close_code, c->close_reason,
                        c->close_reason_len);
   }
   HASH_DEL(srv->conns_by_id, c);
-  if (c->ws) {
-    wslay_event_context_free(c->ws);
-    c->ws = NULL;
-  }
+  ws_drop(c);
   free(c->head);
   c->head = NULL;
   if (c->flags & MR_CF_VIRTUAL) {
@@ -587,13 +683,40 @@ static mr_conn *conn_new(mr_server *srv) {
   return c;
 }
 
+const char *mr_conn_remote(const mr_conn *c) {
+  /* Asked of the socket when needed rather than stored: it is only for logs
+   * and on_connect, and 64 bytes a connection add up. */
+  static char name[64];
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  snprintf(name, sizeof name, "%s",
+           c->virtual_remote ? c->virtual_remote
+                             : (c->flags & MR_CF_VIRTUAL ? "127.0.0.1" : "?"));
+  if (!(c->flags & (MR_CF_VIRTUAL | MR_CF_TCP_CLOSE)) &&
+      uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+    if (ss.ss_family == AF_INET6)
+      uv_ip6_name((struct sockaddr_in6 *)&ss, name, sizeof name);
+    else
+      uv_ip4_name((struct sockaddr_in *)&ss, name, sizeof name);
+  }
+  return name;
+}
+
+int mr_conn_set_virtual_remote(mr_conn *c, const char *addr) {
+  char *copy = strdup(addr);
+  if (!copy)
+    return MR_ENOMEM;
+  free(c->virtual_remote);
+  c->virtual_remote = copy;
+  return 0;
+}
+
 mr_conn *mr_conn_new_virtual(mr_server *srv) {
   mr_conn *c = conn_new(srv);
   if (!c)
     return NULL;
   c->flags |= MR_CF_VIRTUAL;
   c->state = MR_CONN_HANDSHAKE;
-  strcpy(c->remote, "127.0.0.1");
   srv->stats.connections_accepted++;
   return c;
 }
@@ -642,14 +765,6 @@ void mr_conn_accept(mr_server *srv) {
   }
   srv->stats.connections_accepted++;
   uv_tcp_nodelay(&c->tcp, 1);
-  struct sockaddr_storage ss;
-  int len = sizeof ss;
-  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-    if (ss.ss_family == AF_INET6)
-      uv_ip6_name((struct sockaddr_in6 *)&ss, c->remote, sizeof c->remote);
-    else
-      uv_ip4_name((struct sockaddr_in *)&ss, c->remote, sizeof c->remote);
-  }
   c->state = MR_CONN_HANDSHAKE;
   c->deadline = uv_now(srv->loop) + (uint64_t)srv->cfg.handshake_timeout * 1000;
   int r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
@@ -668,7 +783,7 @@ void mr_conn_sweep(mr_conn *c, uint64_t now) {
     if (now >= c->deadline) {
       srv->stats.handshakes_timed_out++;
       mr_info("conn %llu (%s): handshake timed out", (unsigned long long)c->id,
-              c->remote);
+              mr_conn_remote(c));
       terminate(c);
     }
     return;
@@ -682,7 +797,7 @@ void mr_conn_sweep(mr_conn *c, uint64_t now) {
   if (idle && now - c->last_rx >= (uint64_t)idle * 1000) {
     srv->stats.idle_closes++;
     mr_info("conn %llu (%s): closed 1001: idle for %us",
-            (unsigned long long)c->id, c->remote, idle);
+            (unsigned long long)c->id, mr_conn_remote(c), idle);
     mr_conn_close(c, MR_CLOSE_GOING_AWAY, "idle timeout", 12);
     return;
   }
@@ -691,7 +806,7 @@ void mr_conn_sweep(mr_conn *c, uint64_t now) {
     if (c->flags & MR_CF_PINGED) {
       srv->stats.ping_timeouts++;
       mr_info("conn %llu (%s): closed 1001: no pong within %us",
-              (unsigned long long)c->id, c->remote, ping);
+              (unsigned long long)c->id, mr_conn_remote(c), ping);
       mr_conn_close(c, MR_CLOSE_GOING_AWAY, "ping timeout", 12);
       c->closing_how = MR_CLOSING_AFTER_FLUSH;
       return;

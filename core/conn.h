@@ -58,21 +58,22 @@ typedef struct mr_conn {
   /* Handshake: the request head accumulates here and is freed on upgrade. */
   char *head;
   uint32_t head_len;
-  wslay_event_context_ptr ws;
-  const uint8_t *in; /* the current read chunk being fed to wslay */
-  size_t in_len;
+  /* A wslay context is attached only while wslay holds state for this
+   * connection (mid-frame, mid-message, control frames queued, closing);
+   * idle connections return theirs to a pool, saving ~8 KiB each. */
+  struct mr_ws_slot *ws;
   mr_outq outq;
   mr_frame_tracker track;
-  uv_write_t wreq;
-  size_t writing; /* bytes handed to the in-flight uv_write */
+  uv_write_t *wreq; /* allocated only while a write waits for the socket */
+  size_t writing;   /* bytes handed to the in-flight uv_write */
   uint64_t last_rx;  /* loop time (ms) of the last frame from the peer */
   uint64_t deadline; /* handshake or closing deadline, loop time ms; 0 none */
   uint16_t close_code; /* what on_close will be told */
   uint8_t close_reason_len;
-  char close_reason[123];
+  char *close_reason; /* heap, only once a reason is known */
   uint64_t next_ping; /* loop time of the next server ping */
   mr_member member;
-  char remote[64];
+  char *virtual_remote; /* a virtual connection's claimed address (heap) */
 } mr_conn;
 
 /* Accepts a new connection from the listener; on failure the socket is
@@ -88,6 +89,10 @@ void mr_conn_feed(mr_conn *c, const uint8_t *data, size_t len);
  * NULL when out of memory. Its output stays in c->outq for the caller to
  * read; it is freed when it closes. */
 mr_conn *mr_conn_new_virtual(mr_server *srv);
+
+/* Sets the address a virtual connection reports (copied). Returns 0 or
+ * MR_ENOMEM. */
+int mr_conn_set_virtual_remote(mr_conn *c, const char *addr);
 
 /* Tells a virtual connection that its caller has taken everything queued
  * (the kit's stand-in for a completed socket write): a connection that was
@@ -115,11 +120,18 @@ void mr_conn_doom(mr_conn *c, uint16_t code, const char *reason);
 /* Performs a doomed close now. Only the server's safe point calls this. */
 void mr_conn_finish(mr_conn *c);
 
+/* Frees the pool of idle wslay contexts (at server teardown). */
+void mr_conn_pool_free(mr_server *srv);
+
 /* Writes what is queued; called from the flush point. */
 void mr_conn_flush(mr_conn *c);
 
 /* Once-a-second checks: handshake, idle and closing deadlines, pings. */
 void mr_conn_sweep(mr_conn *c, uint64_t now);
+
+/* The peer's IP address as text, for logs and req.remote_addr; the string
+ * is static and overwritten by the next call. */
+const char *mr_conn_remote(const mr_conn *c);
 
 /* True when the connection accepts new messages. */
 static inline int mr_conn_is_open(const mr_conn *c) {

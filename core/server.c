@@ -227,6 +227,7 @@ void mr_server_shutdown(mr_server *srv) {
 }
 
 void mr_server_free(mr_server *srv) {
+  mr_conn_pool_free(srv);
   if (srv->cluster) {
     mr_cluster_free(srv->cluster);
     srv->cluster = NULL;

@@ -70,7 +70,11 @@ typedef struct mr_server {
   struct mr_cluster *cluster;
   mr_stats stats;
   int shutting_down;
+  void *ws_pool;         /* idle wslay contexts, see conn.c */
+  unsigned ws_pool_len;
   int virtual_only; /* no sockets: the busted kit's simulated server */
+  const uint8_t *feed;  /* the read chunk being fed to wslay right now */
+  size_t feed_len;
   uint8_t readbuf[65536]; /* shared by every read: reads are consumed at once */
 } mr_server;
 

@@ -117,7 +117,8 @@ static void test_outq_basic(void) {
   CHECK_EQ_INT(a->refs, 2); /* the queue took its own reference */
   CHECK_EQ_INT(q.bytes, 10);
   CHECK_EQ_INT(q.count, 1);
-  CHECK_EQ_INT(q.cap, 8);
+  CHECK_EQ_INT(q.cap, MR_OUTQ_INLINE); /* the first entries need no heap */
+  CHECK(q.ents == q.inl);
   CHECK_EQ_INT(mr_outq_push(&q, b), 0);
   CHECK_EQ_INT(mr_outq_push(&q, c), 0);
   CHECK_EQ_INT(q.bytes, 22);
@@ -397,7 +398,33 @@ static void test_outq_random(void) {
   CHECK_EQ_INT(q.bytes, 0);
 }
 
+/* A burst spills the ring to the heap; once drained the queue goes back to
+ * its inline slots, so a connection that was busy once keeps no heap. */
+static void test_outq_spill_and_return(void) {
+  mr_outq q = {0};
+  mr_buf *b = make(9, 3);
+  for (int i = 0; i < 20; i++)
+    CHECK_EQ_INT(mr_outq_push(&q, b), 0);
+  CHECK(q.ents != q.inl);
+  CHECK(q.cap >= 20);
+  CHECK_EQ_INT(b->refs, 21);
+  mr_outq_consume(&q, 59);
+  CHECK_EQ_INT(q.count, 1);
+  CHECK(q.ents != q.inl);
+  mr_outq_consume(&q, 1);
+  CHECK_EQ_INT(q.count, 0);
+  CHECK(q.ents == q.inl);
+  CHECK_EQ_INT(q.cap, MR_OUTQ_INLINE);
+  CHECK_EQ_INT(b->refs, 1);
+  CHECK_EQ_INT(mr_outq_push(&q, b), 0);
+  CHECK(q.ents == q.inl);
+  mr_outq_clear(&q);
+  CHECK_EQ_INT(b->refs, 1);
+  mr_buf_release(b);
+}
+
 int main(void) {
+  test_outq_spill_and_return();
   test_buf_refcount();
   test_outq_empty();
   test_outq_basic();
