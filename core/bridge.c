@@ -657,6 +657,7 @@ static void forget_local_modules(mr_bridge *b) {
                                         "debug", "bit", "jit", "ffi", NULL};
   lua_State *L = b->L;
   char dir[4096], mod[4096], path[8300];
+  lua_newtable(L); /* the saved modules, left on the stack for the caller */
   snprintf(dir, sizeof dir, "%s", b->script);
   char *slash = strrchr(dir, '/');
   if (slash)
@@ -670,6 +671,7 @@ static void forget_local_modules(mr_bridge *b) {
     lua_pop(L, 3);
     return;
   }
+  /* Stack: saved, package, preload, loaded. */
   lua_pushnil(L);
   while (lua_next(L, -2) != 0) {
     lua_pop(L, 1);
@@ -701,7 +703,14 @@ static void forget_local_modules(mr_bridge *b) {
     }
     if (f) {
       fclose(f);
-      /* Clearing an existing field during lua_next is allowed. */
+      /* Keep the old module in the saved table (stack -5) so that a failed
+       * reload can put it back, then clear it; clearing an existing field
+       * during lua_next is allowed. Stack: key, loaded, preload, package,
+       * saved. */
+      lua_pushvalue(L, -1);
+      lua_pushvalue(L, -1);
+      lua_rawget(L, -4);
+      lua_rawset(L, -7);
       lua_pushvalue(L, -1);
       lua_pushnil(L);
       lua_rawset(L, -4);
@@ -710,13 +719,31 @@ static void forget_local_modules(mr_bridge *b) {
   lua_pop(L, 3);
 }
 
+/* Puts back the modules forget_local_modules saved (the table on top of the
+ * stack), undoing whatever the failed load required in their place; pops
+ * the table. */
+static void restore_local_modules(lua_State *L) {
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "loaded");
+  lua_remove(L, -2);
+  lua_pushnil(L);
+  while (lua_next(L, -3) != 0) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_pop(L, 2);
+}
+
 int mr_bridge_reload(mr_bridge *b, char *err, size_t errlen) {
   lua_State *L = b->L;
-  forget_local_modules(b);
+  forget_local_modules(b); /* pushes the saved modules */
+  int saved = lua_gettop(L);
   unsigned old_generation = b->generation;
   char old_version[sizeof b->version];
   memcpy(old_version, b->version, sizeof old_version);
   if (load_handlers(b, err, errlen) != 0) {
+    restore_local_modules(L);
     b->srv->stats.reload_failures++;
     return MR_ELUA;
   }
@@ -727,6 +754,9 @@ int mr_bridge_reload(mr_bridge *b, char *err, size_t errlen) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, b->table_ref);
     if (gate(L, 1, 0, "on_reload") != 0) {
       lua_pop(L, 1);
+      lua_pushvalue(L, saved);
+      restore_local_modules(L);
+      lua_remove(L, saved);
       b->generation = old_generation;
       memcpy(b->version, old_version, sizeof old_version);
       snprintf(err, errlen, "%s: on_reload raised an error (see above)",
@@ -738,6 +768,7 @@ int mr_bridge_reload(mr_bridge *b, char *err, size_t errlen) {
     lua_pop(L, 1);
   }
   install_handlers(b);
+  lua_remove(L, saved);
   b->srv->stats.reloads++;
   mr_info("reloaded %s: now running %s", b->script, b->version);
   return 0;
