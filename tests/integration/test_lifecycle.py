@@ -121,6 +121,18 @@ def test_activity_resets_idle_timer(server):
     c.close()
 
 
+def test_client_pings_count_as_activity(server):
+    srv = server(args=["--ping-interval", "0", "--idle-timeout", "1"])
+    c = RawClient.connect(srv.port)
+    for i in range(7):
+        c.send_frame(0x9, f"p{i}".encode())
+        f = c.recv_frame()
+        assert (f.opcode, f.payload) == (0xA, f"p{i}".encode())
+        time.sleep(0.35)
+    assert c.cmd("alive") == "alive"
+    c.close()
+
+
 def test_idle_timeout_zero_disables_and_ping_zero_sends_none(server):
     srv = server(args=["--ping-interval", "0", "--idle-timeout", "0"])
     c = RawClient.connect(srv.port)

@@ -246,6 +246,8 @@ def test_tcp_drop_gives_1006_and_cleans_rooms(cmd_server, clients):
     assert code == 1006
     assert still == ""
     assert b.cmd("count:drop") == "1"
+    # on_close runs exactly once.
+    assert_nothing_arrives(obs, 0.5)
     obs.close()
 
 
@@ -285,3 +287,22 @@ def test_many_members_and_rooms_cleanup(cmd_server):
         for c in cs:
             c.close()
         obs.close()
+
+
+def test_two_hundred_members(cmd_server):
+    cs = []
+    try:
+        for _ in range(200):
+            c = RawClient.connect(cmd_server.port)
+            c.send_text("join:crowd")
+            cs.append(c)
+        for c in cs:
+            assert c.recv_text() == "joined:crowd"
+        assert cs[0].cmd("count:crowd") == "200"
+        cs[0].send_text("bcastx:crowd:to the crowd")
+        assert cs[0].recv_text() == "sent:199"
+        for c in cs[1:]:
+            assert c.recv_text() == "to the crowd"
+    finally:
+        for c in cs:
+            c.close()
