@@ -239,7 +239,8 @@ static void link_close(mr_link *l, const char *why, int refused) {
     mr_debug("cluster: closed a duplicate link with %s", who);
   } else if (was == L_UP) {
     srv->stats.cluster_links_dropped++;
-    mr_warn("cluster: link to node %s down: %s", who, why);
+    mr_warn("cluster: link %s node %s down: %s", l->dialer ? "to" : "from",
+            who, why);
   } else if (refused || (was != L_CONNECTING && !cl->closing)) {
     srv->stats.cluster_links_refused++;
     peer *p = l->peer;

@@ -123,6 +123,8 @@ static void finish_shutdown(mr_server *srv) {
   close_handle((uv_handle_t *)&srv->sig_term);
   close_handle((uv_handle_t *)&srv->sig_hup);
   mr_reload_stop(srv);
+  if (srv->cluster)
+    mr_cluster_close(srv->cluster);
 }
 
 static uint64_t shutdown_deadline;
