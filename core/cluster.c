@@ -551,9 +551,8 @@ static int on_frame(mr_link *l, const uint8_t *payload, size_t len) {
   case MR_WIRE_ROOM_BINARY:
     /* Delivered to this node's members only, never forwarded again: every
      * node forwards only what its own scripts broadcast. */
-    srv->stats.cluster_broadcasts_in++;
-    mr_server_broadcast_local(srv, m.room.room, m.room.room_len, m.room.data,
-                              m.room.data_len, m.room.binary, NULL);
+    mr_server_deliver_remote(srv, m.room.room, m.room.room_len, m.room.data,
+                             m.room.data_len, m.room.binary);
     break;
   case MR_WIRE_INTEREST:
     interest_set(l, m.interest.room, m.interest.room_len, m.interest.add);

@@ -87,6 +87,12 @@ int mr_server_broadcast_local(mr_server *srv, const char *room, size_t room_len,
   return n;
 }
 
+int mr_server_deliver_remote(mr_server *srv, const char *room, size_t room_len,
+                             const void *msg, size_t len, int binary) {
+  srv->stats.cluster_broadcasts_in++;
+  return mr_server_broadcast_local(srv, room, room_len, msg, len, binary, NULL);
+}
+
 int mr_server_broadcast(mr_server *srv, const char *room, size_t room_len,
                         const void *msg, size_t len, int binary,
                         mr_conn *except) {
@@ -117,6 +123,9 @@ static void close_handle(uv_handle_t *h) {
 }
 
 static void finish_shutdown(mr_server *srv) {
+  /* A server without sockets (the busted kit's) never started these. */
+  if (!srv->handles_started)
+    return;
   close_handle((uv_handle_t *)&srv->sweep);
   close_handle((uv_handle_t *)&srv->flush_prep);
   close_handle((uv_handle_t *)&srv->sig_int);
@@ -190,6 +199,7 @@ int mr_server_listen(mr_server *srv) {
   }
   srv->listening = 1;
 
+  srv->handles_started = 1;
   uv_prepare_init(srv->loop, &srv->flush_prep);
   srv->flush_prep.data = srv;
   uv_prepare_start(&srv->flush_prep, on_prepare);

@@ -56,6 +56,7 @@ typedef struct mr_server {
   mr_config cfg;
   uv_tcp_t listener;
   int listening;
+  int handles_started; /* timers, signals and the flush hook exist */
   uv_prepare_t flush_prep; /* flushes queued writes before the loop polls */
   uv_timer_t sweep;        /* once a second: timeouts, pings */
   uv_signal_t sig_int, sig_term, sig_hup;
@@ -102,6 +103,12 @@ struct mr_conn *mr_server_find(mr_server *srv, uint64_t id);
 int mr_server_broadcast_local(mr_server *srv, const char *room, size_t room_len,
                               const void *msg, size_t len, int binary,
                               struct mr_conn *except);
+
+/* Delivers a room broadcast that a peer node forwarded: local members only,
+ * never forwarded again (what keeps a cluster free of storms). Returns the
+ * number of members it was queued for. */
+int mr_server_deliver_remote(mr_server *srv, const char *room, size_t room_len,
+                             const void *msg, size_t len, int binary);
 
 /* Local delivery plus forwarding once to the cluster. */
 int mr_server_broadcast(mr_server *srv, const char *room, size_t room_len,

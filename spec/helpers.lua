@@ -85,4 +85,56 @@ function helpers.fake_conn()
   return conn
 end
 
+-- ---- the busted kit ----------------------------------------------------------
+-- Specs that use the kit need build/lua/moonroom/sim.so (see .busted); the
+-- fake-core helpers above never load it.
+
+--- The kit module, moonroom.testing.
+function helpers.kit()
+  return require "moonroom.testing"
+end
+
+--- Path of a fixture script under spec/fixtures/.
+function helpers.fixture(name)
+  return "spec/fixtures/" .. name .. ".lua"
+end
+
+--- Runs fn with the core's log level set to level ("off" by default), then
+-- restores it, so specs that provoke handler errors do not print tracebacks.
+function helpers.with_logs(level, fn)
+  if type(level) == "function" then
+    level, fn = "off", level
+  end
+  local testing = helpers.kit()
+  local prev = testing.log_level(level)
+  local ok, err = pcall(fn)
+  testing.log_level(prev)
+  if not ok then
+    error(err, 0)
+  end
+end
+
+--- Writes src to a new temporary .lua file and returns its path (for reload
+-- specs); helpers.write_file(path, src) rewrites it.
+function helpers.write_file(path, src)
+  local f = assert(io.open(path, "wb"))
+  f:write(src)
+  f:close()
+  return path
+end
+
+function helpers.temp_script(src)
+  local path = os.tmpname()
+  os.remove(path)
+  path = path .. ".lua"
+  return helpers.write_file(path, src)
+end
+
+--- Connects an observer to a server running spec/fixtures/recorder.lua: it
+-- receives one line per handler call ("connect ID ...", "message ID ...",
+-- "close ID CODE REASON").
+function helpers.observer(srv)
+  return srv:connect("/?observe=1")
+end
+
 return helpers

@@ -1,0 +1,740 @@
+/* moonroom.sim: the Lua C module under the busted kit (lua/moonroom/testing.lua).
+ *
+ * A simulated server is the real core with no sockets: the real mr_server,
+ * room registry and bridge (which loads the handler script into its own
+ * lua_State, exactly as the server does), and virtual connections that are
+ * fed real HTTP upgrade requests and real masked client frames. So the
+ * handshake, on_connect, wslay, on_message, close handshake and on_close
+ * paths the kit exercises are the server's own. Everything is synchronous:
+ * every call that can close a connection ends at the server's safe point
+ * (see settle), and the private libuv loop is never run; it only provides
+ * uv_now, which is frozen unless advance() moves it.
+ *
+ * This file is compiled into the module only (build/moonroom/sim.so), never
+ * into moonroom_core. It does not link LuaJIT: the host luajit process
+ * provides the Lua C API, so the busted process and every simulated
+ * script share one LuaJIT runtime. */
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+#include <uv.h>
+
+#include "bridge.h"
+#include "codec.h"
+#include "config.h"
+#include "conn.h"
+#include "error.h"
+#include "http.h"
+#include "log.h"
+#include "rooms.h"
+#include "server.h"
+
+#define SIM_MT "moonroom.sim.server"
+#define MAX_ARGS 64
+
+/* What on_close was told for a connection that is gone (or, for a refused
+ * handshake, what its teardown recorded). */
+typedef struct {
+  uint64_t id;
+  uint16_t code;
+  uint8_t had_lua;
+  uint8_t reason_len;
+  char reason[123];
+} sim_grave;
+
+typedef struct {
+  uv_loop_t loop;
+  mr_server *srv; /* NULL once freed */
+  char script[4096];
+  sim_grave *graves;
+  size_t ngraves, cap;
+} sim_t;
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static sim_t *check_sim(lua_State *L) {
+  sim_t *s = luaL_checkudata(L, 1, SIM_MT);
+  if (!s->srv)
+    luaL_error(L, "moonroom.sim: the simulated server is closed");
+  return s;
+}
+
+static uint64_t check_id(lua_State *L, int idx) {
+  lua_Number n = luaL_checknumber(L, idx);
+  if (n < 1 || n != (lua_Number)(uint64_t)n)
+    luaL_argerror(L, idx, "connection id expected");
+  return (uint64_t)n;
+}
+
+static mr_conn *find_conn(sim_t *s, lua_State *L, int idx) {
+  return mr_server_find(s->srv, check_id(L, idx));
+}
+
+static int push_closed(lua_State *L) {
+  lua_pushnil(L);
+  lua_pushliteral(L, "closed");
+  return 2;
+}
+
+static void bury(sim_t *s, const mr_conn *c) {
+  if (s->ngraves == s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 16;
+    sim_grave *g = realloc(s->graves, cap * sizeof *g);
+    if (!g)
+      return; /* the record is a convenience; the close itself goes on */
+    s->graves = g;
+    s->cap = cap;
+  }
+  sim_grave *g = &s->graves[s->ngraves++];
+  g->id = c->id;
+  /* terminate() reports 1006 when no earlier reason was recorded. */
+  g->code = c->close_code ? c->close_code : MR_CLOSE_ABNORMAL;
+  g->reason_len = c->close_code ? c->close_reason_len : 0;
+  if (g->reason_len > sizeof g->reason)
+    g->reason_len = sizeof g->reason;
+  if (g->reason_len && c->close_reason)
+    memcpy(g->reason, c->close_reason, g->reason_len);
+  else
+    g->reason_len = 0;
+  g->had_lua = (c->flags & MR_CF_LUA) != 0;
+}
+
+/* The safe point. For a virtual connection every teardown goes through the
+ * doomed list (closes after a drained queue, drops, refusals, backpressure),
+ * so finishing the doomed ones here, one at a time, is what
+ * mr_server_flush does, plus a note of each close code for the kit. An
+ * on_close may doom more connections, hence the loop. */
+static void settle(sim_t *s) {
+  mr_server *srv = s->srv;
+  do {
+    while (srv->doomed) {
+      mr_conn *c = srv->doomed;
+      bury(s, c);
+      mr_conn_finish(c);
+    }
+    mr_server_flush(srv);
+  } while (srv->doomed);
+}
+
+static void sim_free(sim_t *s) {
+  if (!s->srv)
+    return;
+  mr_server *srv = s->srv;
+  /* Whatever is still connected goes as on server exit: on_close runs. */
+  for (mr_conn *c = srv->all_head; c; c = c->next)
+    mr_conn_doom(c, MR_CLOSE_GOING_AWAY, "server shutting down");
+  settle(s);
+  mr_bridge_free(srv->bridge);
+  srv->bridge = NULL;
+  mr_server_free(srv);
+  free(srv);
+  s->srv = NULL;
+  uv_loop_close(&s->loop);
+  /* The graves stay readable until the userdata is collected. */
+}
+
+/* ---- sim.new(script, args) ------------------------------------------------ */
+
+/* new(script [, { "--max-message", "100", ... }]) -> server | nil, err
+ * The options are parsed by the server's own command-line parser. */
+static int l_new(lua_State *L) {
+  size_t slen;
+  const char *script = luaL_checklstring(L, 1, &slen);
+  char *argv[MAX_ARGS + 3];
+  int argc = 0;
+  argv[argc++] = (char *)"moonroom";
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int n = (int)lua_objlen(L, 2);
+    if (n > MAX_ARGS)
+      return luaL_argerror(L, 2, "too many options");
+    for (int i = 1; i <= n; i++) {
+      lua_rawgeti(L, 2, i);
+      if (lua_type(L, -1) != LUA_TSTRING)
+        return luaL_argerror(L, 2, "options must be strings");
+      /* The string stays referenced by the table for the whole call. */
+      argv[argc++] = (char *)lua_tostring(L, -1);
+      lua_pop(L, 1);
+    }
+  }
+  argv[argc++] = (char *)script;
+  argv[argc] = NULL;
+
+  sim_t *s = lua_newuserdata(L, sizeof *s);
+  memset(s, 0, sizeof *s);
+  luaL_getmetatable(L, SIM_MT);
+  lua_setmetatable(L, -2);
+  if (slen >= sizeof s->script) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "script path too long");
+    return 2;
+  }
+
+  mr_config cfg;
+  char err[2048];
+  int r = mr_config_parse(&cfg, argc, argv, err, sizeof err, stderr);
+  if (r != MR_CONFIG_RUN) {
+    lua_pushnil(L);
+    lua_pushstring(L, r == MR_CONFIG_USAGE ? err : "not a server option");
+    return 2;
+  }
+  memcpy(s->script, script, slen + 1);
+  cfg.script = s->script;
+
+  mr_server *srv = calloc(1, sizeof *srv);
+  if (!srv)
+    return luaL_error(L, "out of memory");
+  int ur = uv_loop_init(&s->loop);
+  if (ur != 0) {
+    free(srv);
+    return luaL_error(L, "uv_loop_init: %s", uv_strerror(ur));
+  }
+  mr_server_init(srv, &s->loop, &cfg);
+  srv->virtual_only = 1;
+  if (!mr_bridge_new(srv, s->script, err, sizeof err)) {
+    mr_server_free(srv);
+    free(srv);
+    uv_loop_close(&s->loop);
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  s->srv = srv;
+  return 1;
+}
+
+/* ---- connections ---------------------------------------------------------- */
+
+/* s:open([remote_addr]) -> id: a virtual connection in the handshake state */
+static int s_open(lua_State *L) {
+  sim_t *s = check_sim(L);
+  const char *remote = luaL_optstring(L, 2, NULL);
+  mr_conn *c = mr_conn_new_virtual(s->srv);
+  if (!c)
+    return luaL_error(L, "out of memory");
+  if (remote && mr_conn_set_virtual_remote(c, remote) != 0) {
+    mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
+    settle(s);
+    return luaL_error(L, "out of memory");
+  }
+  lua_pushnumber(L, (lua_Number)c->id);
+  return 1;
+}
+
+/* s:feed(id, bytes) -> true | nil, "closed": bytes as read from the socket */
+static int s_feed(lua_State *L) {
+  sim_t *s = check_sim(L);
+  size_t len;
+  mr_conn *c = find_conn(s, L, 2);
+  const char *p = luaL_checklstring(L, 3, &len);
+  if (!c)
+    return push_closed(L);
+  if (len > 0)
+    mr_conn_feed(c, (const uint8_t *)p, len);
+  settle(s);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* s:take(id) -> bytes, alive | nil: everything the server queued for the
+ * connection (as if the socket wrote it all), then the drained notice. */
+static int s_take(lua_State *L) {
+  sim_t *s = check_sim(L);
+  uint64_t id = check_id(L, 2);
+  mr_conn *c = mr_server_find(s->srv, id);
+  if (!c)
+    return 0;
+  size_t n = c->outq.count;
+  const uint8_t **ptrs = NULL;
+  size_t *lens = NULL;
+  if (n > 0) {
+    ptrs = malloc(n * sizeof *ptrs);
+    lens = malloc(n * sizeof *lens);
+    if (!ptrs || !lens) {
+      free(ptrs);
+      free(lens);
+      return luaL_error(L, "out of memory");
+    }
+    n = mr_outq_peek(&c->outq, ptrs, lens, n);
+  }
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++)
+    total += lens[i];
+  char *out = total ? malloc(total) : NULL;
+  if (total && !out) {
+    free(ptrs);
+    free(lens);
+    return luaL_error(L, "out of memory");
+  }
+  size_t off = 0;
+  for (size_t i = 0; i < n; i++) {
+    memcpy(out + off, ptrs[i], lens[i]);
+    off += lens[i];
+  }
+  free(ptrs);
+  free(lens);
+  /* What a socket write would count. */
+  s->srv->stats.bytes_out += total;
+  mr_conn_virtual_drained(c);
+  settle(s);
+  lua_pushlstring(L, out ? out : "", total);
+  free(out);
+  lua_pushboolean(L, mr_server_find(s->srv, id) != NULL);
+  return 2;
+}
+
+/* s:drop(id) -> true | nil, "closed": the peer vanished (TCP reset) */
+static int s_drop(lua_State *L) {
+  sim_t *s = check_sim(L);
+  mr_conn *c = find_conn(s, L, 2);
+  if (!c)
+    return push_closed(L);
+  /* As a failed read does: 1006 unless a close reason came first. */
+  mr_conn_doom(c, MR_CLOSE_ABNORMAL, "");
+  settle(s);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static const char *state_name(const mr_conn *c) {
+  switch (c->state) {
+  case MR_CONN_HANDSHAKE:
+    return "handshake";
+  case MR_CONN_OPEN:
+    return (c->flags & MR_CF_DOOMED) ? "closing" : "open";
+  case MR_CONN_CLOSING:
+    return "closing";
+  default:
+    return "closed";
+  }
+}
+
+/* s:state(id) -> "handshake" | "open" | "closing", close_code, reason | nil */
+static int s_state(lua_State *L) {
+  sim_t *s = check_sim(L);
+  mr_conn *c = find_conn(s, L, 2);
+  if (!c)
+    return 0;
+  lua_pushstring(L, state_name(c));
+  lua_pushinteger(L, c->close_code);
+  if (c->close_reason && c->close_reason_len)
+    lua_pushlstring(L, c->close_reason, c->close_reason_len);
+  else
+    lua_pushliteral(L, "");
+  return 3;
+}
+
+/* s:ids() -> { id, ... } of every connection the server holds */
+static int s_ids(lua_State *L) {
+  sim_t *s = check_sim(L);
+  lua_newtable(L);
+  int i = 0;
+  for (mr_conn *c = s->srv->all_head; c; c = c->next) {
+    lua_pushnumber(L, (lua_Number)c->id);
+    lua_rawseti(L, -2, ++i);
+  }
+  return 1;
+}
+
+/* s:graves() -> { { id=, code=, reason=, on_close= }, ... } since last call
+ * (also after free(), for the connections it closed) */
+static int s_graves(lua_State *L) {
+  sim_t *s = luaL_checkudata(L, 1, SIM_MT);
+  lua_createtable(L, (int)s->ngraves, 0);
+  for (size_t i = 0; i < s->ngraves; i++) {
+    sim_grave *g = &s->graves[i];
+    lua_createtable(L, 0, 4);
+    lua_pushnumber(L, (lua_Number)g->id);
+    lua_setfield(L, -2, "id");
+    lua_pushinteger(L, g->code);
+    lua_setfield(L, -2, "code");
+    lua_pushlstring(L, g->reason, g->reason_len);
+    lua_setfield(L, -2, "reason");
+    lua_pushboolean(L, g->had_lua);
+    lua_setfield(L, -2, "on_close");
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  s->ngraves = 0;
+  return 1;
+}
+
+/* ---- rooms ----------------------------------------------------------------- */
+
+static const char *check_room(lua_State *L, int idx, size_t *len) {
+  const char *room = luaL_checklstring(L, idx, len);
+  if (*len == 0)
+    luaL_argerror(L, idx, "room name must not be empty");
+  return room;
+}
+
+/* s:members(room) -> { id, ... } in the registry's order */
+static int s_members(lua_State *L) {
+  sim_t *s = check_sim(L);
+  size_t len;
+  const char *name = check_room(L, 2, &len);
+  mr_room *r = mr_rooms_find(&s->srv->rooms, name, len);
+  lua_createtable(L, r ? (int)r->count : 0, 0);
+  for (uint32_t i = 0; r && i < r->count; i++) {
+    const mr_conn *c = r->members[i].member->owner;
+    lua_pushnumber(L, (lua_Number)c->id);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  return 1;
+}
+
+/* s:count(room) -> number of members */
+static int s_count(lua_State *L) {
+  sim_t *s = check_sim(L);
+  size_t len;
+  const char *name = check_room(L, 2, &len);
+  mr_room *r = mr_rooms_find(&s->srv->rooms, name, len);
+  lua_pushinteger(L, r ? (lua_Integer)r->count : 0);
+  return 1;
+}
+
+/* s:rooms(id) -> { name, ... } (unsorted) | nil, "closed" */
+static int s_rooms(lua_State *L) {
+  sim_t *s = check_sim(L);
+  mr_conn *c = find_conn(s, L, 2);
+  if (!c)
+    return push_closed(L);
+  lua_createtable(L, (int)c->member.nlinks, 0);
+  for (uint32_t i = 0; i < c->member.nlinks; i++) {
+    const mr_room *r = c->member.links[i].room;
+    lua_pushlstring(L, r->name, r->name_len);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  return 1;
+}
+
+/* s:room_names() -> { name, ... } of every room (unsorted) */
+static int s_room_names(lua_State *L) {
+  sim_t *s = check_sim(L);
+  lua_createtable(L, (int)s->srv->rooms.nrooms, 0);
+  int i = 0;
+  mr_room *r, *tmp;
+  HASH_ITER(hh, s->srv->rooms.by_name, r, tmp) {
+    lua_pushlstring(L, r->name, r->name_len);
+    lua_rawseti(L, -2, ++i);
+  }
+  return 1;
+}
+
+/* s:remote_broadcast(room, msg [, binary]) -> n: a room broadcast that a
+ * peer node forwarded, delivered as the cluster link delivers it. */
+static int s_remote_broadcast(lua_State *L) {
+  sim_t *s = check_sim(L);
+  size_t rlen, mlen;
+  const char *room = check_room(L, 2, &rlen);
+  const char *msg = luaL_checklstring(L, 3, &mlen);
+  int binary = lua_toboolean(L, 4);
+  int n = mr_server_deliver_remote(s->srv, room, rlen, msg, mlen, binary);
+  settle(s);
+  if (n < 0)
+    return luaL_error(L, "out of memory");
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+/* ---- the server ------------------------------------------------------------ */
+
+/* s:stats() -> { counter = n, ..., rooms = n } */
+static int s_stats(lua_State *L) {
+  sim_t *s = check_sim(L);
+  mr_server *srv = s->srv;
+  lua_newtable(L);
+#define SIM_STATS_PUSH(name)                                                   \
+  lua_pushnumber(L, (lua_Number)srv->stats.name);                              \
+  lua_setfield(L, -2, #name);
+  MR_STATS_MAP(SIM_STATS_PUSH)
+#undef SIM_STATS_PUSH
+  lua_pushinteger(L, (lua_Integer)srv->rooms.nrooms);
+  lua_setfield(L, -2, "rooms");
+  return 1;
+}
+
+/* s:reload() -> true | nil, err: what SIGHUP and the file watcher do */
+static int s_reload(lua_State *L) {
+  sim_t *s = check_sim(L);
+  char err[2048];
+  int r = mr_bridge_reload(s->srv->bridge, err, sizeof err);
+  settle(s);
+  if (r != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* s:version() -> "version N sha256:..." of the running script */
+static int s_version(lua_State *L) {
+  sim_t *s = check_sim(L);
+  lua_pushstring(L, mr_bridge_version(s->srv->bridge));
+  return 1;
+}
+
+/* s:now() -> the loop clock (ms), as ws.now() sees it */
+static int s_now(lua_State *L) {
+  sim_t *s = check_sim(L);
+  lua_pushnumber(L, (lua_Number)uv_now(&s->loop));
+  return 1;
+}
+
+/* s:advance(ms) -> now: moves the frozen clock forward */
+static int s_advance(lua_State *L) {
+  sim_t *s = check_sim(L);
+  lua_Number ms = luaL_checknumber(L, 2);
+  luaL_argcheck(L, ms >= 0, 2, "cannot go back in time");
+  s->loop.time += (uint64_t)ms;
+  lua_pushnumber(L, (lua_Number)uv_now(&s->loop));
+  return 1;
+}
+
+/* s:shutdown(): what SIGTERM does to connections: every open one is closed
+ * with 1001 "server shutting down", handshakes are dropped. The caller lets
+ * the clients answer, then calls free(). */
+static int s_shutdown(lua_State *L) {
+  sim_t *s = check_sim(L);
+  mr_server_shutdown(s->srv);
+  settle(s);
+  return 0;
+}
+
+/* s:free(): closes what is left (on_close runs) and frees everything */
+static int s_free(lua_State *L) {
+  sim_t *s = luaL_checkudata(L, 1, SIM_MT);
+  sim_free(s);
+  return 0;
+}
+
+static int s_gc(lua_State *L) {
+  sim_t *s = luaL_checkudata(L, 1, SIM_MT);
+  sim_free(s);
+  free(s->graves);
+  s->graves = NULL;
+  s->ngraves = s->cap = 0;
+  return 0;
+}
+
+static int s_tostring(lua_State *L) {
+  sim_t *s = luaL_checkudata(L, 1, SIM_MT);
+  lua_pushfstring(L, "moonroom.sim(%s%s)", s->script,
+                  s->srv ? "" : ", closed");
+  return 1;
+}
+
+/* ---- client-side frame codec ----------------------------------------------- */
+
+static const uint8_t default_mask[4] = {0x9e, 0x37, 0x79, 0xb9};
+
+/* encode(opcode, payload [, fin=true [, mask=true [, rsv=0]]]) -> bytes
+ * A client frame: masked (with a fixed key, so runs are repeatable) unless
+ * mask is false; mask may also be a 4-byte key. */
+static int l_encode(lua_State *L) {
+  int op = luaL_checkint(L, 1);
+  size_t len;
+  const uint8_t *p = (const uint8_t *)luaL_checklstring(L, 2, &len);
+  int fin = lua_isnoneornil(L, 3) ? 1 : lua_toboolean(L, 3);
+  int masked = 1;
+  uint8_t key[4];
+  memcpy(key, default_mask, 4);
+  if (lua_type(L, 4) == LUA_TSTRING) {
+    size_t klen;
+    const char *k = lua_tolstring(L, 4, &klen);
+    luaL_argcheck(L, klen == 4, 4, "mask key must be 4 bytes");
+    memcpy(key, k, 4);
+  } else if (!lua_isnoneornil(L, 4)) {
+    masked = lua_toboolean(L, 4);
+  }
+  int rsv = luaL_optint(L, 5, 0);
+  luaL_argcheck(L, op >= 0 && op <= 15, 1, "opcode must be 0..15");
+  luaL_argcheck(L, rsv >= 0 && rsv <= 7, 5, "rsv must be 0..7");
+
+  uint8_t h[14];
+  size_t hl = 0;
+  h[hl++] = (uint8_t)((fin ? 0x80 : 0) | (rsv << 4) | op);
+  uint8_t mbit = masked ? 0x80 : 0;
+  if (len < 126) {
+    h[hl++] = (uint8_t)(mbit | len);
+  } else if (len <= 0xffff) {
+    h[hl++] = (uint8_t)(mbit | 126);
+    h[hl++] = (uint8_t)(len >> 8);
+    h[hl++] = (uint8_t)len;
+  } else {
+    h[hl++] = (uint8_t)(mbit | 127);
+    for (int i = 7; i >= 0; i--)
+      h[hl++] = (uint8_t)((uint64_t)len >> (8 * i));
+  }
+  if (masked) {
+    memcpy(h + hl, key, 4);
+    hl += 4;
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addlstring(&b, (const char *)h, hl);
+  size_t i = 0;
+  while (i < len) {
+    char *dst = luaL_prepbuffer(&b);
+    size_t n = len - i < LUAL_BUFFERSIZE ? len - i : LUAL_BUFFERSIZE;
+    for (size_t k = 0; k < n; k++, i++)
+      dst[k] = (char)(masked ? p[i] ^ key[i & 3] : p[i]);
+    luaL_addsize(&b, n);
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* decode(bytes [, pos=1]) -> { frame, ... }, next_pos
+ * Each frame: { opcode=, fin=, rsv=, masked=, minimal=, payload= }; decoding
+ * stops at the first incomplete frame, whose start is next_pos. */
+static int l_decode(lua_State *L) {
+  size_t len;
+  const uint8_t *p = (const uint8_t *)luaL_checklstring(L, 1, &len);
+  lua_Integer start = luaL_optinteger(L, 2, 1);
+  luaL_argcheck(L, start >= 1 && (size_t)start <= len + 1, 2,
+                "position out of range");
+  size_t pos = (size_t)start - 1;
+  lua_newtable(L);
+  int nframes = 0;
+  while (len - pos >= 2) {
+    uint8_t b0 = p[pos], b1 = p[pos + 1];
+    size_t hl = 2;
+    uint64_t plen = b1 & 0x7f;
+    int minimal = 1;
+    if (plen == 126) {
+      if (len - pos < 4)
+        break;
+      plen = (uint64_t)p[pos + 2] << 8 | p[pos + 3];
+      minimal = plen >= 126;
+      hl = 4;
+    } else if (plen == 127) {
+      if (len - pos < 10)
+        break;
+      plen = 0;
+      for (int i = 0; i < 8; i++)
+        plen = plen << 8 | p[pos + 2 + i];
+      minimal = plen > 0xffff && !(plen >> 63);
+      hl = 10;
+    }
+    int masked = (b1 & 0x80) != 0;
+    uint8_t key[4] = {0, 0, 0, 0};
+    if (masked) {
+      if (len - pos < hl + 4)
+        break;
+      memcpy(key, p + pos + hl, 4);
+      hl += 4;
+    }
+    if (len - pos - hl < plen)
+      break;
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, b0 & 0x0f);
+    lua_setfield(L, -2, "opcode");
+    lua_pushboolean(L, (b0 & 0x80) != 0);
+    lua_setfield(L, -2, "fin");
+    lua_pushinteger(L, (b0 >> 4) & 7);
+    lua_setfield(L, -2, "rsv");
+    lua_pushboolean(L, masked);
+    lua_setfield(L, -2, "masked");
+    lua_pushboolean(L, minimal);
+    lua_setfield(L, -2, "minimal");
+    const uint8_t *data = p + pos + hl;
+    if (masked) {
+      luaL_Buffer b;
+      luaL_buffinit(L, &b);
+      for (size_t i = 0; i < plen; i++)
+        luaL_addchar(&b, (char)(data[i] ^ key[i & 3]));
+      luaL_pushresult(&b);
+    } else {
+      lua_pushlstring(L, (const char *)data, (size_t)plen);
+    }
+    lua_setfield(L, -2, "payload");
+    lua_rawseti(L, -2, ++nframes);
+    pos += hl + (size_t)plen;
+  }
+  lua_pushinteger(L, (lua_Integer)pos + 1);
+  return 2;
+}
+
+/* accept_key(key) -> the Sec-WebSocket-Accept value the server must send */
+static int l_accept_key(lua_State *L) {
+  size_t len;
+  const char *key = luaL_checklstring(L, 1, &len);
+  char out[29];
+  if (mr_http_accept_key(key, len, out) != 0)
+    return luaL_error(L, "out of memory");
+  lua_pushstring(L, out);
+  return 1;
+}
+
+/* log_level(name): the core's log threshold for the whole process;
+ * "debug", "info", "warn", "error" or "off". Returns the previous one. */
+static int l_log_level(lua_State *L) {
+  static const char *const names[] = {"debug", "info", "warn", "error", "off"};
+  int prev = (int)mr_log_get_level();
+  if (!lua_isnoneornil(L, 1)) {
+    const char *name = luaL_checkstring(L, 1);
+    int lv = strcmp(name, "off") == 0 ? MR_LOG_ERROR + 1
+                                      : mr_log_parse_level(name);
+    if (lv < 0)
+      return luaL_argerror(L, 1, "debug, info, warn, error or off expected");
+    mr_log_set_level((enum mr_log_level)lv);
+  }
+  lua_pushstring(L, prev >= 0 && prev <= 4 ? names[prev] : "off");
+  return 1;
+}
+
+/* ---- module --------------------------------------------------------------- */
+
+static const luaL_Reg server_methods[] = {
+    {"open", s_open},
+    {"feed", s_feed},
+    {"take", s_take},
+    {"drop", s_drop},
+    {"state", s_state},
+    {"ids", s_ids},
+    {"graves", s_graves},
+    {"members", s_members},
+    {"count", s_count},
+    {"rooms", s_rooms},
+    {"room_names", s_room_names},
+    {"remote_broadcast", s_remote_broadcast},
+    {"stats", s_stats},
+    {"reload", s_reload},
+    {"version", s_version},
+    {"now", s_now},
+    {"advance", s_advance},
+    {"shutdown", s_shutdown},
+    {"free", s_free},
+    {NULL, NULL}};
+
+static const luaL_Reg module_funcs[] = {{"new", l_new},
+                                        {"encode", l_encode},
+                                        {"decode", l_decode},
+                                        {"accept_key", l_accept_key},
+                                        {"log_level", l_log_level},
+                                        {NULL, NULL}};
+
+int luaopen_moonroom_sim(lua_State *L);
+
+int luaopen_moonroom_sim(lua_State *L) {
+  if (luaL_newmetatable(L, SIM_MT)) {
+    lua_newtable(L);
+    luaL_register(L, NULL, server_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, s_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, s_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  lua_newtable(L);
+  luaL_register(L, NULL, module_funcs);
+  lua_pushliteral(L, "moonroom " MOONROOM_VERSION);
+  lua_setfield(L, -2, "version");
+  return 1;
+}

@@ -1,0 +1,725 @@
+--- moonroom.testing: test a handler script inside busted, against the real core.
+--
+--   local testing = require "moonroom.testing"
+--   local srv = testing.server("scripts/chat.lua")
+--   local ada = srv:connect("/?room=lobby&name=ada")
+--   local bob = srv:connect("/?room=lobby&name=bob")
+--   assert.same({ "* bob joined" }, ada:messages())
+--   ada:send("hi")
+--   assert.equals("ada: hi", bob:next())
+--   bob:close(4000, "bye")
+--   srv:close()
+--
+-- A simulated server is the server's own C core built as a Lua C module
+-- (moonroom.sim, core/testkit.c): the real room registry, the real bridge
+-- that loads the script into its own lua_State with the real `moonroom`
+-- API, and connections without sockets. A fake connection is fed a real
+-- HTTP upgrade request and real masked client frames, and reads back the
+-- bytes the server wrote (the HTTP response, then server frames), so the
+-- handshake, on_connect, frame parsing (wslay), limits, on_message, the close
+-- handshake and on_close are the code paths the server runs. There is no
+-- event loop and no clock: every call runs to completion before it returns
+-- (every message delivered, every close finished), so specs are synchronous
+-- and deterministic. Connection ids start at 1 on every server.
+--
+-- A fake client behaves like a well-behaved WebSocket client that reads
+-- everything the server wrote at the end of every call: it answers a server
+-- close frame with a close frame carrying the same code, and a ping with a
+-- pong. What one call makes the server queue for one connection (say, a
+-- handler sending it 2 MB in one on_message) counts against
+-- max_backpressure all at once, since the client reads only between calls;
+-- conn:pause() stops it reading altogether (a slow reader), and a connection
+-- over the limit is closed with 1008 the way the server does it: on_close
+-- hears 1008, the TCP connection just ends, so the client sees 1006.
+-- Idle timeouts, pings and handshake timeouts are not simulated.
+--
+-- Module
+--   testing.server(script [, options]) -> server      raises the load error
+--   testing.try_server(script [, options]) -> server | nil, err
+--     options (the server's command-line limits, same parser and bounds):
+--       max_message = bytes, max_backpressure = bytes, max_head = bytes
+--   testing.log_level([level]) -> previous level
+--     the core's log threshold for the process: "debug", "info", "warn",
+--     "error" (the kit's default) or "off". Logs go to stderr.
+--
+-- Server
+--   srv:connect(target [, opts]) -> conn                raises when refused
+--   srv:try_connect(target [, opts]) -> conn | nil, status, body, response
+--     target is the request target, "/path?query" (sent as-is: percent-encode
+--     it yourself). opts:
+--       The defaults are Host: localhost, Upgrade: websocket, Connection:
+--       Upgrade, Sec-WebSocket-Key (fixed) and Sec-WebSocket-Version: 13;
+--       the 101's Sec-WebSocket-Accept is checked.
+--       headers = { ["x-token"] = "t" }   added, sorted by name; a name that
+--                 matches a default header (Host, Upgrade, Connection,
+--                 Sec-WebSocket-Key, Sec-WebSocket-Version) replaces it and
+--                 false removes it. A list { { name, value }, ... } is
+--                 appended verbatim instead (repeated headers).
+--       method = "GET", remote_addr = "127.0.0.1" (req.remote_addr)
+--     A refusal gives the HTTP status and body (without its final newline),
+--     and response = { status, reason, headers, body }.
+--   srv:open([opts]) -> conn    a connection with nothing sent yet; drive it
+--                               with conn:feed(bytes). opts.remote_addr.
+--   srv:conn(id) -> conn | nil (any conn this server made)
+--   srv:connections() -> the open conns, by id
+--   srv:members(room) -> { id, ... } sorted;  srv:count(room) -> n
+--   srv:rooms(conn_or_id) -> sorted names | nil, "closed"
+--   srv:room_names() -> sorted names of every room that has members
+--   srv:remote_broadcast(room, msg [, binary]) -> n
+--     a broadcast forwarded by a peer node arrives: delivered to this
+--     server's members of room only (as the cluster link delivers it)
+--   srv:stats() -> the counters of ws.stats() (without lua_kb)
+--   srv:reload() -> true | nil, err      what SIGHUP does (on_reload runs)
+--   srv:version() -> "version N sha256:..."
+--   srv:now() -> ms;  srv:advance(ms) -> ms   ws.now()'s clock is frozen;
+--                                             only advance moves it
+--   srv:close()   shutdown: open connections are closed with 1001
+--                 "server shutting down" (on_close runs), then the server
+--                 is freed. srv.closed is true afterwards.
+--
+-- Connection (the client's side)
+--   conn.id          the id the script sees as conn.id
+--   conn.state       "connecting" | "open" | "closing" | "closed"
+--   conn.closed      true once the server has let go of the connection
+--   conn.close_code, conn.close_reason
+--                    what the client saw: the code and reason of the server's
+--                    close frame (1005 for an empty one), or 1006 and "" when
+--                    the connection ended without one (drop, refusal,
+--                    backpressure)
+--   conn.server_close_code, conn.server_close_reason
+--                    what the server's on_close was told (nil when the
+--                    connection never opened)
+--   conn.response    { status, reason, headers (lower-case names), body }
+--                    (body only for a refusal)
+--   conn:send(data [, binary]) -> true | nil, "closed"   one masked frame
+--   conn:send_frame(opcode, payload [, { fin = true, mask = true, rsv = 0 }])
+--                    -> true | nil, "closed"   any frame, for protocol specs
+--   conn:feed(bytes) -> true | nil, "closed"   raw bytes to the server
+--   conn:ping([payload]) -> the pong's payload | nil
+--   conn:close([code=1000 [, reason=""]]) -> true | nil, "closed"
+--   conn:drop() -> true | nil, "closed"   TCP gone: on_close sees 1006
+--   conn:received() -> { { data = s, binary = b }, ... }  unread, in order
+--   conn:messages() -> { data, ... }                      unread, in order
+--   conn:next() -> data | nil                             the oldest unread
+--   conn:next_record() -> { data = s, binary = b } | nil  the same, as a record
+--   conn:pending() -> number of unread messages
+--   conn:rooms() -> sorted room names | nil, "closed"
+--   conn:pause() / conn:resume()   stop / start reading what the server sends
+local sim = require "moonroom.sim"
+local bit = require "bit"
+
+local M = { sim = sim, version = sim.version }
+
+local OP_CONT, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
+local OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
+
+local DEFAULT_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+local DEFAULT_HEADERS = {
+  { "Host", "localhost" },
+  { "Upgrade", "websocket" },
+  { "Connection", "Upgrade" },
+  { "Sec-WebSocket-Key", DEFAULT_KEY },
+  { "Sec-WebSocket-Version", "13" },
+}
+
+-- Server options the simulation honours, as command-line flags. Timeouts and
+-- pings are not simulated (there is no clock to expire them).
+local OPTIONS = {
+  max_message = "--max-message",
+  max_backpressure = "--max-backpressure",
+  max_head = "--max-head",
+}
+
+local Server = {}
+Server.__index = Server
+
+local Conn = {}
+Conn.__index = Conn
+
+local function kit_error(fmt, ...)
+  error("moonroom.testing: " .. string.format(fmt, ...), 3)
+end
+
+local function close_payload(code, reason)
+  return string.char(bit.band(bit.rshift(code, 8), 0xff), bit.band(code, 0xff))
+    .. (reason or "")
+end
+
+-- ---- requests ----------------------------------------------------------------
+
+local function build_request(target, opts)
+  local list = {}
+  for i, h in ipairs(DEFAULT_HEADERS) do
+    list[i] = { h[1], h[2] }
+  end
+  local extra = opts.headers
+  if extra ~= nil then
+    if type(extra) ~= "table" then
+      kit_error("headers must be a table")
+    end
+    if extra[1] ~= nil then
+      for _, h in ipairs(extra) do
+        list[#list + 1] = { tostring(h[1]), tostring(h[2]) }
+      end
+    else
+      local names = {}
+      for name in pairs(extra) do
+        names[#names + 1] = name
+      end
+      table.sort(names)
+      for _, name in ipairs(names) do
+        local value, replaced = extra[name], false
+        for i, h in ipairs(list) do
+          if i <= #DEFAULT_HEADERS and h[1]:lower() == name:lower() then
+            h[2] = value
+            replaced = true
+          end
+        end
+        if not replaced and value ~= false then
+          list[#list + 1] = { name, tostring(value) }
+        end
+      end
+    end
+  end
+  local lines, key = {}, nil
+  lines[1] = string.format("%s %s HTTP/1.1", opts.method or "GET", target)
+  for _, h in ipairs(list) do
+    if h[2] ~= false then
+      lines[#lines + 1] = h[1] .. ": " .. tostring(h[2])
+      if h[1]:lower() == "sec-websocket-key" then
+        key = tostring(h[2])
+      end
+    end
+  end
+  return table.concat(lines, "\r\n") .. "\r\n\r\n", key
+end
+
+local function parse_head(head)
+  local line, rest = head:match("^([^\r\n]*)\r\n(.*)$")
+  local status, reason = (line or ""):match("^HTTP/1%.1 (%d%d%d) ?([^\r\n]*)$")
+  if not status then
+    kit_error("the server sent a malformed status line %q", line or head)
+  end
+  local headers = {}
+  for name, value in rest:gmatch("([^:\r\n]+):[ \t]*([^\r\n]*)\r\n") do
+    headers[name:lower()] = value
+  end
+  return { status = tonumber(status), reason = reason, headers = headers }
+end
+
+-- ---- connections -------------------------------------------------------------
+
+local function new_conn(srv, id, target, key)
+  return setmetatable({
+    server = srv,
+    id = id,
+    target = target,
+    state = "connecting",
+    closed = false,
+    _key = key,
+    _buf = "",
+    _inbox = {}, -- unread messages are _inbox[_head .. _tail]
+    _head = 1,
+    _tail = 0,
+    _frag = nil,
+    _pongs = {},
+    _paused = false,
+  }, Conn)
+end
+
+function Conn:__tostring()
+  return string.format("moonroom.testing.conn(%d, %s)", self.id, self.state)
+end
+
+-- Control frames the client owes the server are written at once, as a
+-- client library does.
+function Conn:_reply(opcode, payload)
+  self.server._sim:feed(self.id, sim.encode(opcode, payload))
+end
+
+function Conn:_deliver(data, binary)
+  self._tail = self._tail + 1
+  self._inbox[self._tail] = { data = data, binary = binary }
+end
+
+function Conn:_frame(f, alive)
+  if f.masked then
+    kit_error("conn %d: the server sent a masked frame", self.id)
+  end
+  if f.rsv ~= 0 then
+    kit_error("conn %d: the server set RSV bits %d", self.id, f.rsv)
+  end
+  if not f.minimal then
+    kit_error("conn %d: the server used a non-minimal length encoding", self.id)
+  end
+  local op = f.opcode
+  if op >= 0x8 and (not f.fin or #f.payload > 125) then
+    kit_error("conn %d: the server sent an invalid control frame", self.id)
+  end
+  if op == OP_TEXT or op == OP_BINARY then
+    if self._frag then
+      kit_error("conn %d: the server interleaved a new message in a fragmented one", self.id)
+    end
+    if f.fin then
+      self:_deliver(f.payload, op == OP_BINARY)
+    else
+      self._frag = { binary = op == OP_BINARY, f.payload }
+    end
+  elseif op == OP_CONT then
+    if not self._frag then
+      kit_error("conn %d: the server sent a continuation with no message", self.id)
+    end
+    self._frag[#self._frag + 1] = f.payload
+    if f.fin then
+      self:_deliver(table.concat(self._frag), self._frag.binary)
+      self._frag = nil
+    end
+  elseif op == OP_CLOSE then
+    local p = f.payload
+    if #p == 1 then
+      kit_error("conn %d: the server sent a 1-byte close body", self.id)
+    end
+    local code = #p >= 2 and p:byte(1) * 256 + p:byte(2) or 1005
+    self._close_received = true
+    self.close_code, self.close_reason = code, p:sub(3)
+    if not self._close_sent and alive then
+      -- Echo the code, as browsers and most client libraries do.
+      self._close_sent = true
+      self:_reply(OP_CLOSE, code == 1005 and "" or close_payload(code))
+    end
+    self.state = "closing"
+  elseif op == OP_PING then
+    if alive and not self._close_sent then
+      self:_reply(OP_PONG, f.payload)
+    end
+  elseif op == OP_PONG then
+    self._pongs[#self._pongs + 1] = f.payload
+  else
+    kit_error("conn %d: the server sent reserved opcode %d", self.id, op)
+  end
+end
+
+-- Bytes the server wrote to this connection.
+function Conn:_receive(bytes, alive)
+  self._buf = self._buf .. bytes
+  if self.state == "connecting" then
+    local stop = self._buf:find("\r\n\r\n", 1, true)
+    if not stop then
+      return
+    end
+    local res = parse_head(self._buf:sub(1, stop + 3))
+    self._buf = self._buf:sub(stop + 4)
+    self.response = res
+    if res.status == 101 then
+      if self._key and res.headers["sec-websocket-accept"] ~= sim.accept_key(self._key) then
+        kit_error("conn %d: wrong Sec-WebSocket-Accept %q", self.id,
+                  tostring(res.headers["sec-websocket-accept"]))
+      end
+      self.state = "open"
+    else
+      local n = tonumber(res.headers["content-length"] or "0") or 0
+      res.body = self._buf:sub(1, n)
+      self._buf = self._buf:sub(n + 1)
+      self.state = "refused"
+      return
+    end
+  end
+  if self.state == "refused" or self._close_received then
+    return -- nothing after the response or the close frame counts
+  end
+  local frames, pos = sim.decode(self._buf)
+  self._buf = self._buf:sub(pos)
+  for _, f in ipairs(frames) do
+    self:_frame(f, alive)
+    if self._close_received then
+      break
+    end
+  end
+end
+
+-- The server has let go of the connection.
+function Conn:_gone(grave)
+  self.closed = true
+  if grave and grave.on_close then
+    self.server_close_code, self.server_close_reason = grave.code, grave.reason
+  end
+  if not self._close_received then
+    self.close_code, self.close_reason = 1006, ""
+  end
+  self.state = "closed"
+end
+
+function Conn:_feed(bytes)
+  if self.closed then
+    return nil, "closed"
+  end
+  local srv = self.server
+  local ok, err = srv._sim:feed(self.id, bytes)
+  srv:_pump()
+  return ok, err
+end
+
+function Conn:feed(bytes)
+  assert(type(bytes) == "string", "bytes must be a string")
+  return self:_feed(bytes)
+end
+
+function Conn:send_frame(opcode, payload, opts)
+  opts = opts or {}
+  if self.state ~= "open" then
+    return nil, "closed"
+  end
+  local mask = opts.mask
+  if mask == nil then
+    mask = true
+  end
+  return self:_feed(sim.encode(opcode, payload or "", opts.fin ~= false, mask, opts.rsv or 0))
+end
+
+function Conn:send(data, binary)
+  if type(data) ~= "string" then
+    error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2)
+  end
+  if self.state ~= "open" then
+    return nil, "closed"
+  end
+  return self:_feed(sim.encode(binary and OP_BINARY or OP_TEXT, data))
+end
+
+function Conn:ping(payload)
+  if self.state ~= "open" then
+    return nil, "closed"
+  end
+  local before = #self._pongs
+  self:_feed(sim.encode(OP_PING, payload or ""))
+  if #self._pongs > before then
+    return self._pongs[#self._pongs]
+  end
+  return nil
+end
+
+function Conn:close(code, reason)
+  if self.state ~= "open" then
+    return nil, "closed"
+  end
+  code = code or 1000
+  self._close_sent = true
+  self.state = "closing"
+  return self:_feed(sim.encode(OP_CLOSE, close_payload(code, reason)))
+end
+
+function Conn:drop()
+  if self.closed then
+    return nil, "closed"
+  end
+  local srv = self.server
+  srv._sim:drop(self.id)
+  srv:_pump()
+  return true
+end
+
+function Conn:received()
+  local out = {}
+  for i = self._head, self._tail do
+    out[#out + 1] = self._inbox[i]
+  end
+  self._inbox, self._head, self._tail = {}, 1, 0
+  return out
+end
+
+function Conn:messages()
+  local out = {}
+  for i, m in ipairs(self:received()) do
+    out[i] = m.data
+  end
+  return out
+end
+
+function Conn:next_record()
+  if self._head > self._tail then
+    return nil
+  end
+  local m = self._inbox[self._head]
+  self._inbox[self._head] = nil
+  self._head = self._head + 1
+  return m
+end
+
+-- One value only, so that assert.equals("x", conn:next()) and
+-- assert.matches("^x", conn:next()) work.
+function Conn:next()
+  local m = self:next_record()
+  return m and m.data
+end
+
+function Conn:pending()
+  return self._tail - self._head + 1
+end
+
+function Conn:rooms()
+  return self.server:rooms(self)
+end
+
+function Conn:pause()
+  self._paused = true
+end
+
+function Conn:resume()
+  self._paused = false
+  if not self.server.closed then
+    self.server:_pump()
+  end
+end
+
+-- ---- the server --------------------------------------------------------------
+
+function Server:_check()
+  if self.closed then
+    kit_error("the server is closed")
+  end
+end
+
+function Server:_collect_graves()
+  for _, g in ipairs(self._sim:graves()) do
+    self._graves[g.id] = g
+  end
+end
+
+function Server:_bury(conn)
+  self:_collect_graves()
+  local g = self._graves[conn.id]
+  self._graves[conn.id] = nil
+  self._live[conn.id] = nil
+  conn:_gone(g)
+end
+
+-- Lets every fake client read what the server wrote and answer what it owes,
+-- until nothing moves: then every close has completed.
+function Server:_pump()
+  local s = self._sim
+  for _ = 1, 100000 do
+    local progress = false
+    local ids = {}
+    for id in pairs(self._live) do
+      ids[#ids + 1] = id
+    end
+    table.sort(ids)
+    for _, id in ipairs(ids) do
+      local c = self._live[id]
+      if c then
+        if c._paused then
+          if not s:state(id) then
+            self:_bury(c)
+            progress = true
+          end
+        else
+          local bytes, alive = s:take(id)
+          if bytes == nil then
+            self:_bury(c)
+            progress = true
+          else
+            if #bytes > 0 then
+              progress = true
+              c:_receive(bytes, alive)
+            end
+            if not alive or not s:state(id) then
+              self:_bury(c)
+              progress = true
+            end
+          end
+        end
+      end
+    end
+    if not progress then
+      return
+    end
+  end
+  kit_error("the simulated server did not settle")
+end
+
+function Server:open(opts)
+  self:_check()
+  opts = opts or {}
+  local id = self._sim:open(opts.remote_addr)
+  local conn = new_conn(self, id, nil, nil)
+  self._live[id] = conn
+  self._conns[id] = conn
+  return conn
+end
+
+function Server:try_connect(target, opts)
+  self:_check()
+  if type(target) ~= "string" then
+    error("bad argument #1 to 'try_connect' (string expected, got " .. type(target) .. ")", 2)
+  end
+  opts = opts or {}
+  local req, key = build_request(target, opts)
+  local conn = self:open(opts)
+  conn.target, conn._key = target, key
+  conn:_feed(req)
+  if conn.state == "connecting" then
+    kit_error("%s: no response to the upgrade request", target)
+  end
+  local res = conn.response
+  if not res or res.status ~= 101 then
+    local body = res and res.body or ""
+    return nil, res and res.status, (body:gsub("\n$", "")), res
+  end
+  return conn
+end
+
+function Server:connect(target, opts)
+  local conn, status, body = self:try_connect(target, opts)
+  if not conn then
+    error(string.format("moonroom.testing: connecting to %s was refused: %s %s",
+                        tostring(target), tostring(status), tostring(body)), 2)
+  end
+  return conn
+end
+
+function Server:conn(id)
+  return self._conns[id]
+end
+
+function Server:connections()
+  local list = {}
+  for _, c in pairs(self._live) do
+    if c.state == "open" then
+      list[#list + 1] = c
+    end
+  end
+  table.sort(list, function(a, b) return a.id < b.id end)
+  return list
+end
+
+function Server:members(room)
+  self:_check()
+  local ids = self._sim:members(room)
+  table.sort(ids)
+  return ids
+end
+
+function Server:count(room)
+  self:_check()
+  return self._sim:count(room)
+end
+
+function Server:rooms(conn)
+  self:_check()
+  local id = type(conn) == "table" and conn.id or conn
+  local names, err = self._sim:rooms(id)
+  if not names then
+    return nil, err
+  end
+  table.sort(names)
+  return names
+end
+
+function Server:room_names()
+  self:_check()
+  local names = self._sim:room_names()
+  table.sort(names)
+  return names
+end
+
+function Server:remote_broadcast(room, msg, binary)
+  self:_check()
+  local n = self._sim:remote_broadcast(room, msg, binary and true or false)
+  self:_pump()
+  return n
+end
+
+function Server:stats()
+  self:_check()
+  return self._sim:stats()
+end
+
+function Server:reload()
+  self:_check()
+  local ok, err = self._sim:reload()
+  self:_pump()
+  return ok, err
+end
+
+function Server:version()
+  self:_check()
+  return self._sim:version()
+end
+
+function Server:now()
+  self:_check()
+  return self._sim:now()
+end
+
+function Server:advance(ms)
+  self:_check()
+  return self._sim:advance(ms)
+end
+
+function Server:close()
+  if self.closed then
+    return
+  end
+  self._sim:shutdown()
+  self:_pump()
+  self._sim:free()
+  self.closed = true
+  for _, c in pairs(self._live) do
+    self:_bury(c)
+  end
+end
+
+function Server:__tostring()
+  return string.format("moonroom.testing.server(%s%s)", self.script,
+                       self.closed and ", closed" or "")
+end
+
+-- ---- module ------------------------------------------------------------------
+
+function M.try_server(script, options)
+  if type(script) ~= "string" then
+    error("bad argument #1 to 'server' (script path expected)", 2)
+  end
+  local args = {}
+  local names = {}
+  for name in pairs(options or {}) do
+    names[#names + 1] = name
+  end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local flag = OPTIONS[name]
+    if not flag then
+      error("moonroom.testing: unknown server option '" .. tostring(name)
+            .. "' (max_message, max_backpressure, max_head)", 3)
+    end
+    args[#args + 1] = flag
+    args[#args + 1] = tostring(options[name])
+  end
+  local s, err = sim.new(script, args)
+  if not s then
+    return nil, err
+  end
+  return setmetatable({
+    script = script,
+    closed = false,
+    _sim = s,
+    _live = {},  -- id -> conn the server still holds
+    _conns = {}, -- id -> every conn this server made
+    _graves = {},
+  }, Server)
+end
+
+function M.server(script, options)
+  local srv, err = M.try_server(script, options)
+  if not srv then
+    error("moonroom.testing: cannot load " .. tostring(err), 2)
+  end
+  return srv
+end
+
+M.log_level = sim.log_level
+
+-- Handler errors are worth seeing in a failing spec; info lines are noise.
+sim.log_level("error")
+
+return M
