@@ -115,10 +115,10 @@ static void link_queue(mr_link *l, mr_buf *b) {
     return;
   if (l->outq.bytes + b->len > l->cl->max_queue) {
     l->cl->srv->stats.cluster_queue_drops++;
-    mr_warn("cluster: link to %s dropped: %zu bytes queued exceed the %zu "
+    mr_warn("cluster: link %s %s dropped: %zu bytes queued exceed the %zu "
             "byte link limit",
-            l->name[0] ? l->name : l->remote, l->outq.bytes,
-            l->cl->max_queue);
+            l->dialer ? "to" : "from", l->name[0] ? l->name : l->remote,
+            l->outq.bytes, l->cl->max_queue);
     link_close(l, "send queue full", 0);
     return;
   }

@@ -196,24 +196,28 @@ void mr_conn_flush(mr_conn *c) {
 int mr_conn_send_frame(mr_conn *c, mr_buf *frame) {
   if (c->state != MR_CONN_OPEN || (c->flags & MR_CF_DOOMED))
     return MR_ECLOSED;
-  int r = queue_buf(c, frame);
-  if (r != 0)
-    return r;
-  c->srv->stats.messages_out++;
-  if (c->outq.bytes > c->srv->cfg.max_backpressure) {
-    /* Over the limit: write what the socket takes right now, and only if
-     * the unsent remainder is still too large is this a slow reader. */
+  size_t limit = c->srv->cfg.max_backpressure;
+  /* The limit applies to what is already waiting when a new message comes
+   * (as uWebSockets does): a single message larger than the limit still
+   * goes to a reader that keeps up, and a connection holds at most the
+   * limit plus one message. Before judging, write what the socket takes. */
+  if (c->outq.bytes > limit)
     mr_conn_flush(c);
-    if (c->outq.bytes > c->srv->cfg.max_backpressure &&
-        !(c->flags & MR_CF_DOOMED)) {
+  if (c->outq.bytes > limit) {
+    if (!(c->flags & MR_CF_DOOMED)) {
       c->srv->stats.backpressure_closes++;
       mr_warn("conn %llu (%s): closed 1008, %zu unsent bytes exceed "
               "--max-backpressure %zu",
               (unsigned long long)c->id, mr_conn_remote(c), c->outq.bytes,
-              c->srv->cfg.max_backpressure);
+              limit);
       mr_conn_doom(c, MR_CLOSE_POLICY, "backpressure limit exceeded");
     }
+    return MR_ECLOSED;
   }
+  int r = queue_buf(c, frame);
+  if (r != 0)
+    return r;
+  c->srv->stats.messages_out++;
   return 0;
 }
 

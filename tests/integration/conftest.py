@@ -54,6 +54,20 @@ def moonroom_bin():
     return REPO_ROOT / "build" / "moonroom"
 
 
+def sanitized_build():
+    """True when the binary was built with AddressSanitizer. Its allocator
+    keeps freed memory in quarantine (hundreds of MB), so RSS bounds are
+    only asserted on the plain build, which the test command also runs."""
+    global _SANITIZED
+    if _SANITIZED is None:
+        with open(moonroom_bin(), "rb") as f:
+            _SANITIZED = b"__asan_init" in f.read()
+    return _SANITIZED
+
+
+_SANITIZED = None
+
+
 def require_bin():
     """Returns the binary path; fails (MOONROOM_BIN set) or skips (unset)
     when it does not exist."""

@@ -4,7 +4,7 @@ other members keep receiving, and server memory stays bounded."""
 
 import time
 
-from conftest import (OP_BINARY, PeerClosed, RawClient, conn_id, join,
+from conftest import (sanitized_build, OP_BINARY, PeerClosed, RawClient, conn_id, join,
                       observer, stats, wait_closed_report, build_frame)
 
 BP_ARGS = ["--max-backpressure", "65536", "--ping-interval", "0",
@@ -68,7 +68,8 @@ def test_slow_reader_disconnected_fast_reader_unaffected(server):
     growth_mb = (peak - rss0) / 1024
     print(f"slow reader dropped after {first_drop * size} bytes; "
           f"RSS growth {growth_mb:.1f} MB; {elapsed:.2f}s for 20 MiB")
-    assert growth_mb < 30, f"RSS grew by {growth_mb:.1f} MB"
+    if not sanitized_build():
+        assert growth_mb < 30, f"RSS grew by {growth_mb:.1f} MB"
     assert fast.cmd("id") != ""
     assert elapsed < 60, f"20 MiB took {elapsed:.1f}s"
     for c in (fast, pub, obs):
@@ -100,7 +101,8 @@ def test_client_that_never_reads_its_echoes_is_disconnected(server):
     assert code == 1008, (code, sent, broke)
     assert c.wait_eof(10.0)
     c.close()
-    assert (srv.rss_kb() - rss0) / 1024 < 30
+    if not sanitized_build():
+        assert (srv.rss_kb() - rss0) / 1024 < 30
     o = RawClient.connect(srv.port)
     assert stats(o)["backpressure_closes"] == 1
     o.close()
@@ -122,4 +124,23 @@ def test_output_under_limit_is_not_closed(server):
     assert late.cmd("still") == "still"
     assert stats(pub)["backpressure_closes"] == 0
     late.close()
+    pub.close()
+
+
+def test_one_message_larger_than_the_limit_reaches_a_reader(server):
+    # The limit is on what is already waiting when a message is queued, so a
+    # single 200 KiB message still reaches a reader that keeps up, even with
+    # a 64 KiB limit and a small socket buffer on the reader's side.
+    srv = server(args=BP_ARGS)
+    r = RawClient(srv.port, rcvbuf=4096)
+    assert r.handshake().status == 101
+    join(r, "big")
+    pub = RawClient.connect(srv.port)
+    text = "z" * (200 << 10)
+    for i in range(3):
+        assert pub.cmd(f"bcast:big:{i}{text}") == "sent:1"
+        got = r.recv_text(timeout=10)
+        assert got == f"{i}{text}"
+    assert stats(pub)["backpressure_closes"] == 0
+    r.close()
     pub.close()

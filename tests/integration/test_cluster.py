@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (OP_BINARY, OP_TEXT, SCRIPTS, PeerClosed, RawClient,
+from conftest import (sanitized_build, OP_BINARY, OP_TEXT, SCRIPTS, PeerClosed, RawClient,
                       Server, ServerStartError, free_port, require_bin)
 
 CLUSTER_SCRIPT = SCRIPTS / "cluster.lua"
@@ -1176,3 +1176,41 @@ def test_sigterm_stops_a_clustered_node(cluster):
     assert code == 1001, code
     assert wait_until(lambda: n1.peers() == [], 3.0), n1.peers()
     assert n1.alive()
+
+
+def test_slow_peer_is_dropped_and_local_delivery_goes_on(cluster):
+    """A peer that authenticates, announces interest and then stops reading
+    must not slow local delivery or grow the node's memory without bound:
+    past the link queue limit (64 MiB) the link is dropped and counted."""
+    n1 = cluster.node("n1", extra=["--max-backpressure", str(8 << 20)])
+    local = cluster.client(n1)
+    local.join("r")
+    pub = cluster.client(n1)
+    fake = FakePeer(n1)
+    try:
+        fake.handshake(COOKIE, "zz-slow", unused_addr())
+        fake.send(interest_frame("r"))
+        # Shrink what the kernel buffers for the fake peer, then never read.
+        fake.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        time.sleep(0.3)
+        base = n1.stats()
+        rss0 = n1.srv.rss_kb()
+        n = 90  # 90 MiB, well past the 64 MiB link limit
+        t0 = time.monotonic()
+        for i in range(n):
+            assert pub.cmd(f"big:r:{MAX_MESSAGE}", timeout=10) == "sent:1"
+            msg = local.recv_text(timeout=10)
+            assert len(msg) == MAX_MESSAGE and msg.startswith("M|big|"), i
+        elapsed = time.monotonic() - t0
+        s = n1.stats()
+        assert s["cluster_queue_drops"] - base["cluster_queue_drops"] >= 1, s
+        assert s["cluster_links_dropped"] - base["cluster_links_dropped"] >= 1, s
+        assert n1.srv.wait_log(r"link (to|from) zz-slow dropped: .* exceed",
+                               timeout=5), n1.log()
+        growth_mb = (n1.srv.rss_kb() - rss0) / 1024
+        if not sanitized_build():
+            assert growth_mb < 160, f"RSS grew {growth_mb:.0f} MB"
+        assert elapsed < 60, f"local delivery took {elapsed:.1f}s"
+        assert local.cmd("id") != ""
+    finally:
+        fake.sock.close()
