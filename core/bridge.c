@@ -159,6 +159,16 @@ static int opt_binary(lua_State *L, int idx) {
   return lua_toboolean(L, idx);
 }
 
+/* Sorts the list on top of the stack in place (table.sort), so that scripts
+ * and tests see names in a stable order. */
+static void sort_top(lua_State *L) {
+  lua_getglobal(L, "table");
+  lua_getfield(L, -1, "sort");
+  lua_remove(L, -2);
+  lua_pushvalue(L, -2);
+  lua_call(L, 1, 0);
+}
+
 /* ---- moonroom.core functions --------------------------------------------- */
 
 /* join(conn, room) -> true | false (already a member) | nil, "closed" */
@@ -260,12 +270,7 @@ static int l_rooms(lua_State *L) {
     lua_pushlstring(L, r->name, r->name_len);
     lua_rawseti(L, -2, (int)i + 1);
   }
-  /* Sorted, so that scripts and tests see a stable order. */
-  lua_getglobal(L, "table");
-  lua_getfield(L, -1, "sort");
-  lua_remove(L, -2);
-  lua_pushvalue(L, -2);
-  lua_call(L, 1, 0);
+  sort_top(L);
   return 1;
 }
 
@@ -295,9 +300,7 @@ static int l_count(lua_State *L) {
   return 1;
 }
 
-/* stats() -> { counter = n, ... } */
-static int l_stats(lua_State *L) {
-  mr_server *srv = upvalue_server(L);
+void mr_bridge_push_stats(lua_State *L, const mr_server *srv) {
   lua_newtable(L);
 #define MR_STATS_PUSH(name)                                                    \
   lua_pushnumber(L, (lua_Number)srv->stats.name);                              \
@@ -306,6 +309,11 @@ static int l_stats(lua_State *L) {
 #undef MR_STATS_PUSH
   lua_pushinteger(L, (lua_Integer)srv->rooms.nrooms);
   lua_setfield(L, -2, "rooms");
+}
+
+/* stats() -> { counter = n, ... } */
+static int l_stats(lua_State *L) {
+  mr_bridge_push_stats(L, upvalue_server(L));
   lua_pushinteger(L, lua_gc(L, LUA_GCCOUNT, 0));
   lua_setfield(L, -2, "lua_kb");
   return 1;
@@ -360,11 +368,7 @@ static int l_peers(lua_State *L) {
     lua_pushstring(L, names[i]);
     lua_rawseti(L, -2, (int)i + 1);
   }
-  lua_getglobal(L, "table");
-  lua_getfield(L, -1, "sort");
-  lua_remove(L, -2);
-  lua_pushvalue(L, -2);
-  lua_call(L, 1, 0);
+  sort_top(L);
   return 1;
 }
 

@@ -51,6 +51,9 @@ void mr_bridge_forget(mr_bridge *b, struct mr_conn *c);
 /* A short description of the running script version (for logs). */
 const char *mr_bridge_version(const mr_bridge *b);
 
+/* Pushes a table of srv's counters (ws.stats() without lua_kb). */
+void mr_bridge_push_stats(lua_State *L, const struct mr_server *srv);
+
 /* Registers the `moonroom.core` module's functions bound to srv into L
  * (used by the server and by the busted kit's Lua C module). */
 void mr_bridge_open_core(lua_State *L, struct mr_server *srv);

@@ -444,15 +444,7 @@ static int s_remote_broadcast(lua_State *L) {
 /* s:stats() -> { counter = n, ..., rooms = n } */
 static int s_stats(lua_State *L) {
   sim_t *s = check_sim(L);
-  mr_server *srv = s->srv;
-  lua_newtable(L);
-#define SIM_STATS_PUSH(name)                                                   \
-  lua_pushnumber(L, (lua_Number)srv->stats.name);                              \
-  lua_setfield(L, -2, #name);
-  MR_STATS_MAP(SIM_STATS_PUSH)
-#undef SIM_STATS_PUSH
-  lua_pushinteger(L, (lua_Integer)srv->rooms.nrooms);
-  lua_setfield(L, -2, "rooms");
+  mr_bridge_push_stats(L, s->srv);
   return 1;
 }
 
