@@ -22,7 +22,6 @@
 #include "moonroom_lua.h"
 
 #define HANDLE_MT "moonroom.conn"
-#define HANDLES_KEY "moonroom.handles"
 #define MAX_ROOM_NAME 1024
 
 enum { H_CONNECT, H_MESSAGE, H_CLOSE, H_RELOAD, H_COUNT };
@@ -80,17 +79,35 @@ static void log_lua_error(const char *what, const char *msg) {
   mr_error("%s: %s", what, flat);
 }
 
+/* The registry key of the id -> handle table (see push_handle). */
+static const char handles_key;
+
+/* The registry key of the shared traceback handler: the address of this
+ * variable, which needs no string hashing on the hot path. */
+static const char traceback_key;
+
 /* Every call into Lua goes through here: the function and nargs arguments
  * are on the stack; on success nres results replace them. On error the
- * message and traceback are logged and MR_ELUA is returned with the stack
- * back where it was before the function was pushed. */
-static int gate(lua_State *L, int nargs, int nres, const char *what) {
+ * message and traceback are logged, naming the script, the event and the
+ * connection (conn 0: none), and MR_ELUA is returned with the stack back
+ * where it was before the function was pushed. The label is only built when
+ * something failed, and the traceback handler is one shared function, so
+ * the success path costs a table lookup and a pcall. */
+static int gate(lua_State *L, int nargs, int nres, const char *script,
+                const char *event, uint64_t conn) {
   int base = lua_gettop(L) - nargs;
-  lua_pushcfunction(L, traceback);
+  lua_pushlightuserdata(L, (void *)&traceback_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
   lua_insert(L, base);
   int r = lua_pcall(L, nargs, nres, base);
   lua_remove(L, base);
   if (r != 0) {
+    char what[4200];
+    if (conn)
+      snprintf(what, sizeof what, "%s: %s (conn %llu)", script, event,
+               (unsigned long long)conn);
+    else
+      snprintf(what, sizeof what, "%s: %s", script, event);
     const char *msg = lua_tostring(L, -1);
     log_lua_error(what, msg ? msg : "(no message)");
     lua_pop(L, 1);
@@ -108,7 +125,8 @@ static mr_server *upvalue_server(lua_State *L) {
 /* Pushes the one handle of connection c, creating it on first use, so that
  * handles compare equal and work as table keys. */
 static void push_handle(lua_State *L, mr_server *srv, mr_conn *c) {
-  lua_getfield(L, LUA_REGISTRYINDEX, HANDLES_KEY);
+  lua_pushlightuserdata(L, (void *)&handles_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
   lua_pushnumber(L, (lua_Number)c->id);
   lua_rawget(L, -2);
   if (lua_isnil(L, -1)) {
@@ -471,8 +489,12 @@ void mr_bridge_open_core(lua_State *L, mr_server *srv) {
   lua_setfield(L, LUA_REGISTRYINDEX, CORE_KEY);
   lua_pop(L, 1);
 
+  lua_pushlightuserdata(L, (void *)&handles_key);
   lua_newtable(L);
-  lua_setfield(L, LUA_REGISTRYINDEX, HANDLES_KEY);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  lua_pushlightuserdata(L, (void *)&traceback_key);
+  lua_pushcfunction(L, traceback);
+  lua_rawset(L, LUA_REGISTRYINDEX);
 
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "preload");
@@ -756,7 +778,7 @@ int mr_bridge_reload(mr_bridge *b, char *err, size_t errlen) {
   lua_getfield(L, -1, "on_reload");
   if (lua_isfunction(L, -1)) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, b->table_ref);
-    if (gate(L, 1, 0, "on_reload") != 0) {
+    if (gate(L, 1, 0, b->script, "on_reload", 0) != 0) {
       lua_pop(L, 1);
       lua_pushvalue(L, saved);
       restore_local_modules(L);
@@ -859,10 +881,7 @@ int mr_bridge_on_connect(mr_bridge *b, mr_conn *c, const mr_http_request *req,
   lua_rawgeti(L, LUA_REGISTRYINDEX, b->refs[H_CONNECT]);
   lua_insert(L, -2);
   push_request(L, c, req);
-  char what[4200];
-  snprintf(what, sizeof what, "%s: on_connect (conn %llu)", b->script,
-           (unsigned long long)c->id);
-  if (gate(L, 2, 3, what) != 0) {
+  if (gate(L, 2, 3, b->script, "on_connect", c->id) != 0) {
     b->srv->stats.handler_errors++;
     *status = 500;
     snprintf(body, cap, "internal error");
@@ -890,10 +909,7 @@ int mr_bridge_on_message(mr_bridge *b, mr_conn *c, const uint8_t *msg,
   push_handle(L, b->srv, c);
   lua_pushlstring(L, (const char *)msg, len);
   lua_pushboolean(L, binary);
-  char what[4200];
-  snprintf(what, sizeof what, "%s: on_message (conn %llu)", b->script,
-           (unsigned long long)c->id);
-  return gate(L, 3, 0, what);
+  return gate(L, 3, 0, b->script, "on_message", c->id);
 }
 
 void mr_bridge_on_close(mr_bridge *b, mr_conn *c, unsigned code,
@@ -904,10 +920,7 @@ void mr_bridge_on_close(mr_bridge *b, mr_conn *c, unsigned code,
     push_handle(L, b->srv, c);
     lua_pushinteger(L, code);
     lua_pushlstring(L, reason, len);
-    char what[4200];
-    snprintf(what, sizeof what, "%s: on_close (conn %llu)", b->script,
-             (unsigned long long)c->id);
-    if (gate(L, 3, 0, what) != 0)
+    if (gate(L, 3, 0, b->script, "on_close", c->id) != 0)
       b->srv->stats.handler_errors++;
   }
   mr_bridge_forget(b, c);
@@ -915,7 +928,8 @@ void mr_bridge_on_close(mr_bridge *b, mr_conn *c, unsigned code,
 
 void mr_bridge_forget(mr_bridge *b, mr_conn *c) {
   lua_State *L = b->L;
-  lua_getfield(L, LUA_REGISTRYINDEX, HANDLES_KEY);
+  lua_pushlightuserdata(L, (void *)&handles_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
   lua_pushnumber(L, (lua_Number)c->id);
   lua_pushnil(L);
   lua_rawset(L, -3);
