@@ -618,8 +618,10 @@ static void on_handshake_bytes(conn_t *c, uint64_t now) {
 
 static void on_readable(conn_t *c) {
   if (c->st == ST_HS) {
-    rbuf_reserve(c, MAX_HS);
-    ssize_t n = recv(c->fd, c->rbuf + c->rlen, MAX_HS - 1 - c->rlen, 0);
+    /* Response heads are a few hundred bytes: start small, grow to MAX_HS. */
+    if (c->rlen + 1 >= c->rcap) rbuf_reserve(c, c->rcap ? c->rcap * 2 : 512);
+    size_t room = (c->rcap < MAX_HS ? c->rcap : MAX_HS) - 1 - c->rlen;
+    ssize_t n = recv(c->fd, c->rbuf + c->rlen, room, 0);
     if (n <= 0) {
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
       hs_fail(c, n == 0 ? "closed during handshake" : "error during handshake", NULL);
