@@ -27,6 +27,7 @@ typedef struct mr_ws_slot {
 } mr_ws_slot;
 
 static void terminate(mr_conn *c);
+static int over_backpressure(mr_conn *c);
 
 /* ---- intrusive lists ---------------------------------------------------- */
 
@@ -193,27 +194,33 @@ void mr_conn_flush(mr_conn *c) {
     mr_conn_doom(c, MR_CLOSE_ABNORMAL, "");
 }
 
+/* The limit applies to what is already waiting when something new is
+ * queued (as uWebSockets does): a single message larger than the limit
+ * still goes to a reader that keeps up, and a connection holds at most the
+ * limit plus one message. Before judging, write what the socket takes.
+ * Returns 1 when the connection is over the limit (and now doomed). */
+static int over_backpressure(mr_conn *c) {
+  size_t limit = c->srv->cfg.max_backpressure;
+  if (c->outq.bytes <= limit)
+    return 0;
+  mr_conn_flush(c);
+  if (c->outq.bytes <= limit)
+    return 0;
+  if (!(c->flags & MR_CF_DOOMED)) {
+    c->srv->stats.backpressure_closes++;
+    mr_warn("conn %llu (%s): closed 1008, %zu unsent bytes exceed "
+            "--max-backpressure %zu",
+            (unsigned long long)c->id, mr_conn_remote(c), c->outq.bytes, limit);
+    mr_conn_doom(c, MR_CLOSE_POLICY, "backpressure limit exceeded");
+  }
+  return 1;
+}
+
 int mr_conn_send_frame(mr_conn *c, mr_buf *frame) {
   if (c->state != MR_CONN_OPEN || (c->flags & MR_CF_DOOMED))
     return MR_ECLOSED;
-  size_t limit = c->srv->cfg.max_backpressure;
-  /* The limit applies to what is already waiting when a new message comes
-   * (as uWebSockets does): a single message larger than the limit still
-   * goes to a reader that keeps up, and a connection holds at most the
-   * limit plus one message. Before judging, write what the socket takes. */
-  if (c->outq.bytes > limit)
-    mr_conn_flush(c);
-  if (c->outq.bytes > limit) {
-    if (!(c->flags & MR_CF_DOOMED)) {
-      c->srv->stats.backpressure_closes++;
-      mr_warn("conn %llu (%s): closed 1008, %zu unsent bytes exceed "
-              "--max-backpressure %zu",
-              (unsigned long long)c->id, mr_conn_remote(c), c->outq.bytes,
-              limit);
-      mr_conn_doom(c, MR_CLOSE_POLICY, "backpressure limit exceeded");
-    }
+  if (over_backpressure(c))
     return MR_ECLOSED;
-  }
   int r = queue_buf(c, frame);
   if (r != 0)
     return r;
@@ -271,6 +278,12 @@ static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data,
                        size_t len, int flags, void *ud) {
   (void)flags;
   mr_conn *c = ((mr_ws_slot *)ud)->conn;
+  /* A client that pings without reading would otherwise pile up pongs, so
+   * the limit for messages applies here too. wslay hands over a frame's
+   * header and payload in separate calls: once the connection is doomed,
+   * nothing more is queued, so no half frame goes out. */
+  if ((c->flags & MR_CF_DOOMED) || over_backpressure(c))
+    return (ssize_t)len;
   if (queue_bytes(c, data, len) != 0) {
     wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
     return -1;

@@ -144,3 +144,36 @@ def test_one_message_larger_than_the_limit_reaches_a_reader(server):
     assert stats(pub)["backpressure_closes"] == 0
     r.close()
     pub.close()
+
+
+def test_pings_without_reading_do_not_pile_up_pongs(server):
+    # Every ping is owed a pong; a client that keeps pinging and never reads
+    # must hit the same limit as for messages, not grow the server's memory.
+    srv = server(args=BP_ARGS)
+    obs = observer(srv.port)
+    c = RawClient(srv.port, rcvbuf=4096)
+    assert c.handshake().status == 101
+    cid = conn_id(c)
+    rss0 = srv.rss_kb()
+    ping = build_frame(0x9, b"p" * 125)
+    burst = ping * 256
+    c.sock.settimeout(5)
+    sent = 0
+    try:
+        while sent < (40 << 20):
+            c.sock.sendall(burst)
+            sent += len(burst)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    except TimeoutError:
+        pass
+    code, _, _ = wait_closed_report(obs, cid, timeout=10)
+    assert code == 1008, (code, sent)
+    assert c.wait_eof(10.0)
+    c.close()
+    if not sanitized_build():
+        assert (srv.rss_kb() - rss0) / 1024 < 30
+    o = RawClient.connect(srv.port)
+    assert stats(o)["backpressure_closes"] == 1
+    o.close()
+    obs.close()
