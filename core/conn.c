@@ -1,6 +1,9 @@
 #include "conn.h"
 
+#include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,6 +144,31 @@ static void on_write(uv_write_t *req, int status) {
     pending_add(c);
 }
 
+/* Writes directly to the socket with sendmsg, which is what uv_try_write
+ * does with writev, minus the file layer: on the fan-out path, where the
+ * kernel's send is nearly all the work, skipping vfs_writev and its file
+ * position lock saves several percent. Only called while no uv_write is in
+ * flight, so ordering with libuv's own write queue is kept. Returns the
+ * bytes sent, UV_EAGAIN, or a negative libuv error. */
+static ssize_t try_send(mr_conn *c, uv_buf_t *iov, size_t n) {
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+    return UV_EBADF;
+  /* libuv documents uv_buf_t as layout-compatible with struct iovec. */
+  _Static_assert(sizeof(uv_buf_t) == sizeof(struct iovec) &&
+                     offsetof(uv_buf_t, base) == offsetof(struct iovec, iov_base) &&
+                     offsetof(uv_buf_t, len) == offsetof(struct iovec, iov_len),
+                 "uv_buf_t must match struct iovec");
+  struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = n};
+  ssize_t r;
+  do
+    r = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (r < 0 && errno == EINTR);
+  if (r >= 0)
+    return r;
+  return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN : uv_translate_sys_error(errno);
+}
+
 /* Writes as much as the socket takes now and hands the rest to one
  * vectored uv_write. It never tears the connection down itself (it may run
  * in the middle of a fan-out); failures doom the connection instead. */
@@ -155,8 +183,8 @@ void mr_conn_flush(mr_conn *c) {
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
       total += iov[i].len;
-    int r = uv_try_write((uv_stream_t *)&c->tcp, iov, (unsigned)n);
-    if (r == UV_EAGAIN || r == UV_ENOSYS)
+    ssize_t r = try_send(c, iov, n);
+    if (r == UV_EAGAIN)
       break;
     if (r < 0) {
       mr_conn_doom(c, MR_CLOSE_ABNORMAL, "write failed");
