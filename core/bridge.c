@@ -46,7 +46,8 @@ typedef struct {
   int has_state; /* conn.state was created (lazily, on first use) */
 } handle_t;
 
-/* ---- the protected gate --------------------------------------------------- */
+/* ---- the protected gate ---------------------------------------------------
+ */
 
 static int traceback(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
@@ -116,7 +117,8 @@ static int gate(lua_State *L, int nargs, int nres, const char *script,
   return 0;
 }
 
-/* ---- handles ---------------------------------------------------------------- */
+/* ---- handles ----------------------------------------------------------------
+ */
 
 static mr_server *upvalue_server(lua_State *L) {
   return lua_touserdata(L, lua_upvalueindex(1));
@@ -263,11 +265,13 @@ static int l_close(lua_State *L) {
   lua_Integer code = luaL_optinteger(L, 2, 1000);
   size_t len = 0;
   const char *reason = luaL_optlstring(L, 3, "", &len);
-  if (code != 1000 && !(code >= 1001 && code <= 1014 && code != 1004 &&
-                        code != 1005 && code != 1006) &&
+  if (code != 1000 &&
+      !(code >= 1001 && code <= 1014 && code != 1004 && code != 1005 &&
+        code != 1006) &&
       !(code >= 3000 && code <= 4999))
-    return luaL_argerror(L, 2, "close code must be 1000-1014 (not 1004-1006) "
-                               "or 3000-4999");
+    return luaL_argerror(L, 2,
+                         "close code must be 1000-1014 (not 1004-1006) "
+                         "or 3000-4999");
   if (len > 123)
     return luaL_argerror(L, 3, "close reason must be at most 123 bytes");
   if (!c)
@@ -347,7 +351,8 @@ static int l_log(lua_State *L) {
    * frames (its chunk name starts with '='). */
   lua_Debug ar;
   for (int level_up = 1; lua_getstack(L, level_up, &ar); level_up++) {
-    if (lua_getinfo(L, "Sl", &ar) && ar.source[0] == '@' && ar.currentline > 0) {
+    if (lua_getinfo(L, "Sl", &ar) && ar.source[0] == '@' &&
+        ar.currentline > 0) {
       mr_log(level, "[%s:%d] %s", ar.short_src, ar.currentline, msg);
       return 0;
     }
@@ -390,7 +395,8 @@ static int l_peers(lua_State *L) {
   return 1;
 }
 
-/* ---- handle metatable ------------------------------------------------------- */
+/* ---- handle metatable -------------------------------------------------------
+ */
 
 static int h_index(lua_State *L) {
   handle_t *h = check_handle(L, 1);
@@ -442,15 +448,22 @@ static int h_tostring(lua_State *L) {
 
 /* ---- module setup -------------------------------------------------------- */
 
-static const luaL_Reg core_funcs[] = {
-    {"join", l_join},       {"leave", l_leave},
-    {"broadcast", l_broadcast}, {"broadcast_except", l_broadcast_except},
-    {"send", l_send},       {"close", l_close},
-    {"rooms", l_rooms},     {"members", l_members},
-    {"count", l_count},     {"stats", l_stats},
-    {"log", l_log},         {"version", l_version},
-    {"now", l_now},         {"node", l_node},
-    {"peers", l_peers},     {NULL, NULL}};
+static const luaL_Reg core_funcs[] = {{"join", l_join},
+                                      {"leave", l_leave},
+                                      {"broadcast", l_broadcast},
+                                      {"broadcast_except", l_broadcast_except},
+                                      {"send", l_send},
+                                      {"close", l_close},
+                                      {"rooms", l_rooms},
+                                      {"members", l_members},
+                                      {"count", l_count},
+                                      {"stats", l_stats},
+                                      {"log", l_log},
+                                      {"version", l_version},
+                                      {"now", l_now},
+                                      {"node", l_node},
+                                      {"peers", l_peers},
+                                      {NULL, NULL}};
 
 #define CORE_KEY "moonroom.core"
 
@@ -517,11 +530,13 @@ static void set_version(mr_bridge *b, const char *src, size_t len) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int mdlen = 0;
   EVP_Digest(src, len, md, &mdlen, EVP_sha256(), NULL);
-  snprintf(b->version, sizeof b->version, "version %u sha256:%02x%02x%02x%02x%02x%02x",
-           b->generation, md[0], md[1], md[2], md[3], md[4], md[5]);
+  snprintf(b->version, sizeof b->version,
+           "version %u sha256:%02x%02x%02x%02x%02x%02x", b->generation, md[0],
+           md[1], md[2], md[3], md[4], md[5]);
 }
 
-static char *read_file(const char *path, size_t *len, char *err, size_t errlen) {
+static char *read_file(const char *path, size_t *len, char *err,
+                       size_t errlen) {
   FILE *f = fopen(path, "rb");
   if (!f) {
     snprintf(err, errlen, "%s: %s", path, strerror(errno));
@@ -583,8 +598,9 @@ static int load_handlers(mr_bridge *b, char *err, size_t errlen) {
   }
   lua_remove(L, -2);
   if (!lua_istable(L, -1)) {
-    snprintf(err, errlen, "%s: the script must return a table of handlers "
-                          "(on_connect, on_message, on_close), got %s",
+    snprintf(err, errlen,
+             "%s: the script must return a table of handlers "
+             "(on_connect, on_message, on_close), got %s",
              b->script, luaL_typename(L, -1));
     lua_settop(L, top);
     free(src);
@@ -625,7 +641,8 @@ mr_bridge *mr_bridge_new(mr_server *srv, const char *script, char *err,
                          size_t errlen) {
   mr_bridge *b = calloc(1, sizeof *b);
   if (!b || strlen(script) >= sizeof b->script) {
-    snprintf(err, errlen, "%s: %s", script, b ? "path too long" : "out of memory");
+    snprintf(err, errlen, "%s: %s", script,
+             b ? "path too long" : "out of memory");
     free(b);
     return NULL;
   }
@@ -678,9 +695,9 @@ mr_bridge *mr_bridge_new(mr_server *srv, const char *script, char *err,
  * effect. The old handlers keep the module tables they already hold. The
  * standard libraries and preloaded modules (moonroom) are never forgotten. */
 static void forget_local_modules(mr_bridge *b) {
-  static const char *const builtin[] = {"_G",   "package", "coroutine",
-                                        "string", "table", "math", "io", "os",
-                                        "debug", "bit", "jit", "ffi", NULL};
+  static const char *const builtin[] = {
+      "_G", "package", "coroutine", "string", "table", "math", "io",
+      "os", "debug",   "bit",       "jit",    "ffi",   NULL};
   lua_State *L = b->L;
   char dir[4096], mod[4096], path[8300];
   lua_newtable(L); /* the saved modules, left on the stack for the caller */
@@ -812,7 +829,8 @@ const char *mr_bridge_version(const mr_bridge *b) {
   return b ? b->version : "no script";
 }
 
-/* ---- events ----------------------------------------------------------------- */
+/* ---- events -----------------------------------------------------------------
+ */
 
 static void push_query(lua_State *L, const char *q, size_t len) {
   lua_newtable(L);

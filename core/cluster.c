@@ -48,8 +48,8 @@ typedef struct mr_link {
   int dialer;
   int pending, writing_flag;
   int quiet; /* closed on purpose (duplicate): nothing to count or report */
-  char name[MR_WIRE_MAX_NAME + 1]; /* the peer's node name, once known */
-  char addr[MR_WIRE_MAX_NAME + 1]; /* the peer's advertised address */
+  char name[MR_WIRE_MAX_NAME + 1];   /* the peer's node name, once known */
+  char addr[MR_WIRE_MAX_NAME + 1];   /* the peer's advertised address */
   char remote[MR_WIRE_MAX_NAME + 1]; /* the socket's address, for logs */
   uint8_t nonce_d[32], nonce_a[32];
   uint8_t *rbuf;
@@ -72,7 +72,7 @@ typedef struct peer {
   uv_timer_t timer;
   unsigned backoff;
   mr_link *link;
-  int refused;   /* the last attempt failed authentication */
+  int refused; /* the last attempt failed authentication */
   uint64_t last_warn;
 } peer;
 
@@ -97,7 +97,8 @@ static void peer_schedule(peer *p);
 static mr_link *find_up(mr_cluster *cl, const char *name, mr_link *except);
 static peer *peer_find_addr(mr_cluster *cl, const char *addr, size_t len);
 
-/* ---- output --------------------------------------------------------------- */
+/* ---- output ---------------------------------------------------------------
+ */
 
 static void pending_add(mr_link *l) {
   if (l->pending || l->state == L_CLOSED)
@@ -189,7 +190,8 @@ static void on_flush(uv_prepare_t *p) {
   }
 }
 
-/* ---- lifetime --------------------------------------------------------------- */
+/* ---- lifetime ---------------------------------------------------------------
+ */
 
 static void interest_clear(mr_link *l) {
   interest *it, *tmp;
@@ -239,8 +241,8 @@ static void link_close(mr_link *l, const char *why, int refused) {
     mr_debug("cluster: closed a duplicate link with %s", who);
   } else if (was == L_UP) {
     srv->stats.cluster_links_dropped++;
-    mr_warn("cluster: link %s node %s down: %s", l->dialer ? "to" : "from",
-            who, why);
+    mr_warn("cluster: link %s node %s down: %s", l->dialer ? "to" : "from", who,
+            why);
   } else if (refused || (was != L_CONNECTING && !cl->closing)) {
     srv->stats.cluster_links_refused++;
     peer *p = l->peer;
@@ -248,8 +250,8 @@ static void link_close(mr_link *l, const char *why, int refused) {
     /* A peer that keeps failing the same way is reported every 30 s, not on
      * every redial. */
     if (!p || !p->refused || now - p->last_warn > 30000) {
-      mr_warn("cluster: link %s %s refused: %s", l->dialer ? "to" : "from",
-              who, why);
+      mr_warn("cluster: link %s %s refused: %s", l->dialer ? "to" : "from", who,
+              why);
       if (p)
         p->last_warn = now;
     }
@@ -297,7 +299,8 @@ static mr_link *find_up(mr_cluster *cl, const char *name, mr_link *except) {
   return NULL;
 }
 
-/* ---- handshake -------------------------------------------------------------- */
+/* ---- handshake --------------------------------------------------------------
+ */
 
 static void send_hello(mr_link *l, const uint8_t nonce[32]) {
   mr_cluster *cl = l->cl;
@@ -454,7 +457,8 @@ static void on_hello(mr_link *l, const mr_wire_msg *m) {
   l->state = L_AUTH;
 }
 
-/* ---- frames ---------------------------------------------------------------- */
+/* ---- frames ----------------------------------------------------------------
+ */
 
 static void interest_set(mr_link *l, const char *room, size_t len, int add) {
   interest *it = NULL;
@@ -612,8 +616,7 @@ static void on_link_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   if (n == 0)
     return;
   if (n < 0) {
-    link_close(l, n == UV_EOF ? "closed by the peer" : uv_strerror((int)n),
-               0);
+    link_close(l, n == UV_EOF ? "closed by the peer" : uv_strerror((int)n), 0);
     return;
   }
   l->rlen += (size_t)n;
@@ -627,8 +630,9 @@ static void on_link_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
       break;
     if (r != 0) {
       l->cl->srv->stats.cluster_frames_malformed++;
-      link_close(l, r == MR_ETOOBIG ? "frame larger than the limit"
-                                    : "malformed frame (empty)",
+      link_close(l,
+                 r == MR_ETOOBIG ? "frame larger than the limit"
+                                 : "malformed frame (empty)",
                  l->state != L_UP);
       return;
     }
@@ -648,7 +652,8 @@ static void on_link_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
 }
 
-/* ---- dialing and accepting ------------------------------------------------ */
+/* ---- dialing and accepting ------------------------------------------------
+ */
 
 static void on_connected(uv_connect_t *req, int status) {
   mr_link *l = req->data;
@@ -677,8 +682,9 @@ static void peer_dial(peer *p) {
   mr_addr a;
   struct sockaddr_storage ss;
   if (mr_addr_parse(p->addr, &a) != 0 ||
-      (strchr(a.host, ':') ? uv_ip6_addr(a.host, a.port, (struct sockaddr_in6 *)&ss)
-                           : uv_ip4_addr(a.host, a.port, (struct sockaddr_in *)&ss)) != 0) {
+      (strchr(a.host, ':')
+           ? uv_ip6_addr(a.host, a.port, (struct sockaddr_in6 *)&ss)
+           : uv_ip4_addr(a.host, a.port, (struct sockaddr_in *)&ss)) != 0) {
     mr_warn("cluster: cannot dial '%s': not a numeric HOST:PORT", p->addr);
     return;
   }
@@ -690,7 +696,8 @@ static void peer_dial(peer *p) {
   snprintf(l->remote, sizeof l->remote, "%s", p->addr);
   l->state = L_CONNECTING;
   l->creq.data = l;
-  int r = uv_tcp_connect(&l->creq, &l->tcp, (struct sockaddr *)&ss, on_connected);
+  int r =
+      uv_tcp_connect(&l->creq, &l->tcp, (struct sockaddr *)&ss, on_connected);
   if (r != 0)
     link_close(l, uv_strerror(r), 0);
 }
@@ -751,7 +758,8 @@ static void on_link_accept(uv_stream_t *s, int status) {
   uv_read_start((uv_stream_t *)&l->tcp, on_link_alloc, on_link_read);
 }
 
-/* ---- heartbeat ------------------------------------------------------------ */
+/* ---- heartbeat ------------------------------------------------------------
+ */
 
 static void on_heartbeat(uv_timer_t *t) {
   mr_cluster *cl = t->data;
@@ -783,7 +791,8 @@ static void on_heartbeat(uv_timer_t *t) {
     mr_buf_release(ping);
 }
 
-/* ---- the public side --------------------------------------------------------- */
+/* ---- the public side
+ * --------------------------------------------------------- */
 
 void mr_cluster_interest(mr_cluster *cl, const char *room, size_t len,
                          int created) {
@@ -877,8 +886,8 @@ int mr_cluster_start(mr_server *srv) {
     if (r == 0)
       r = uv_listen((uv_stream_t *)&cl->listener, 128, on_link_accept);
     if (r != 0) {
-      mr_error("cannot listen for cluster links on %s:%d: %s", a->host,
-               a->port, uv_strerror(r));
+      mr_error("cannot listen for cluster links on %s:%d: %s", a->host, a->port,
+               uv_strerror(r));
       uv_close((uv_handle_t *)&cl->listener, NULL);
       free(cl);
       return r;

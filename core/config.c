@@ -168,28 +168,34 @@ int mr_config_parse(mr_config *cfg, int argc, char **argv, char *err,
       break;
     case OPT_MAX_MESSAGE:
       if (parse_size(optarg, 1, (size_t)1 << 31, &v) != 0) {
-        snprintf(err, errlen, "--max-message: expected 1..2147483648 bytes, got '%s'", optarg);
+        snprintf(err, errlen,
+                 "--max-message: expected 1..2147483648 bytes, got '%s'",
+                 optarg);
         return MR_CONFIG_USAGE;
       }
       cfg->max_message = v;
       break;
     case OPT_MAX_BACKPRESSURE:
       if (parse_size(optarg, 1024, (size_t)1 << 40, &v) != 0) {
-        snprintf(err, errlen, "--max-backpressure: expected at least 1024 bytes, got '%s'", optarg);
+        snprintf(err, errlen,
+                 "--max-backpressure: expected at least 1024 bytes, got '%s'",
+                 optarg);
         return MR_CONFIG_USAGE;
       }
       cfg->max_backpressure = v;
       break;
     case OPT_MAX_HEAD:
       if (parse_size(optarg, 256, 1 << 20, &v) != 0) {
-        snprintf(err, errlen, "--max-head: expected 256..1048576 bytes, got '%s'", optarg);
+        snprintf(err, errlen,
+                 "--max-head: expected 256..1048576 bytes, got '%s'", optarg);
         return MR_CONFIG_USAGE;
       }
       cfg->max_head = v;
       break;
     case OPT_MAX_CONNECTIONS:
       if (parse_size(optarg, 0, 100000000, &v) != 0) {
-        snprintf(err, errlen, "--max-connections: expected a count, got '%s'", optarg);
+        snprintf(err, errlen, "--max-connections: expected a count, got '%s'",
+                 optarg);
         return MR_CONFIG_USAGE;
       }
       cfg->max_connections = (unsigned)v;
@@ -197,8 +203,10 @@ int mr_config_parse(mr_config *cfg, int argc, char **argv, char *err,
     case OPT_IDLE:
     case OPT_PING:
     case OPT_HANDSHAKE:
-      if (parse_size(optarg, c == OPT_HANDSHAKE ? 1 : 0, 86400 * 365, &v) != 0) {
-        snprintf(err, errlen, "%s: expected a number of seconds, got '%s'", name, optarg);
+      if (parse_size(optarg, c == OPT_HANDSHAKE ? 1 : 0, 86400 * 365, &v) !=
+          0) {
+        snprintf(err, errlen, "%s: expected a number of seconds, got '%s'",
+                 name, optarg);
         return MR_CONFIG_USAGE;
       }
       if (c == OPT_IDLE)
@@ -214,7 +222,9 @@ int mr_config_parse(mr_config *cfg, int argc, char **argv, char *err,
     case OPT_LOG_LEVEL: {
       int lv = mr_log_parse_level(optarg);
       if (lv < 0) {
-        snprintf(err, errlen, "--log-level: expected debug, info, warn or error, got '%s'", optarg);
+        snprintf(err, errlen,
+                 "--log-level: expected debug, info, warn or error, got '%s'",
+                 optarg);
         return MR_CONFIG_USAGE;
       }
       cfg->log_level = lv;
@@ -222,7 +232,8 @@ int mr_config_parse(mr_config *cfg, int argc, char **argv, char *err,
     }
     case OPT_CLUSTER_LISTEN:
       if (mr_addr_parse(optarg, &cfg->cluster_listen) != 0) {
-        snprintf(err, errlen, "--cluster-listen: expected HOST:PORT, got '%s'", optarg);
+        snprintf(err, errlen, "--cluster-listen: expected HOST:PORT, got '%s'",
+                 optarg);
         return MR_CONFIG_USAGE;
       }
       cfg->has_cluster_listen = 1;
@@ -242,14 +253,16 @@ int mr_config_parse(mr_config *cfg, int argc, char **argv, char *err,
       break;
     case OPT_NODE:
       if (!*optarg || strlen(optarg) >= sizeof cfg->node) {
-        snprintf(err, errlen, "--node: expected a name of 1..%zu bytes", sizeof cfg->node - 1);
+        snprintf(err, errlen, "--node: expected a name of 1..%zu bytes",
+                 sizeof cfg->node - 1);
         return MR_CONFIG_USAGE;
       }
       strcpy(cfg->node, optarg);
       break;
     case OPT_COOKIE:
       if (!*optarg || strlen(optarg) >= sizeof cfg->cookie) {
-        snprintf(err, errlen, "--cookie: expected a secret of 1..%zu bytes", sizeof cfg->cookie - 1);
+        snprintf(err, errlen, "--cookie: expected a secret of 1..%zu bytes",
+                 sizeof cfg->cookie - 1);
         return MR_CONFIG_USAGE;
       }
       strcpy(cfg->cookie, optarg);
@@ -269,15 +282,17 @@ int mr_config_parse(mr_config *cfg, int argc, char **argv, char *err,
     }
   }
   if (optind != argc - 1) {
-    snprintf(err, errlen, optind >= argc ? "missing SCRIPT (see --help)"
-                                         : "expected exactly one SCRIPT (see --help)");
+    snprintf(err, errlen,
+             optind >= argc ? "missing SCRIPT (see --help)"
+                            : "expected exactly one SCRIPT (see --help)");
     return MR_CONFIG_USAGE;
   }
   cfg->script = argv[optind];
   if (cfg->cluster && !cfg->cookie[0]) {
     const char *env = getenv("MOONROOM_COOKIE");
     if (env && *env && strlen(env) >= sizeof cfg->cookie) {
-      snprintf(err, errlen, "MOONROOM_COOKIE: expected a secret of 1..%zu bytes",
+      snprintf(err, errlen,
+               "MOONROOM_COOKIE: expected a secret of 1..%zu bytes",
                sizeof cfg->cookie - 1);
       return MR_CONFIG_USAGE;
     }
@@ -285,7 +300,9 @@ int mr_config_parse(mr_config *cfg, int argc, char **argv, char *err,
       strcpy(cfg->cookie, env);
   }
   if (cfg->cluster && !cfg->cookie[0]) {
-    snprintf(err, errlen, "clustering needs a shared secret: pass --cookie SECRET or set MOONROOM_COOKIE");
+    snprintf(err, errlen,
+             "clustering needs a shared secret: pass --cookie SECRET or set "
+             "MOONROOM_COOKIE");
     return MR_CONFIG_USAGE;
   }
   return MR_CONFIG_RUN;

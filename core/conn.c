@@ -3,9 +3,9 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
-#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "bridge.h"
 #include "codec.h"
@@ -94,7 +94,8 @@ void mr_conn_finish(mr_conn *c) {
   terminate(c);
 }
 
-/* ---- writing -------------------------------------------------------------- */
+/* ---- writing --------------------------------------------------------------
+ */
 
 static int queue_buf(mr_conn *c, mr_buf *b) {
   int r = mr_outq_push(&c->outq, b);
@@ -156,7 +157,8 @@ static ssize_t try_send(mr_conn *c, uv_buf_t *iov, size_t n) {
     return UV_EBADF;
   /* libuv documents uv_buf_t as layout-compatible with struct iovec. */
   _Static_assert(sizeof(uv_buf_t) == sizeof(struct iovec) &&
-                     offsetof(uv_buf_t, base) == offsetof(struct iovec, iov_base) &&
+                     offsetof(uv_buf_t, base) ==
+                         offsetof(struct iovec, iov_base) &&
                      offsetof(uv_buf_t, len) == offsetof(struct iovec, iov_len),
                  "uv_buf_t must match struct iovec");
   struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = n};
@@ -166,7 +168,9 @@ static ssize_t try_send(mr_conn *c, uv_buf_t *iov, size_t n) {
   while (r < 0 && errno == EINTR);
   if (r >= 0)
     return r;
-  return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN : uv_translate_sys_error(errno);
+  return errno == EAGAIN || errno == EWOULDBLOCK
+             ? UV_EAGAIN
+             : uv_translate_sys_error(errno);
 }
 
 /* Writes as much as the socket takes now and hands the rest to one
@@ -174,8 +178,8 @@ static ssize_t try_send(mr_conn *c, uv_buf_t *iov, size_t n) {
  * in the middle of a fan-out); failures doom the connection instead. */
 void mr_conn_flush(mr_conn *c) {
   pending_remove(c);
-  if (c->state == MR_CONN_CLOSED || (c->flags & (MR_CF_WRITING | MR_CF_HOLD |
-                                                 MR_CF_VIRTUAL)))
+  if (c->state == MR_CONN_CLOSED ||
+      (c->flags & (MR_CF_WRITING | MR_CF_HOLD | MR_CF_VIRTUAL)))
     return;
   uv_buf_t iov[MAX_IOV];
   while (c->outq.count > 0) {
@@ -206,8 +210,8 @@ void mr_conn_flush(mr_conn *c) {
       return;
     }
     c->wreq->data = c;
-    int r = uv_write(c->wreq, (uv_stream_t *)&c->tcp, iov, (unsigned)n,
-                     on_write);
+    int r =
+        uv_write(c->wreq, (uv_stream_t *)&c->tcp, iov, (unsigned)n, on_write);
     if (r < 0) {
       free(c->wreq);
       c->wreq = NULL;
@@ -512,7 +516,8 @@ static void feed_ws(mr_conn *c, const uint8_t *p, size_t n) {
   if ((r != 0 && !wslay_event_get_close_sent(c->ws->ctx)) ||
       (c->flags & MR_CF_BAD_CLOSE)) {
     if (c->flags & MR_CF_TOO_BIG)
-      protocol_failure(c, MR_CLOSE_TOO_BIG, "message larger than --max-message");
+      protocol_failure(c, MR_CLOSE_TOO_BIG,
+                       "message larger than --max-message");
     else
       protocol_failure(c, MR_CLOSE_PROTOCOL, "malformed frame");
     return;
@@ -528,7 +533,8 @@ int mr_conn_close(mr_conn *c, uint16_t code, const char *reason, size_t len) {
     len = 123;
   set_close(c, code, reason, len);
   if (ws_attach(c) != 0 ||
-      wslay_event_queue_close(c->ws->ctx, code, (const uint8_t *)reason, len) != 0) {
+      wslay_event_queue_close(c->ws->ctx, code, (const uint8_t *)reason, len) !=
+          0) {
     mr_conn_doom(c, code, "");
     return 0;
   }
@@ -536,7 +542,8 @@ int mr_conn_close(mr_conn *c, uint16_t code, const char *reason, size_t len) {
   return 0;
 }
 
-/* ---- handshake ------------------------------------------------------------ */
+/* ---- handshake ------------------------------------------------------------
+ */
 
 static void refuse(mr_conn *c, int status, const char *reason) {
   char resp[1024];
@@ -591,8 +598,8 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
   int status = 403;
   char body[512];
   body[0] = '\0';
-  int ok = mr_bridge_on_connect(srv->bridge, c, &req, &status, body,
-                                sizeof body);
+  int ok =
+      mr_bridge_on_connect(srv->bridge, c, &req, &status, body, sizeof body);
   c->flags &= ~MR_CF_HOLD;
   if (!ok || (c->flags & MR_CF_DOOMED) || c->state != MR_CONN_OPEN) {
     mr_rooms_leave_all(&srv->rooms, &c->member);
@@ -606,7 +613,8 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
     c->close_code = 0;
     mr_info("conn %llu (%s): upgrade refused %d by on_connect",
             (unsigned long long)c->id, mr_conn_remote(c), status);
-    refuse(c, status, body[0] ? body : (status == 500 ? "internal error" : "forbidden"));
+    refuse(c, status,
+           body[0] ? body : (status == 500 ? "internal error" : "forbidden"));
     return;
   }
   c->flags |= MR_CF_LUA;
@@ -615,8 +623,8 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
   c->last_rx = uv_now(srv->loop);
   c->next_ping = c->last_rx + (uint64_t)srv->cfg.ping_interval * 1000;
   pending_add(c);
-  mr_debug("conn %llu (%s): open %.*s", (unsigned long long)c->id, mr_conn_remote(c),
-           (int)req.path_len, req.path);
+  mr_debug("conn %llu (%s): open %.*s", (unsigned long long)c->id,
+           mr_conn_remote(c), (int)req.path_len, req.path);
 
   /* Bytes that came in the same packet after the head are frames. */
   size_t extra = c->head_len - req.head_len;
@@ -629,7 +637,8 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
   free(head);
 }
 
-/* ---- reading -------------------------------------------------------------- */
+/* ---- reading --------------------------------------------------------------
+ */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
@@ -660,7 +669,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     feed_ws(c, (const uint8_t *)buf->base, (size_t)n);
 }
 
-/* ---- lifetime ------------------------------------------------------------- */
+/* ---- lifetime -------------------------------------------------------------
+ */
 
 static void on_closed(uv_handle_t *h) {
   mr_conn *c = h->data;
@@ -694,8 +704,8 @@ static void terminate(mr_conn *c) {
   if (had_lua) {
     srv->stats.connections_open--;
     c->flags &= ~MR_CF_LUA;
-    mr_debug("conn %llu (%s): closed %u", (unsigned long long)c->id, mr_conn_remote(c),
-             c->close_code);
+    mr_debug("conn %llu (%s): closed %u", (unsigned long long)c->id,
+             mr_conn_remote(c), c->close_code);
     mr_bridge_on_close(srv->bridge, c, c->close_code, c->close_reason,
                        c->close_reason_len);
   }
@@ -792,9 +802,8 @@ void mr_conn_accept(mr_server *srv) {
     uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)t);
     uv_close((uv_handle_t *)t, on_refused_closed);
     srv->stats.connections_refused++;
-    mr_warn("connection refused: %s", srv->shutting_down
-                                          ? "shutting down"
-                                          : "--max-connections reached");
+    mr_warn("connection refused: %s",
+            srv->shutting_down ? "shutting down" : "--max-connections reached");
     return;
   }
   mr_conn *c = conn_new(srv);

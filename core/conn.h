@@ -29,17 +29,17 @@ enum {
 };
 
 enum {
-  MR_CF_HOLD = 1 << 8,     /* on_connect runs: nothing may be written yet */
+  MR_CF_HOLD = 1 << 8,      /* on_connect runs: nothing may be written yet */
   MR_CF_BAD_CLOSE = 1 << 9, /* the peer's close frame had a 1-byte body */
   MR_CF_TOO_BIG = 1 << 10,  /* a frame header announced too much */
-  MR_CF_PENDING = 1 << 0,  /* on srv->pending */
-  MR_CF_WRITING = 1 << 1,  /* a uv_write is in flight */
-  MR_CF_DOOMED = 1 << 2,   /* on srv->doomed */
-  MR_CF_VIRTUAL = 1 << 3,  /* no socket (busted kit) */
-  MR_CF_LUA = 1 << 4,      /* Lua holds a handle: on_close is owed */
-  MR_CF_PINGED = 1 << 5,   /* a server ping awaits its pong */
-  MR_CF_EOF = 1 << 6,      /* the peer shut down its side */
-  MR_CF_TCP_CLOSE = 1 << 7 /* uv_close was called */
+  MR_CF_PENDING = 1 << 0,   /* on srv->pending */
+  MR_CF_WRITING = 1 << 1,   /* a uv_write is in flight */
+  MR_CF_DOOMED = 1 << 2,    /* on srv->doomed */
+  MR_CF_VIRTUAL = 1 << 3,   /* no socket (busted kit) */
+  MR_CF_LUA = 1 << 4,       /* Lua holds a handle: on_close is owed */
+  MR_CF_PINGED = 1 << 5,    /* a server ping awaits its pong */
+  MR_CF_EOF = 1 << 6,       /* the peer shut down its side */
+  MR_CF_TCP_CLOSE = 1 << 7  /* uv_close was called */
 };
 
 typedef struct mr_conn {
@@ -64,10 +64,10 @@ typedef struct mr_conn {
   struct mr_ws_slot *ws;
   mr_outq outq;
   mr_frame_tracker track;
-  uv_write_t *wreq; /* allocated only while a write waits for the socket */
-  size_t writing;   /* bytes handed to the in-flight uv_write */
-  uint64_t last_rx;  /* loop time (ms) of the last frame from the peer */
-  uint64_t deadline; /* handshake or closing deadline, loop time ms; 0 none */
+  uv_write_t *wreq;    /* allocated only while a write waits for the socket */
+  size_t writing;      /* bytes handed to the in-flight uv_write */
+  uint64_t last_rx;    /* loop time (ms) of the last frame from the peer */
+  uint64_t deadline;   /* handshake or closing deadline, loop time ms; 0 none */
   uint16_t close_code; /* what on_close will be told */
   uint8_t close_reason_len;
   char *close_reason; /* heap, only once a reason is known */

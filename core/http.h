@@ -26,9 +26,9 @@ typedef struct {
   size_t query_len;
   const char *key; /* Sec-WebSocket-Key value */
   size_t key_len;
-  size_t head_len; /* bytes of the head, including the final CRLFCRLF */
-  int is_upgrade;  /* 1 for a valid WebSocket upgrade */
-  int status;      /* when not an upgrade: 400, 404, 405, 426 or 431 */
+  size_t head_len;    /* bytes of the head, including the final CRLFCRLF */
+  int is_upgrade;     /* 1 for a valid WebSocket upgrade */
+  int status;         /* when not an upgrade: 400, 404, 405, 426 or 431 */
   const char *reason; /* static string explaining status, for logs and body */
   size_t nheaders;
   mr_http_header headers[MR_HTTP_MAX_HEADERS];

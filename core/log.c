@@ -29,10 +29,10 @@ void mr_log(enum mr_log_level level, const char *fmt, ...) {
   struct tm tm;
   gettimeofday(&tv, NULL);
   gmtime_r(&tv.tv_sec, &tm);
-  int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %-5s ",
-                   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                   tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000),
-                   level_names[level]);
+  int n = snprintf(
+      line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %-5s ",
+      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+      tm.tm_sec, (int)(tv.tv_usec / 1000), level_names[level]);
   va_list ap;
   va_start(ap, fmt);
   int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);

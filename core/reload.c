@@ -38,14 +38,15 @@ static struct {
   uv_timer_t timer;
   int started; /* both handles initialised and not yet closed */
   char dir[4096];
-  char base[1024];     /* the script's file name within dir */
+  char base[1024]; /* the script's file name within dir */
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int digest_len;
   char changed[256]; /* the first file named by this burst's events */
   unsigned nchanged; /* relevant events in this burst */
 } R;
 
-/* ---- hashing -------------------------------------------------------------- */
+/* ---- hashing --------------------------------------------------------------
+ */
 
 static int ends_with_lua(const char *name) {
   size_t n = strlen(name);
@@ -137,7 +138,8 @@ static int compute_digest(unsigned char *md, unsigned int *mdlen) {
   return script_err;
 }
 
-/* ---- reloading -------------------------------------------------------------- */
+/* ---- reloading --------------------------------------------------------------
+ */
 
 /* A Lua error with its traceback, on one log line. */
 static void log_failure(mr_server *srv, const char *err) {
@@ -171,8 +173,8 @@ static void on_timer(uv_timer_t *t) {
   if (e != 0) {
     /* Mid-rename, or deleted: the next event (the new file appearing)
      * brings us back here. */
-    mr_warn("%s cannot be read (%s); keeping %s", srv->cfg.script,
-            strerror(e), mr_bridge_version(srv->bridge));
+    mr_warn("%s cannot be read (%s); keeping %s", srv->cfg.script, strerror(e),
+            mr_bridge_version(srv->bridge));
     return;
   }
   if (mdlen == R.digest_len && memcmp(md, R.digest, mdlen) == 0) {
@@ -209,7 +211,8 @@ static void on_event(uv_fs_event_t *h, const char *filename, int events,
   uv_timer_start(&R.timer, on_timer, DEBOUNCE_MS, 0);
 }
 
-/* ---- start and stop --------------------------------------------------------- */
+/* ---- start and stop ---------------------------------------------------------
+ */
 
 int mr_reload_start(mr_server *srv) {
   if (R.started)

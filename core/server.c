@@ -45,7 +45,8 @@ mr_conn *mr_server_find(mr_server *srv, uint64_t id) {
   return c;
 }
 
-/* ---- the safe point ------------------------------------------------------- */
+/* ---- the safe point -------------------------------------------------------
+ */
 
 void mr_server_flush(mr_server *srv) {
   /* Doomed connections are torn down here, outside any fan-out or Lua call,
@@ -60,7 +61,8 @@ void mr_server_flush(mr_server *srv) {
 
 static void on_prepare(uv_prepare_t *p) { mr_server_flush(p->data); }
 
-/* ---- broadcast ------------------------------------------------------------ */
+/* ---- broadcast ------------------------------------------------------------
+ */
 
 int mr_server_broadcast_local(mr_server *srv, const char *room, size_t room_len,
                               const void *msg, size_t len, int binary,
@@ -96,8 +98,8 @@ int mr_server_deliver_remote(mr_server *srv, const char *room, size_t room_len,
 int mr_server_broadcast(mr_server *srv, const char *room, size_t room_len,
                         const void *msg, size_t len, int binary,
                         mr_conn *except) {
-  int n = mr_server_broadcast_local(srv, room, room_len, msg, len, binary,
-                                    except);
+  int n =
+      mr_server_broadcast_local(srv, room, room_len, msg, len, binary, except);
   if (srv->cluster && n >= 0)
     mr_cluster_forward(srv->cluster, room, room_len, msg, len, binary);
   return n;
@@ -191,7 +193,8 @@ int mr_server_listen(mr_server *srv) {
   uv_tcp_init(srv->loop, &srv->listener);
   srv->listener.data = srv;
   if ((r = uv_tcp_bind(&srv->listener, (struct sockaddr *)&ss, 0)) != 0 ||
-      (r = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection)) != 0) {
+      (r = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection)) !=
+          0) {
     mr_error("cannot listen on %s:%d: %s", srv->cfg.listen.host,
              srv->cfg.listen.port, uv_strerror(r));
     uv_close((uv_handle_t *)&srv->listener, NULL);
@@ -214,7 +217,8 @@ int mr_server_listen(mr_server *srv) {
   uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
   uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
   mr_info("listening on %s:%d (script %s, %s)", srv->cfg.listen.host,
-          srv->cfg.listen.port, srv->cfg.script, mr_bridge_version(srv->bridge));
+          srv->cfg.listen.port, srv->cfg.script,
+          mr_bridge_version(srv->bridge));
   return 0;
 }
 

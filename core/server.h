@@ -56,7 +56,7 @@ typedef struct mr_server {
   mr_config cfg;
   uv_tcp_t listener;
   int listening;
-  int handles_started; /* timers, signals and the flush hook exist */
+  int handles_started;     /* timers, signals and the flush hook exist */
   uv_prepare_t flush_prep; /* flushes queued writes before the loop polls */
   uv_timer_t sweep;        /* once a second: timeouts, pings */
   uv_signal_t sig_int, sig_term, sig_hup;
@@ -71,10 +71,10 @@ typedef struct mr_server {
   struct mr_cluster *cluster;
   mr_stats stats;
   int shutting_down;
-  void *ws_pool;         /* idle wslay contexts, see conn.c */
+  void *ws_pool; /* idle wslay contexts, see conn.c */
   unsigned ws_pool_len;
-  int virtual_only; /* no sockets: the busted kit's simulated server */
-  const uint8_t *feed;  /* the read chunk being fed to wslay right now */
+  int virtual_only;    /* no sockets: the busted kit's simulated server */
+  const uint8_t *feed; /* the read chunk being fed to wslay right now */
   size_t feed_len;
   uint8_t readbuf[65536]; /* shared by every read: reads are consumed at once */
 } mr_server;

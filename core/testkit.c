@@ -1,4 +1,5 @@
-/* moonroom.sim: the Lua C module under the busted kit (lua/moonroom/testing.lua).
+/* moonroom.sim: the Lua C module under the busted kit
+ * (lua/moonroom/testing.lua).
  *
  * A simulated server is the real core with no sockets: the real mr_server,
  * room registry and bridge (which loads the handler script into its own
@@ -136,7 +137,8 @@ static void sim_free(sim_t *s) {
   /* The graves stay readable until the userdata is collected. */
 }
 
-/* ---- sim.new(script, args) ------------------------------------------------ */
+/* ---- sim.new(script, args) ------------------------------------------------
+ */
 
 /* new(script [, { "--max-message", "100", ... }]) -> server | nil, err
  * The options are parsed by the server's own command-line parser. */
@@ -206,7 +208,8 @@ static int l_new(lua_State *L) {
   return 1;
 }
 
-/* ---- connections ---------------------------------------------------------- */
+/* ---- connections ----------------------------------------------------------
+ */
 
 /* s:open([remote_addr]) -> id: a virtual connection in the handshake state */
 static int s_open(lua_State *L) {
@@ -361,7 +364,8 @@ static int s_graves(lua_State *L) {
   return 1;
 }
 
-/* ---- rooms ----------------------------------------------------------------- */
+/* ---- rooms -----------------------------------------------------------------
+ */
 
 static const char *check_room(lua_State *L, int idx, size_t *len) {
   const char *room = luaL_checklstring(L, idx, len);
@@ -439,7 +443,8 @@ static int s_remote_broadcast(lua_State *L) {
   return 1;
 }
 
-/* ---- the server ------------------------------------------------------------ */
+/* ---- the server ------------------------------------------------------------
+ */
 
 /* s:stats() -> { counter = n, ..., rooms = n } */
 static int s_stats(lua_State *L) {
@@ -515,12 +520,12 @@ static int s_gc(lua_State *L) {
 
 static int s_tostring(lua_State *L) {
   sim_t *s = luaL_checkudata(L, 1, SIM_MT);
-  lua_pushfstring(L, "moonroom.sim(%s%s)", s->script,
-                  s->srv ? "" : ", closed");
+  lua_pushfstring(L, "moonroom.sim(%s%s)", s->script, s->srv ? "" : ", closed");
   return 1;
 }
 
-/* ---- client-side frame codec ----------------------------------------------- */
+/* ---- client-side frame codec -----------------------------------------------
+ */
 
 static const uint8_t default_mask[4] = {0x9e, 0x37, 0x79, 0xb9};
 
@@ -670,8 +675,8 @@ static int l_log_level(lua_State *L) {
   int prev = (int)mr_log_get_level();
   if (!lua_isnoneornil(L, 1)) {
     const char *name = luaL_checkstring(L, 1);
-    int lv = strcmp(name, "off") == 0 ? MR_LOG_ERROR + 1
-                                      : mr_log_parse_level(name);
+    int lv =
+        strcmp(name, "off") == 0 ? MR_LOG_ERROR + 1 : mr_log_parse_level(name);
     if (lv < 0)
       return luaL_argerror(L, 1, "debug, info, warn, error or off expected");
     mr_log_set_level((enum mr_log_level)lv);
@@ -680,7 +685,8 @@ static int l_log_level(lua_State *L) {
   return 1;
 }
 
-/* ---- module --------------------------------------------------------------- */
+/* ---- module ---------------------------------------------------------------
+ */
 
 static const luaL_Reg server_methods[] = {
     {"open", s_open},

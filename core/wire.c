@@ -743,8 +743,8 @@ int mr_wire_auth_mac(const char *cookie, size_t cookie_len,
     params[1] = OSSL_PARAM_construct_end();
     uint8_t md[EVP_MAX_MD_SIZE];
     size_t md_len = 0;
-    ok = EVP_MAC_init(ctx, (const unsigned char *)cookie, cookie_len,
-                      params) == 1 &&
+    ok = EVP_MAC_init(ctx, (const unsigned char *)cookie, cookie_len, params) ==
+             1 &&
          mac_str(ctx, direction_label) &&
          EVP_MAC_update(ctx, nonce_dialer, MR_WIRE_NONCE_LEN) == 1 &&
          EVP_MAC_update(ctx, nonce_acceptor, MR_WIRE_NONCE_LEN) == 1 &&

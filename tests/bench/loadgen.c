@@ -18,16 +18,17 @@
  *           "HOLDING <n>" on stderr and holds them for --hold seconds.
  *
  * Every data message is text (or --binary) of --size bytes:
- *   "<seq:16 hex> <send time CLOCK_MONOTONIC ns:16 hex> <room:8 hex> <sender:8 hex> " + 'x' padding
- * Each receiver checks that the sequence numbers of every sender arrive
- * exactly once and in order. The result is one JSON object on stdout. */
+ *   "<seq:16 hex> <send time CLOCK_MONOTONIC ns:16 hex> <room:8 hex> <sender:8
+ * hex> " + 'x' padding Each receiver checks that the sequence numbers of every
+ * sender arrive exactly once and in order. The result is one JSON object on
+ * stdout. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <arpa/inet.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -125,10 +126,12 @@ static int first_connect_errno;
 static char first_handshake_error[160];
 
 /* traffic counters */
-static uint64_t deliveries;      /* data messages received (fanout: subscribers only) */
-static uint64_t pub_echoes;      /* fanout: publisher's own messages seen back */
-static uint64_t sent_total;      /* data messages sent */
-static uint64_t expected_total;  /* chat: deliveries expected for what was sent */
+static uint64_t
+    deliveries; /* data messages received (fanout: subscribers only) */
+static uint64_t pub_echoes; /* fanout: publisher's own messages seen back */
+static uint64_t sent_total; /* data messages sent */
+static uint64_t
+    expected_total; /* chat: deliveries expected for what was sent */
 static uint64_t deliveries_win0, deliveries_win1, sent_win0, sent_win1;
 static uint64_t completed_win0, completed_win1;
 
@@ -177,7 +180,8 @@ static void die(const char *fmt, ...) {
 }
 
 static void vlog(const char *fmt, ...) {
-  if (!o_verbose) return;
+  if (!o_verbose)
+    return;
   va_list ap;
   va_start(ap, fmt);
   fprintf(stderr, "[%.3f] ", (double)(now_ns() - t_start) / 1e9);
@@ -187,7 +191,8 @@ static void vlog(const char *fmt, ...) {
 }
 
 static void set_error(const char *fmt, ...) {
-  if (err_msg[0]) return; /* keep the first */
+  if (err_msg[0])
+    return; /* keep the first */
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(err_msg, sizeof err_msg, fmt, ap);
@@ -196,7 +201,8 @@ static void set_error(const char *fmt, ...) {
 
 static void *xrealloc(void *p, size_t n) {
   void *q = realloc(p, n);
-  if (!q) die("out of memory");
+  if (!q)
+    die("out of memory");
   return q;
 }
 
@@ -214,9 +220,12 @@ static int get_hex(const uint8_t *p, int width, uint64_t *out) {
   for (int i = 0; i < width; i++) {
     uint8_t ch = p[i];
     unsigned d;
-    if (ch >= '0' && ch <= '9') d = ch - '0';
-    else if (ch >= 'a' && ch <= 'f') d = ch - 'a' + 10;
-    else return -1;
+    if (ch >= '0' && ch <= '9')
+      d = ch - '0';
+    else if (ch >= 'a' && ch <= 'f')
+      d = ch - 'a' + 10;
+    else
+      return -1;
     v = (v << 4) | d;
   }
   *out = v;
@@ -237,14 +246,16 @@ static hist_t h_deliver;  /* send -> each delivery */
 static hist_t h_complete; /* fanout: send -> delivered to all subscribers */
 
 static int h_index(uint64_t v) {
-  if (v < 2 * H_SUB) return (int)v;
+  if (v < 2 * H_SUB)
+    return (int)v;
   int msb = 63 - __builtin_clzll(v);
   int shift = msb - H_SUB_BITS;
   return 2 * H_SUB + (shift - 1) * H_SUB + (int)((v >> shift) - H_SUB);
 }
 
 static uint64_t h_value(int i) { /* middle of bucket i */
-  if (i < 2 * H_SUB) return (uint64_t)i;
+  if (i < 2 * H_SUB)
+    return (uint64_t)i;
   int shift = (i - 2 * H_SUB) / H_SUB + 1;
   uint64_t mant = (uint64_t)((i - 2 * H_SUB) % H_SUB + H_SUB);
   return (mant << shift) + ((1ull << shift) >> 1);
@@ -254,13 +265,16 @@ static void h_add(hist_t *h, uint64_t v) {
   h->c[h_index(v)]++;
   h->n++;
   h->sum += v;
-  if (v > h->max) h->max = v;
+  if (v > h->max)
+    h->max = v;
 }
 
 static double h_pct(const hist_t *h, double p) {
-  if (!h->n) return 0;
+  if (!h->n)
+    return 0;
   uint64_t want = (uint64_t)(p / 100.0 * (double)h->n);
-  if (want >= h->n) want = h->n - 1;
+  if (want >= h->n)
+    want = h->n - 1;
   uint64_t seen = 0;
   for (int i = 0; i < H_BUCKETS; i++) {
     seen += h->c[i];
@@ -273,7 +287,8 @@ static double h_pct(const hist_t *h, double p) {
 }
 
 static void h_json(const char *name, const hist_t *h) {
-  printf("\"%s\":{\"count\":%" PRIu64 ",\"mean\":%.1f,\"p50\":%.1f,\"p90\":%.1f,"
+  printf("\"%s\":{\"count\":%" PRIu64
+         ",\"mean\":%.1f,\"p50\":%.1f,\"p90\":%.1f,"
          "\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f}",
          name, h->n, h->n ? (double)h->sum / (double)h->n / 1e3 : 0.0,
          h_pct(h, 50) / 1e3, h_pct(h, 90) / 1e3, h_pct(h, 99) / 1e3,
@@ -285,15 +300,19 @@ static int server_ticks(uint64_t *out) {
   char path[64], buf[1024];
   snprintf(path, sizeof path, "/proc/%ld/stat", o_server_pid);
   FILE *f = fopen(path, "r");
-  if (!f) return -1;
+  if (!f)
+    return -1;
   size_t n = fread(buf, 1, sizeof buf - 1, f);
   fclose(f);
   buf[n] = 0;
   char *p = strrchr(buf, ')');
-  if (!p) return -1;
+  if (!p)
+    return -1;
   unsigned long long ut = 0, st = 0;
-  /* after ')': state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15) */
-  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+  /* after ')': state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt
+   * cmajflt utime(14) stime(15) */
+  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+             &ut, &st) != 2)
     return -1;
   *out = ut + st;
   return 0;
@@ -331,10 +350,12 @@ static void conn_close(conn_t *c) {
 
 /* ---- sending ---- */
 static void conn_write(conn_t *c, const uint8_t *buf, size_t len) {
-  if (c->st != ST_OPEN && c->st != ST_HS) return;
+  if (c->st != ST_OPEN && c->st != ST_HS)
+    return;
   if (c->wlen == 0) {
     ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n == (ssize_t)len) return;
+    if (n == (ssize_t)len)
+      return;
     if (n < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK) {
         e_closed++;
@@ -349,20 +370,23 @@ static void conn_write(conn_t *c, const uint8_t *buf, size_t len) {
   }
   if (c->wlen + len > c->wcap) {
     size_t cap = c->wcap ? c->wcap : 1024;
-    while (cap < c->wlen + len) cap *= 2;
+    while (cap < c->wlen + len)
+      cap *= 2;
     c->wbuf = xrealloc(c->wbuf, cap);
     c->wcap = (uint32_t)cap;
   }
   memcpy(c->wbuf + c->wlen, buf, len);
   c->wlen += (uint32_t)len;
-  if (!c->want_out) ep_set(c, 1, 0);
+  if (!c->want_out)
+    ep_set(c, 1, 0);
 }
 
 static void conn_flush(conn_t *c) {
   while (c->wlen) {
     ssize_t n = send(c->fd, c->wbuf, c->wlen, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return;
       e_closed++;
       conn_close(c);
       return;
@@ -370,14 +394,17 @@ static void conn_flush(conn_t *c) {
     memmove(c->wbuf, c->wbuf + n, c->wlen - (size_t)n);
     c->wlen -= (uint32_t)n;
   }
-  if (c->want_out) ep_set(c, 0, 0);
+  if (c->want_out)
+    ep_set(c, 0, 0);
 }
 
 /* A masked client frame. */
-static void send_frame(conn_t *c, int opcode, const uint8_t *payload, size_t len) {
+static void send_frame(conn_t *c, int opcode, const uint8_t *payload,
+                       size_t len) {
   uint8_t frame[MAX_SIZE + 14];
   size_t h = 0;
-  if (len > MAX_SIZE) len = MAX_SIZE;
+  if (len > MAX_SIZE)
+    len = MAX_SIZE;
   frame[h++] = (uint8_t)(0x80 | opcode);
   if (len < 126) {
     frame[h++] = (uint8_t)(0x80 | len);
@@ -387,10 +414,12 @@ static void send_frame(conn_t *c, int opcode, const uint8_t *payload, size_t len
     frame[h++] = (uint8_t)len;
   }
   uint32_t m = rnd();
-  uint8_t mask[4] = {(uint8_t)m, (uint8_t)(m >> 8), (uint8_t)(m >> 16), (uint8_t)(m >> 24)};
+  uint8_t mask[4] = {(uint8_t)m, (uint8_t)(m >> 8), (uint8_t)(m >> 16),
+                     (uint8_t)(m >> 24)};
   memcpy(frame + h, mask, 4);
   h += 4;
-  for (size_t i = 0; i < len; i++) frame[h + i] = payload[i] ^ mask[i & 3];
+  for (size_t i = 0; i < len; i++)
+    frame[h + i] = payload[i] ^ mask[i & 3];
   conn_write(c, frame, h + len);
 }
 
@@ -415,16 +444,19 @@ static void fanout_send_one(void) {
 }
 
 static void fanout_fill(void) {
-  while (running && pub->st == ST_OPEN && f_sent - f_completed < (uint64_t)o_window)
+  while (running && pub->st == ST_OPEN &&
+         f_sent - f_completed < (uint64_t)o_window)
     fanout_send_one();
 }
 
 static void fanout_advance(uint64_t now) {
   int progressed = 0;
-  while (f_completed < f_sent && f_count[(f_completed + 1) % RING] >= (uint32_t)o_conns) {
+  while (f_completed < f_sent &&
+         f_count[(f_completed + 1) % RING] >= (uint32_t)o_conns) {
     f_completed++;
     uint64_t ts = f_sent_ts[f_completed % RING];
-    if (ts >= t_win0 && ts < t_win1) h_add(&h_complete, now - ts);
+    if (ts >= t_win0 && ts < t_win1)
+      h_add(&h_complete, now - ts);
     progressed = 1;
   }
   if (progressed) {
@@ -441,19 +473,24 @@ static void on_data(conn_t *c, const uint8_t *p, uint64_t len, uint64_t now) {
     e_malformed++;
     return;
   }
-  if (len != (uint64_t)o_size) e_malformed++;
+  if (len != (uint64_t)o_size)
+    e_malformed++;
   if (o_scenario == SC_FANOUT) {
-    if (seq != c->last_seq + 1) e_order++;
-    if (seq > c->last_seq) c->last_seq = seq;
+    if (seq != c->last_seq + 1)
+      e_order++;
+    if (seq > c->last_seq)
+      c->last_seq = seq;
     if (c->role == ROLE_PUB) {
       pub_echoes++;
       return;
     }
     deliveries++;
-    if (ts >= t_win0 && ts < t_win1) h_add(&h_deliver, now - ts);
+    if (ts >= t_win0 && ts < t_win1)
+      h_add(&h_deliver, now - ts);
     if (seq > f_completed && seq <= f_sent) {
       f_count[seq % RING]++;
-      if (seq == f_completed + 1) fanout_advance(now);
+      if (seq == f_completed + 1)
+        fanout_advance(now);
     }
   } else if (o_scenario == SC_CHAT) {
     if (room != c->room || idx >= (uint64_t)o_room_size) {
@@ -461,10 +498,13 @@ static void on_data(conn_t *c, const uint8_t *p, uint64_t len, uint64_t now) {
       return;
     }
     uint64_t *last = &c->peer_last[idx];
-    if (seq != *last + 1) e_order++;
-    if (seq > *last) *last = seq;
+    if (seq != *last + 1)
+      e_order++;
+    if (seq > *last)
+      *last = seq;
     deliveries++;
-    if (ts >= t_win0 && ts < t_win1) h_add(&h_deliver, now - ts);
+    if (ts >= t_win0 && ts < t_win1)
+      h_add(&h_deliver, now - ts);
     if (idx == c->idx && o_rate <= 0) {
       c->acked_seq = seq;
       if (running && c->sent_seq - c->acked_seq < (uint64_t)o_window) {
@@ -479,7 +519,8 @@ static void on_data(conn_t *c, const uint8_t *p, uint64_t len, uint64_t now) {
 }
 
 /* Parses every complete frame in buf; returns the bytes consumed. */
-static size_t parse_frames(conn_t *c, const uint8_t *buf, size_t len, uint64_t now) {
+static size_t parse_frames(conn_t *c, const uint8_t *buf, size_t len,
+                           uint64_t now) {
   size_t off = 0;
   while (c->st == ST_OPEN && len - off >= 2) {
     const uint8_t *p = buf + off;
@@ -489,13 +530,16 @@ static size_t parse_frames(conn_t *c, const uint8_t *buf, size_t len, uint64_t n
     uint64_t plen = p[1] & 0x7f;
     size_t hl = 2;
     if (plen == 126) {
-      if (avail < 4) break;
+      if (avail < 4)
+        break;
       plen = ((uint64_t)p[2] << 8) | p[3];
       hl = 4;
     } else if (plen == 127) {
-      if (avail < 10) break;
+      if (avail < 10)
+        break;
       plen = 0;
-      for (int i = 0; i < 8; i++) plen = (plen << 8) | p[2 + i];
+      for (int i = 0; i < 8; i++)
+        plen = (plen << 8) | p[2 + i];
       hl = 10;
     }
     if (masked || rsv || plen > MAX_FRAME) {
@@ -503,7 +547,8 @@ static size_t parse_frames(conn_t *c, const uint8_t *buf, size_t len, uint64_t n
       conn_close(c);
       break;
     }
-    if (avail < hl + plen) break;
+    if (avail < hl + plen)
+      break;
     const uint8_t *pl = p + hl;
     off += hl + (size_t)plen;
     switch (op) {
@@ -533,9 +578,11 @@ static size_t parse_frames(conn_t *c, const uint8_t *buf, size_t len, uint64_t n
 }
 
 static void rbuf_reserve(conn_t *c, size_t need) {
-  if (need <= c->rcap) return;
+  if (need <= c->rcap)
+    return;
   size_t cap = c->rcap ? c->rcap : 256;
-  while (cap < need) cap *= 2;
+  while (cap < need)
+    cap *= 2;
   c->rbuf = xrealloc(c->rbuf, cap);
   c->rcap = (uint32_t)cap;
 }
@@ -544,7 +591,8 @@ static void conn_opened(conn_t *c, uint64_t now) {
   c->st = ST_OPEN;
   pending--;
   opened++;
-  if (!t_first_open) t_first_open = now;
+  if (!t_first_open)
+    t_first_open = now;
   t_last_open = now;
 }
 
@@ -554,9 +602,11 @@ static int header_has(const char *head, const char *name, const char *value) {
     const char *line = p + 2;
     if (strncasecmp(line, name, nl) == 0 && line[nl] == ':') {
       const char *v = line + nl + 1;
-      while (*v == ' ' || *v == '\t') v++;
+      while (*v == ' ' || *v == '\t')
+        v++;
       size_t vl = strlen(value);
-      return strncmp(v, value, vl) == 0 && (v[vl] == '\r' || v[vl] == ' ' || v[vl] == '\t');
+      return strncmp(v, value, vl) == 0 &&
+             (v[vl] == '\r' || v[vl] == ' ' || v[vl] == '\t');
     }
   }
   return 0;
@@ -572,7 +622,8 @@ static void hs_fail(conn_t *c, const char *why, const char *head) {
       n++;
     }
     line[n] = 0;
-    snprintf(first_handshake_error, sizeof first_handshake_error, "%s (%s)", why, line);
+    snprintf(first_handshake_error, sizeof first_handshake_error, "%s (%s)",
+             why, line);
   }
   conn_close(c);
 }
@@ -580,7 +631,8 @@ static void hs_fail(conn_t *c, const char *why, const char *head) {
 static void on_handshake_bytes(conn_t *c, uint64_t now) {
   uint8_t *end = memmem(c->rbuf, c->rlen, "\r\n\r\n", 4);
   if (!end) {
-    if (c->rlen >= MAX_HS - 1) hs_fail(c, "response head too long", NULL);
+    if (c->rlen >= MAX_HS - 1)
+      hs_fail(c, "response head too long", NULL);
     return;
   }
   size_t head_len = (size_t)(end - c->rbuf) + 4;
@@ -595,7 +647,8 @@ static void on_handshake_bytes(conn_t *c, uint64_t now) {
   char cat[64];
   uint8_t digest[SHA_DIGEST_LENGTH];
   char accept[32];
-  int n = snprintf(cat, sizeof cat, "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", c->key);
+  int n = snprintf(cat, sizeof cat, "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11",
+                   c->key);
   SHA1((const unsigned char *)cat, (size_t)n, digest);
   EVP_EncodeBlock((unsigned char *)accept, digest, SHA_DIGEST_LENGTH);
   if (!header_has(head, "Sec-WebSocket-Accept", accept)) {
@@ -619,24 +672,30 @@ static void on_handshake_bytes(conn_t *c, uint64_t now) {
 static void on_readable(conn_t *c) {
   if (c->st == ST_HS) {
     /* Response heads are a few hundred bytes: start small, grow to MAX_HS. */
-    if (c->rlen + 1 >= c->rcap) rbuf_reserve(c, c->rcap ? c->rcap * 2 : 512);
+    if (c->rlen + 1 >= c->rcap)
+      rbuf_reserve(c, c->rcap ? c->rcap * 2 : 512);
     size_t room = (c->rcap < MAX_HS ? c->rcap : MAX_HS) - 1 - c->rlen;
     ssize_t n = recv(c->fd, c->rbuf + c->rlen, room, 0);
     if (n <= 0) {
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-      hs_fail(c, n == 0 ? "closed during handshake" : "error during handshake", NULL);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return;
+      hs_fail(c, n == 0 ? "closed during handshake" : "error during handshake",
+              NULL);
       return;
     }
     c->rlen += (uint32_t)n;
     on_handshake_bytes(c, now_ns());
     return;
   }
-  if (c->st != ST_OPEN) return;
+  if (c->st != ST_OPEN)
+    return;
   size_t have = c->rlen;
-  if (have) memcpy(rx, c->rbuf, have);
+  if (have)
+    memcpy(rx, c->rbuf, have);
   ssize_t n = recv(c->fd, rx + have, RX_CAP - have, 0);
   if (n <= 0) {
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+      return;
     e_closed++;
     conn_close(c);
     return;
@@ -644,10 +703,12 @@ static void on_readable(conn_t *c) {
   uint64_t now = now_ns();
   size_t total = have + (size_t)n;
   size_t used = parse_frames(c, rx, total, now);
-  if (c->st != ST_OPEN) return;
+  if (c->st != ST_OPEN)
+    return;
   size_t left = total - used;
   rbuf_reserve(c, left);
-  if (left) memcpy(c->rbuf, rx + used, left);
+  if (left)
+    memcpy(c->rbuf, rx + used, left);
   c->rlen = (uint32_t)left;
 }
 
@@ -655,7 +716,8 @@ static void on_readable(conn_t *c) {
 static void query_for(long i, char *out, size_t cap) {
   conn_t *c = &conns[i];
   if (o_scenario == SC_FANOUT)
-    snprintf(out, cap, "room=%s&role=%s", o_room_name, c->role == ROLE_PUB ? "pub" : "sub");
+    snprintf(out, cap, "room=%s&role=%s", o_room_name,
+             c->role == ROLE_PUB ? "pub" : "sub");
   else if (o_scenario == SC_CHAT)
     snprintf(out, cap, "room=%s%u&role=pub", o_room_name, c->room);
   else
@@ -666,7 +728,8 @@ static void start_connect(long i) {
   conn_t *c = &conns[i];
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    if (!first_connect_errno) first_connect_errno = errno;
+    if (!first_connect_errno)
+      first_connect_errno = errno;
     e_connect++;
     c->st = ST_CLOSED;
     failed++;
@@ -678,9 +741,11 @@ static void start_connect(long i) {
   struct sockaddr_in src;
   memset(&src, 0, sizeof src);
   src.sin_family = AF_INET;
-  src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(i % 250)); /* 127.0.0.1 .. 127.0.0.250 */
+  src.sin_addr.s_addr =
+      htonl(0x7f000001u + (uint32_t)(i % 250)); /* 127.0.0.1 .. 127.0.0.250 */
   if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) {
-    if (!first_connect_errno) first_connect_errno = errno;
+    if (!first_connect_errno)
+      first_connect_errno = errno;
     e_connect++;
     close(fd);
     c->st = ST_CLOSED;
@@ -695,8 +760,10 @@ static void start_connect(long i) {
   c->fd = fd;
   c->st = ST_CONNECTING;
   pending++;
-  if (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0 && errno != EINPROGRESS) {
-    if (!first_connect_errno) first_connect_errno = errno;
+  if (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0 &&
+      errno != EINPROGRESS) {
+    if (!first_connect_errno)
+      first_connect_errno = errno;
     e_connect++;
     conn_close(c);
     return;
@@ -709,7 +776,8 @@ static void on_connected(conn_t *c) {
   socklen_t el = sizeof err;
   getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
   if (err) {
-    if (!first_connect_errno) first_connect_errno = err;
+    if (!first_connect_errno)
+      first_connect_errno = err;
     e_connect++;
     conn_close(c);
     return;
@@ -722,11 +790,12 @@ static void on_connected(conn_t *c) {
   EVP_EncodeBlock((unsigned char *)c->key, raw, 16);
   char q[128], req[512];
   query_for(c - conns, q, sizeof q);
-  int n = snprintf(req, sizeof req,
-                   "GET %s?%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                   "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                   "Sec-WebSocket-Version: 13\r\nUser-Agent: moonroom-loadgen\r\n\r\n",
-                   o_path, q, o_host, o_port, c->key);
+  int n = snprintf(
+      req, sizeof req,
+      "GET %s?%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+      "Sec-WebSocket-Version: 13\r\nUser-Agent: moonroom-loadgen\r\n\r\n",
+      o_path, q, o_host, o_port, c->key);
   c->st = ST_HS;
   ep_set(c, 0, 0);
   conn_write(c, (const uint8_t *)req, (size_t)n);
@@ -734,16 +803,20 @@ static void on_connected(conn_t *c) {
 
 static void on_event(conn_t *c, uint32_t ev) {
   if (c->st == ST_CONNECTING) {
-    if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) on_connected(c);
+    if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+      on_connected(c);
     return;
   }
-  if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c);
-  if ((ev & EPOLLOUT) && (c->st == ST_OPEN || c->st == ST_HS)) conn_flush(c);
+  if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP))
+    on_readable(c);
+  if ((ev & EPOLLOUT) && (c->st == ST_OPEN || c->st == ST_HS))
+    conn_flush(c);
 }
 
 /* ---- phases ---- */
 static void start_more(void) {
-  while (next_to_connect < nconns && pending < o_concurrency) start_connect(next_to_connect++);
+  while (next_to_connect < nconns && pending < o_concurrency)
+    start_connect(next_to_connect++);
 }
 
 static void snapshot_begin(uint64_t now) {
@@ -754,11 +827,13 @@ static void snapshot_begin(uint64_t now) {
   sent_win0 = sent_total;
   completed_win0 = f_completed;
   getrusage(RUSAGE_SELF, &ru0);
-  if (o_server_pid) srv_cpu_ok = server_ticks(&srv_ticks0) == 0;
+  if (o_server_pid)
+    srv_cpu_ok = server_ticks(&srv_ticks0) == 0;
 }
 
 static void snapshot_end(uint64_t now) {
-  if (!win_begun) return;
+  if (!win_begun)
+    return;
   measuring = 0;
   win_ended = 1;
   t_win1 = now; /* messages stamped later are not in the histogram */
@@ -766,7 +841,8 @@ static void snapshot_end(uint64_t now) {
   sent_win1 = sent_total;
   completed_win1 = f_completed;
   getrusage(RUSAGE_SELF, &ru1);
-  if (srv_cpu_ok) srv_cpu_ok = server_ticks(&srv_ticks1) == 0;
+  if (srv_cpu_ok)
+    srv_cpu_ok = server_ticks(&srv_ticks1) == 0;
 }
 
 static void run_start(uint64_t now) {
@@ -799,18 +875,22 @@ static void chat_rate_tick(uint64_t now) {
   while (c_rr < due && sent_here < budget) {
     conn_t *c = &conns[c_rr % (uint64_t)nconns];
     c_rr++;
-    if (c->st != ST_OPEN) continue;
+    if (c->st != ST_OPEN)
+      continue;
     c->sent_seq++;
     expected_total += (uint64_t)o_room_size;
     send_data(c, c->sent_seq, c->room, c->idx);
     sent_here++;
   }
-  if (due > c_rr && due - c_rr > c_lag_max) c_lag_max = due - c_rr;
+  if (due > c_rr && due - c_rr > c_lag_max)
+    c_lag_max = due - c_rr;
 }
 
 static int drained(void) {
-  if (o_scenario == SC_FANOUT) return f_completed == f_sent;
-  if (o_scenario == SC_CHAT) return deliveries >= expected_total;
+  if (o_scenario == SC_FANOUT)
+    return f_completed == f_sent;
+  if (o_scenario == SC_CHAT)
+    return deliveries >= expected_total;
   return 1;
 }
 
@@ -834,11 +914,13 @@ static void phase_tick(uint64_t now) {
         phase = P_SETTLE;
       }
     } else if (now - t_start > (uint64_t)(o_connect_timeout * 1e9)) {
-      set_error("connect phase timed out: %ld open, %ld failed, %ld pending of %ld", opened,
-                failed, pending, nconns);
+      set_error(
+          "connect phase timed out: %ld open, %ld failed, %ld pending of %ld",
+          opened, failed, pending, nconns);
       t_connected = now;
       for (long i = 0; i < nconns; i++)
-        if (conns[i].st == ST_CONNECTING || conns[i].st == ST_HS) conn_close(&conns[i]);
+        if (conns[i].st == ST_CONNECTING || conns[i].st == ST_HS)
+          conn_close(&conns[i]);
       if (o_scenario == SC_IDLE) {
         fprintf(stderr, "HOLDING %ld\n", opened);
         fflush(stderr);
@@ -850,11 +932,14 @@ static void phase_tick(uint64_t now) {
     }
     break;
   case P_SETTLE:
-    if (now >= t_deadline) run_start(now);
+    if (now >= t_deadline)
+      run_start(now);
     break;
   case P_RUN:
-    if (!measuring && now >= t_win0 && now < t_win1) snapshot_begin(now);
-    if (o_scenario == SC_CHAT && o_rate > 0) chat_rate_tick(now);
+    if (!measuring && now >= t_win0 && now < t_win1)
+      snapshot_begin(now);
+    if (o_scenario == SC_CHAT && o_rate > 0)
+      chat_rate_tick(now);
     if (o_scenario == SC_FANOUT) {
       if (pub->st != ST_OPEN) {
         set_error("publisher connection closed");
@@ -863,7 +948,8 @@ static void phase_tick(uint64_t now) {
       }
       if (now - f_last_progress > (uint64_t)(o_stall * 1e9)) {
         f_stalled = 1;
-        set_error("fan-out stalled: message %" PRIu64 " not delivered to all subscribers in %.0fs",
+        set_error("fan-out stalled: message %" PRIu64
+                  " not delivered to all subscribers in %.0fs",
                   f_completed + 1, o_stall);
         snapshot_end(now);
         running = 0;
@@ -880,10 +966,12 @@ static void phase_tick(uint64_t now) {
     }
     break;
   case P_DRAIN:
-    if (drained() || now >= t_deadline) phase = P_DONE;
+    if (drained() || now >= t_deadline)
+      phase = P_DONE;
     break;
   case P_HOLD:
-    if (now >= t_deadline) phase = P_DONE;
+    if (now >= t_deadline)
+      phase = P_DONE;
     break;
   default:
     break;
@@ -896,7 +984,8 @@ static uint64_t count_missing(void) {
   if (o_scenario == SC_FANOUT) {
     for (long i = 0; i < nconns; i++) {
       conn_t *c = &conns[i];
-      if (c->role == ROLE_SUB && c->last_seq < f_sent) missing += f_sent - c->last_seq;
+      if (c->role == ROLE_SUB && c->last_seq < f_sent)
+        missing += f_sent - c->last_seq;
     }
   } else if (o_scenario == SC_CHAT) {
     for (long i = 0; i < nconns; i++) {
@@ -904,7 +993,8 @@ static uint64_t count_missing(void) {
       long base = i - (long)c->idx;
       for (long k = 0; k < o_room_size && base + k < nconns; k++) {
         uint64_t sent = conns[base + k].sent_seq;
-        if (c->peer_last[k] < sent) missing += sent - c->peer_last[k];
+        if (c->peer_last[k] < sent)
+          missing += sent - c->peer_last[k];
       }
     }
   }
@@ -916,37 +1006,51 @@ static int print_result(void) {
   uint64_t missing = count_missing();
   double win = (double)(t_win1 - t_win0) / 1e9;
   int ran = o_scenario != SC_IDLE && win_begun && win_ended && t_win1 > t_win0;
-  if (!ran) win = 0;
-  double conn_span = t_last_open > t_start ? (double)(t_last_open - t_start) / 1e9 : 0;
-  int ok = !err_msg[0] && !e_order && !missing && !e_malformed && !e_cross_room &&
-           !e_protocol && !e_closed && !e_handshake && !e_connect && !got_signal;
+  if (!ran)
+    win = 0;
+  double conn_span =
+      t_last_open > t_start ? (double)(t_last_open - t_start) / 1e9 : 0;
+  int ok = !err_msg[0] && !e_order && !missing && !e_malformed &&
+           !e_cross_room && !e_protocol && !e_closed && !e_handshake &&
+           !e_connect && !got_signal;
   if (o_scenario == SC_IDLE)
     ok = !err_msg[0] && opened > 0 && !e_protocol && !e_closed && !got_signal;
-  printf("{\"scenario\":\"%s\",\"ok\":%s,", names[o_scenario], ok ? "true" : "false");
+  printf("{\"scenario\":\"%s\",\"ok\":%s,", names[o_scenario],
+         ok ? "true" : "false");
   printf("\"error\":");
   if (err_msg[0] || got_signal) {
     printf("\"%s\",", got_signal ? "interrupted" : err_msg);
   } else {
     printf("null,");
   }
-  printf("\"url\":\"ws://%s:%d%s\",\"conns\":%ld,\"room_size\":%ld,\"size\":%ld,\"window\":%ld,"
-         "\"rate\":%.3f,\"binary\":%s,",
-         o_host, o_port, o_path, o_conns, o_scenario == SC_FANOUT ? o_conns : o_room_size,
-         o_size, o_window, o_rate, o_binary ? "true" : "false");
-  printf("\"opened\":%ld,\"failed\":%ld,\"connect_s\":%.3f,\"connect_rate\":%.1f,", opened,
-         failed, conn_span, conn_span > 0 ? (double)opened / conn_span : 0.0);
+  printf(
+      "\"url\":\"ws://"
+      "%s:%d%s\",\"conns\":%ld,\"room_size\":%ld,\"size\":%ld,\"window\":%ld,"
+      "\"rate\":%.3f,\"binary\":%s,",
+      o_host, o_port, o_path, o_conns,
+      o_scenario == SC_FANOUT ? o_conns : o_room_size, o_size, o_window, o_rate,
+      o_binary ? "true" : "false");
+  printf(
+      "\"opened\":%ld,\"failed\":%ld,\"connect_s\":%.3f,\"connect_rate\":%.1f,",
+      opened, failed, conn_span,
+      conn_span > 0 ? (double)opened / conn_span : 0.0);
   printf("\"duration_s\":%.3f,", win);
   if (o_scenario != SC_IDLE) {
-    double msgs = o_scenario == SC_FANOUT ? (double)(completed_win1 - completed_win0)
-                                          : (double)(sent_win1 - sent_win0);
-    printf("\"sent\":%" PRIu64 ",\"deliveries\":%" PRIu64 ",", sent_total, deliveries);
-    printf("\"msgs_per_s\":%.1f,\"deliveries_per_s\":%.1f,", win > 0 ? msgs / win : 0.0,
+    double msgs = o_scenario == SC_FANOUT
+                      ? (double)(completed_win1 - completed_win0)
+                      : (double)(sent_win1 - sent_win0);
+    printf("\"sent\":%" PRIu64 ",\"deliveries\":%" PRIu64 ",", sent_total,
+           deliveries);
+    printf("\"msgs_per_s\":%.1f,\"deliveries_per_s\":%.1f,",
+           win > 0 ? msgs / win : 0.0,
            win > 0 ? (double)(deliveries_win1 - deliveries_win0) / win : 0.0);
     if (o_scenario == SC_FANOUT)
-      printf("\"completed\":%" PRIu64 ",\"pub_echoes\":%" PRIu64 ",\"stalled\":%s,", f_completed,
-             pub_echoes, f_stalled ? "true" : "false");
+      printf("\"completed\":%" PRIu64 ",\"pub_echoes\":%" PRIu64
+             ",\"stalled\":%s,",
+             f_completed, pub_echoes, f_stalled ? "true" : "false");
     if (o_scenario == SC_CHAT)
-      printf("\"expected\":%" PRIu64 ",\"send_lag_max\":%" PRIu64 ",", expected_total, c_lag_max);
+      printf("\"expected\":%" PRIu64 ",\"send_lag_max\":%" PRIu64 ",",
+             expected_total, c_lag_max);
     h_json("latency_us", &h_deliver);
     printf(",");
     if (o_scenario == SC_FANOUT) {
@@ -958,20 +1062,24 @@ static int print_result(void) {
       printf("\"loadgen_cpu_pct\":%.1f,", 100.0 * lcpu / win);
       if (srv_cpu_ok)
         printf("\"server_cpu_pct\":%.1f,",
-               100.0 * (double)(srv_ticks1 - srv_ticks0) / (double)sysconf(_SC_CLK_TCK) / win);
+               100.0 * (double)(srv_ticks1 - srv_ticks0) /
+                   (double)sysconf(_SC_CLK_TCK) / win);
     }
   }
-  printf("\"order_violations\":%" PRIu64 ",\"missing\":%" PRIu64 ",\"malformed\":%" PRIu64
-         ",\"cross_room\":%" PRIu64 ",\"protocol_errors\":%" PRIu64 ",\"closed_by_server\":%" PRIu64
+  printf("\"order_violations\":%" PRIu64 ",\"missing\":%" PRIu64
+         ",\"malformed\":%" PRIu64 ",\"cross_room\":%" PRIu64
+         ",\"protocol_errors\":%" PRIu64 ",\"closed_by_server\":%" PRIu64
          ",\"connect_errors\":%" PRIu64 ",\"handshake_errors\":%" PRIu64
          ",\"short_writes\":%" PRIu64 ",\"unexpected\":%" PRIu64,
-         e_order, missing, e_malformed, e_cross_room, e_protocol, e_closed, e_connect,
-         e_handshake, e_short_write, e_unexpected);
-  if (first_connect_errno) printf(",\"first_connect_error\":\"%s\"", strerror(first_connect_errno));
+         e_order, missing, e_malformed, e_cross_room, e_protocol, e_closed,
+         e_connect, e_handshake, e_short_write, e_unexpected);
+  if (first_connect_errno)
+    printf(",\"first_connect_error\":\"%s\"", strerror(first_connect_errno));
   if (first_handshake_error[0]) {
     printf(",\"first_handshake_error\":\"");
     for (const char *p = first_handshake_error; *p; p++)
-      if (*p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) putchar(*p);
+      if (*p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
+        putchar(*p);
     printf("\"");
   }
   printf("}\n");
@@ -981,59 +1089,76 @@ static int print_result(void) {
 
 /* ---- options ---- */
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: moonroom-loadgen [options]\n"
-          "  --scenario fanout|chat|idle   (default fanout)\n"
-          "  --url ws://127.0.0.1:PORT/    server address (IPv4 literal; default port 8080)\n"
-          "  --conns N         fanout: subscribers; chat: connections; idle: target (100)\n"
-          "  --room-size R     chat/idle: connections per room (10)\n"
-          "  --room NAME       room name (fanout) or prefix (chat, idle) (bench)\n"
-          "  --rate R          chat: messages/s per connection; 0 = closed loop (1)\n"
-          "  --window W        fanout: messages in flight; chat closed loop: per connection (16)\n"
-          "  --size BYTES      message size, %d..%d (64)\n"
-          "  --binary          send binary frames instead of text\n"
-          "  --warmup S        seconds before measuring (1)\n"
-          "  --duration S      measured seconds (5)\n"
-          "  --settle S        pause between connecting and sending (0.3)\n"
-          "  --drain S         max wait for in-flight messages after the run (5)\n"
-          "  --stall S         fanout: fail when no message completes for S seconds (5)\n"
-          "  --hold S          idle: seconds to hold the connections (3)\n"
-          "  --concurrency C   connection attempts in flight (128)\n"
-          "  --connect-timeout S  whole connect phase (60)\n"
-          "  --server-pid PID  report the server's CPU use during the measured window\n"
-          "  --verbose         progress on stderr\n"
-          "Prints one JSON object on stdout; exit status 0 when \"ok\" is true, 1 otherwise.\n",
-          HDR_LEN, MAX_SIZE);
+  fprintf(
+      f,
+      "usage: moonroom-loadgen [options]\n"
+      "  --scenario fanout|chat|idle   (default fanout)\n"
+      "  --url ws://127.0.0.1:PORT/    server address (IPv4 literal; default "
+      "port 8080)\n"
+      "  --conns N         fanout: subscribers; chat: connections; idle: "
+      "target (100)\n"
+      "  --room-size R     chat/idle: connections per room (10)\n"
+      "  --room NAME       room name (fanout) or prefix (chat, idle) (bench)\n"
+      "  --rate R          chat: messages/s per connection; 0 = closed loop "
+      "(1)\n"
+      "  --window W        fanout: messages in flight; chat closed loop: per "
+      "connection (16)\n"
+      "  --size BYTES      message size, %d..%d (64)\n"
+      "  --binary          send binary frames instead of text\n"
+      "  --warmup S        seconds before measuring (1)\n"
+      "  --duration S      measured seconds (5)\n"
+      "  --settle S        pause between connecting and sending (0.3)\n"
+      "  --drain S         max wait for in-flight messages after the run (5)\n"
+      "  --stall S         fanout: fail when no message completes for S "
+      "seconds (5)\n"
+      "  --hold S          idle: seconds to hold the connections (3)\n"
+      "  --concurrency C   connection attempts in flight (128)\n"
+      "  --connect-timeout S  whole connect phase (60)\n"
+      "  --server-pid PID  report the server's CPU use during the measured "
+      "window\n"
+      "  --verbose         progress on stderr\n"
+      "Prints one JSON object on stdout; exit status 0 when \"ok\" is true, 1 "
+      "otherwise.\n",
+      HDR_LEN, MAX_SIZE);
 }
 
 static double num(const char *s, const char *name) {
   char *end;
   double v = strtod(s, &end);
-  if (end == s || *end || v < 0) die("bad value for --%s: %s", name, s);
+  if (end == s || *end || v < 0)
+    die("bad value for --%s: %s", name, s);
   return v;
 }
 
 static void parse_url(const char *url) {
   const char *p = url;
-  if (strncmp(p, "ws://", 5) == 0) p += 5;
-  else die("--url must start with ws://");
+  if (strncmp(p, "ws://", 5) == 0)
+    p += 5;
+  else
+    die("--url must start with ws://");
   const char *colon = strchr(p, ':');
   const char *slash = strchr(p, '/');
   size_t hl = colon && (!slash || colon < slash) ? (size_t)(colon - p)
-              : slash                           ? (size_t)(slash - p)
-                                                : strlen(p);
-  if (hl == 0 || hl >= sizeof o_host) die("bad host in --url");
+              : slash                            ? (size_t)(slash - p)
+                                                 : strlen(p);
+  if (hl == 0 || hl >= sizeof o_host)
+    die("bad host in --url");
   memcpy(o_host, p, hl);
   o_host[hl] = 0;
-  if (strcmp(o_host, "localhost") == 0) strcpy(o_host, "127.0.0.1");
+  if (strcmp(o_host, "localhost") == 0)
+    strcpy(o_host, "127.0.0.1");
   struct in_addr a;
-  if (inet_pton(AF_INET, o_host, &a) != 1) die("--url host must be an IPv4 address");
-  if (colon && (!slash || colon < slash)) o_port = atoi(colon + 1);
-  if (o_port <= 0 || o_port > 65535) die("bad port in --url");
+  if (inet_pton(AF_INET, o_host, &a) != 1)
+    die("--url host must be an IPv4 address");
+  if (colon && (!slash || colon < slash))
+    o_port = atoi(colon + 1);
+  if (o_port <= 0 || o_port > 65535)
+    die("bad port in --url");
   if (slash) {
     const char *q = strchr(slash, '?');
     size_t pl = q ? (size_t)(q - slash) : strlen(slash);
-    if (pl >= sizeof o_path) die("path too long");
+    if (pl >= sizeof o_path)
+      die("path too long");
     memcpy(o_path, slash, pl);
     o_path[pl] = 0;
   }
@@ -1046,64 +1171,121 @@ static void on_signal(int sig) {
 
 int main(int argc, char **argv) {
   static const struct option opts[] = {
-      {"scenario", required_argument, 0, 's'}, {"url", required_argument, 0, 'u'},
-      {"conns", required_argument, 0, 'n'},    {"room-size", required_argument, 0, 'r'},
-      {"room", required_argument, 0, 'R'},     {"rate", required_argument, 0, 'q'},
-      {"window", required_argument, 0, 'w'},   {"size", required_argument, 0, 'z'},
-      {"binary", no_argument, 0, 'b'},         {"warmup", required_argument, 0, 'W'},
-      {"duration", required_argument, 0, 'd'}, {"settle", required_argument, 0, 'S'},
-      {"drain", required_argument, 0, 'D'},    {"stall", required_argument, 0, 'T'},
-      {"hold", required_argument, 0, 'H'},     {"concurrency", required_argument, 0, 'c'},
+      {"scenario", required_argument, 0, 's'},
+      {"url", required_argument, 0, 'u'},
+      {"conns", required_argument, 0, 'n'},
+      {"room-size", required_argument, 0, 'r'},
+      {"room", required_argument, 0, 'R'},
+      {"rate", required_argument, 0, 'q'},
+      {"window", required_argument, 0, 'w'},
+      {"size", required_argument, 0, 'z'},
+      {"binary", no_argument, 0, 'b'},
+      {"warmup", required_argument, 0, 'W'},
+      {"duration", required_argument, 0, 'd'},
+      {"settle", required_argument, 0, 'S'},
+      {"drain", required_argument, 0, 'D'},
+      {"stall", required_argument, 0, 'T'},
+      {"hold", required_argument, 0, 'H'},
+      {"concurrency", required_argument, 0, 'c'},
       {"connect-timeout", required_argument, 0, 'C'},
       {"server-pid", required_argument, 0, 'p'},
-      {"verbose", no_argument, 0, 'v'},        {"help", no_argument, 0, 'h'},
+      {"verbose", no_argument, 0, 'v'},
+      {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   int ch;
   while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (ch) {
     case 's':
-      if (strcmp(optarg, "fanout") == 0) o_scenario = SC_FANOUT;
-      else if (strcmp(optarg, "chat") == 0) o_scenario = SC_CHAT;
-      else if (strcmp(optarg, "idle") == 0) o_scenario = SC_IDLE;
-      else die("unknown scenario %s", optarg);
+      if (strcmp(optarg, "fanout") == 0)
+        o_scenario = SC_FANOUT;
+      else if (strcmp(optarg, "chat") == 0)
+        o_scenario = SC_CHAT;
+      else if (strcmp(optarg, "idle") == 0)
+        o_scenario = SC_IDLE;
+      else
+        die("unknown scenario %s", optarg);
       break;
-    case 'u': parse_url(optarg); break;
-    case 'n': o_conns = (long)num(optarg, "conns"); break;
-    case 'r': o_room_size = (long)num(optarg, "room-size"); break;
+    case 'u':
+      parse_url(optarg);
+      break;
+    case 'n':
+      o_conns = (long)num(optarg, "conns");
+      break;
+    case 'r':
+      o_room_size = (long)num(optarg, "room-size");
+      break;
     case 'R':
-      if (strlen(optarg) >= sizeof o_room_name || strspn(optarg, "abcdefghijklmnopqrstuvwxyz"
-                                                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                                                 "0123456789_-.") != strlen(optarg))
+      if (strlen(optarg) >= sizeof o_room_name ||
+          strspn(optarg, "abcdefghijklmnopqrstuvwxyz"
+                         "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                         "0123456789_-.") != strlen(optarg))
         die("--room must be short and URL-safe");
       strcpy(o_room_name, optarg);
       break;
-    case 'q': o_rate = num(optarg, "rate"); break;
-    case 'w': o_window = (long)num(optarg, "window"); break;
-    case 'z': o_size = (long)num(optarg, "size"); break;
-    case 'b': o_binary = 1; break;
-    case 'W': o_warmup = num(optarg, "warmup"); break;
-    case 'd': o_duration = num(optarg, "duration"); break;
-    case 'S': o_settle = num(optarg, "settle"); break;
-    case 'D': o_drain = num(optarg, "drain"); break;
-    case 'T': o_stall = num(optarg, "stall"); break;
-    case 'H': o_hold = num(optarg, "hold"); break;
-    case 'c': o_concurrency = (long)num(optarg, "concurrency"); break;
-    case 'C': o_connect_timeout = num(optarg, "connect-timeout"); break;
-    case 'p': o_server_pid = (long)num(optarg, "server-pid"); break;
-    case 'v': o_verbose = 1; break;
-    case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 2;
+    case 'q':
+      o_rate = num(optarg, "rate");
+      break;
+    case 'w':
+      o_window = (long)num(optarg, "window");
+      break;
+    case 'z':
+      o_size = (long)num(optarg, "size");
+      break;
+    case 'b':
+      o_binary = 1;
+      break;
+    case 'W':
+      o_warmup = num(optarg, "warmup");
+      break;
+    case 'd':
+      o_duration = num(optarg, "duration");
+      break;
+    case 'S':
+      o_settle = num(optarg, "settle");
+      break;
+    case 'D':
+      o_drain = num(optarg, "drain");
+      break;
+    case 'T':
+      o_stall = num(optarg, "stall");
+      break;
+    case 'H':
+      o_hold = num(optarg, "hold");
+      break;
+    case 'c':
+      o_concurrency = (long)num(optarg, "concurrency");
+      break;
+    case 'C':
+      o_connect_timeout = num(optarg, "connect-timeout");
+      break;
+    case 'p':
+      o_server_pid = (long)num(optarg, "server-pid");
+      break;
+    case 'v':
+      o_verbose = 1;
+      break;
+    case 'h':
+      usage(stdout);
+      return 0;
+    default:
+      usage(stderr);
+      return 2;
     }
   }
   if (optind != argc) {
     usage(stderr);
     return 2;
   }
-  if (o_conns < 1) die("--conns must be at least 1");
-  if (o_size < HDR_LEN || o_size > MAX_SIZE) die("--size must be %d..%d", HDR_LEN, MAX_SIZE);
-  if (o_window < 1 || o_window > RING / 2) die("--window must be 1..%d", RING / 2);
-  if (o_room_size < 1) die("--room-size must be at least 1");
-  if (o_concurrency < 1) o_concurrency = 1;
+  if (o_conns < 1)
+    die("--conns must be at least 1");
+  if (o_size < HDR_LEN || o_size > MAX_SIZE)
+    die("--size must be %d..%d", HDR_LEN, MAX_SIZE);
+  if (o_window < 1 || o_window > RING / 2)
+    die("--window must be 1..%d", RING / 2);
+  if (o_room_size < 1)
+    die("--room-size must be at least 1");
+  if (o_concurrency < 1)
+    o_concurrency = 1;
 
   signal(SIGPIPE, SIG_IGN);
   signal(SIGINT, on_signal);
@@ -1117,18 +1299,21 @@ int main(int argc, char **argv) {
 
   t_start = now_ns();
   rng_state ^= (uint32_t)t_start ^ (uint32_t)getpid() << 16;
-  if (!rng_state) rng_state = 1;
+  if (!rng_state)
+    rng_state = 1;
 
   nconns = o_scenario == SC_FANOUT ? o_conns + 1 : o_conns;
   if (o_scenario == SC_CHAT && o_conns % o_room_size)
     die("--conns must be a multiple of --room-size");
   conns = calloc((size_t)nconns, sizeof *conns);
   rx = malloc(RX_CAP);
-  if (!conns || !rx) die("out of memory");
+  if (!conns || !rx)
+    die("out of memory");
   uint64_t *peer_last = NULL;
   if (o_scenario == SC_CHAT) {
     peer_last = calloc((size_t)nconns * (size_t)o_room_size, sizeof *peer_last);
-    if (!peer_last) die("out of memory");
+    if (!peer_last)
+      die("out of memory");
   }
   for (long i = 0; i < nconns; i++) {
     conn_t *c = &conns[i];
@@ -1139,7 +1324,8 @@ int main(int argc, char **argv) {
       c->room = (uint32_t)(i / o_room_size);
       c->idx = (uint32_t)(i % o_room_size);
       c->role = o_scenario == SC_CHAT ? ROLE_PUB : ROLE_SUB;
-      if (peer_last) c->peer_last = peer_last + (size_t)i * (size_t)o_room_size;
+      if (peer_last)
+        c->peer_last = peer_last + (size_t)i * (size_t)o_room_size;
     }
   }
   if (o_scenario == SC_FANOUT) {
@@ -1147,10 +1333,12 @@ int main(int argc, char **argv) {
     pub->role = ROLE_PUB;
   }
   memset(payload_tmpl, 'x', sizeof payload_tmpl);
-  payload_tmpl[16] = payload_tmpl[33] = payload_tmpl[42] = payload_tmpl[51] = ' ';
+  payload_tmpl[16] = payload_tmpl[33] = payload_tmpl[42] = payload_tmpl[51] =
+      ' ';
 
   epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (epfd < 0) die("epoll_create1: %s", strerror(errno));
+  if (epfd < 0)
+    die("epoll_create1: %s", strerror(errno));
   vlog("connecting %ld to %s:%d", nconns, o_host, o_port);
 
   struct epoll_event evs[MAX_EVENTS];
@@ -1158,13 +1346,16 @@ int main(int argc, char **argv) {
     int timeout = phase == P_RUN ? 1 : 10;
     int n = epoll_wait(epfd, evs, MAX_EVENTS, timeout);
     if (n < 0) {
-      if (errno == EINTR) continue;
+      if (errno == EINTR)
+        continue;
       die("epoll_wait: %s", strerror(errno));
     }
-    for (int i = 0; i < n; i++) on_event(&conns[evs[i].data.u64], evs[i].events);
+    for (int i = 0; i < n; i++)
+      on_event(&conns[evs[i].data.u64], evs[i].events);
     phase_tick(now_ns());
   }
-  if (phase == P_RUN && measuring) snapshot_end(now_ns());
+  if (phase == P_RUN && measuring)
+    snapshot_end(now_ns());
   /* The kernel closes the sockets. */
   return print_result() ? 0 : 1;
 }
