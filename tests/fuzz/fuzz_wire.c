@@ -1,0 +1,58 @@
+/* Fuzz target: the cluster wire decoder over a byte stream. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "wire.h"
+
+/* A room message, a PEERS, an INTEREST and a PING frame, each complete. */
+static const char s1[] = "\x00\x00\x00\x10\x1e\x00\x04room\x00\x00\x00\x05hello";
+static const char s2[] = "\x00\x00\x00\x17\x10\x00\x01\x00\x02n1\x00\x0e"
+                         "127.0.0.1:7001";
+static const char s3[] = "\x00\x00\x00\x08\x11\x01\x00\x04room";
+static const char s4[] = "\x00\x00\x00\x09\x13\x00\x00\x00\x00\x00\x00\x00\x01";
+const char *const fuzz_seeds[] = {s1, s2, s3, s4};
+const size_t fuzz_seed_lens[] = {sizeof s1 - 1, sizeof s2 - 1, sizeof s3 - 1,
+                                 sizeof s4 - 1};
+const size_t fuzz_nseeds = 4;
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  uint8_t *buf = malloc(size ? size : 1);
+  if (!buf)
+    return 0;
+  memcpy(buf, data, size);
+  size_t off = 0;
+  for (;;) {
+    const uint8_t *payload;
+    size_t plen, used;
+    int r = mr_wire_next_frame(buf + off, size - off, 1 << 16, &payload,
+                               &plen, &used);
+    if (r != 0)
+      break;
+    if (used > size - off || plen + 4 != used)
+      abort();
+    mr_wire_msg m;
+    r = mr_wire_decode(payload, plen, &m);
+    if (r == 0 && (m.tag == MR_WIRE_PEERS || m.tag == MR_WIRE_INTEREST_ALL)) {
+      mr_wire_iter it;
+      mr_wire_iter_init(&it, &m);
+      mr_wire_peer p;
+      const char *room;
+      size_t rlen;
+      if (m.tag == MR_WIRE_PEERS)
+        while (mr_wire_peers_next(&it, &p) == 1)
+          ;
+      else
+        while (mr_wire_rooms_next(&it, &room, &rlen) == 1)
+          ;
+    } else if (r != 0 && r != MR_ENOTFOUND && !m.error) {
+      abort(); /* every refusal names its reason for the log */
+    }
+    off += used;
+  }
+  free(buf);
+  return 0;
+}
