@@ -610,7 +610,12 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
     else
       status = 500;
     doomed_remove(c);
+    /* A refused upgrade never opened: forget any close recorded while
+     * on_connect ran. */
     c->close_code = 0;
+    free(c->close_reason);
+    c->close_reason = NULL;
+    c->close_reason_len = 0;
     mr_info("conn %llu (%s): upgrade refused %d by on_connect",
             (unsigned long long)c->id, mr_conn_remote(c), status);
     refuse(c, status,
