@@ -513,8 +513,10 @@ static void feed_ws(mr_conn *c, const uint8_t *p, size_t n) {
   srv->feed_len = 0;
   if (c->state == MR_CONN_CLOSED)
     return;
-  if ((r != 0 && !wslay_event_get_close_sent(c->ws->ctx)) ||
-      (c->flags & MR_CF_BAD_CLOSE)) {
+  /* Once our own close frame is out nothing may follow it, so a malformed
+   * reply to it just ends the connection (after_wslay sees the close). */
+  if ((r != 0 || (c->flags & MR_CF_BAD_CLOSE)) &&
+      !wslay_event_get_close_sent(c->ws->ctx)) {
     if (c->flags & MR_CF_TOO_BIG)
       protocol_failure(c, MR_CLOSE_TOO_BIG,
                        "message larger than --max-message");
@@ -605,10 +607,16 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
     mr_rooms_leave_all(&srv->rooms, &c->member);
     mr_bridge_forget(srv->bridge, c);
     mr_outq_clear(&c->outq);
-    if (!ok)
-      srv->stats.handler_refusals++;
-    else
+    /* Refused by the handler, or closed by it (conn:close() in on_connect
+     * refuses with the default 403); doomed while it ran (out of memory,
+     * over the backpressure limit) is a server-side failure, 500. */
+    if (ok && (c->flags & MR_CF_DOOMED)) {
       status = 500;
+    } else {
+      srv->stats.handler_refusals++;
+      if (ok)
+        status = 403;
+    }
     doomed_remove(c);
     /* A refused upgrade never opened: forget any close recorded while
      * on_connect ran. */

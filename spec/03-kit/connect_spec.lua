@@ -209,3 +209,22 @@ describe("moonroom.testing: connect", function()
     end)
   end)
 end)
+
+describe("moonroom.testing: closing in on_connect", function()
+  it("refuses the upgrade with 403 and counts a handler refusal", function()
+    local path = helpers.temp_script([[
+return {
+  on_connect = function(conn) conn:close(4000, "not today") end,
+  on_close = function() error("on_close must not run for a refused upgrade") end,
+}
+]])
+    local srv = testing.server(path)
+    local conn, status = srv:try_connect("/")
+    assert.is_nil(conn)
+    assert.equals(403, status)
+    assert.equals(1, srv:stats().handler_refusals)
+    assert.equals(0, srv:stats().handler_errors)
+    srv:close()
+    os.remove(path)
+  end)
+end)
