@@ -5,24 +5,12 @@
  * The handler scripts are written here, to temporary files made with
  * mkstemp (and removed at the end), so that each one sits next to the
  * checks on its line numbers and a reload can rewrite the file. Events come
- * from virtual connections on a server that never opens a socket, as in
- * tests/unit/test_conn.c. */
+ * from virtual connections on a server that never opens a socket, driven
+ * through the harness in tests/unit/virtual_server.h. */
 #include <openssl/evp.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
-#include <uv.h>
 
-#include "bridge.h"
-#include "codec.h"
-#include "config.h"
-#include "conn.h"
-#include "error.h"
-#include "log.h"
-#include "server.h"
-#include "test_util.h"
+#include "virtual_server.h"
 
 /* ---- temporary scripts --------------------------------------------------- */
 
@@ -100,171 +88,6 @@ static int starts_with(const char *s, const char *prefix) {
               (prefix));                                                       \
   } while (0)
 
-/* ---- harness (as in test_conn.c) ----------------------------------------- */
-
-typedef struct {
-  uv_loop_t loop;
-  mr_server *srv;
-  char script[4096];
-} harness;
-
-/* Prepares a virtual-only server for script without loading it. */
-static int h_init(harness *h, const char *script) {
-  char *argv[3] = {(char *)"moonroom", h->script, NULL};
-  snprintf(h->script, sizeof h->script, "%s", script);
-  mr_config cfg;
-  char err[2048];
-  if (mr_config_parse(&cfg, 2, argv, err, sizeof err, stderr) !=
-      MR_CONFIG_RUN) {
-    fprintf(stderr, "config: %s\n", err);
-    return -1;
-  }
-  cfg.script = h->script;
-  if (uv_loop_init(&h->loop) != 0)
-    return -1;
-  h->srv = calloc(1, sizeof *h->srv);
-  if (!h->srv)
-    return -1;
-  mr_server_init(h->srv, &h->loop, &cfg);
-  h->srv->virtual_only = 1;
-  return 0;
-}
-
-/* h_init and the script loaded. */
-static int h_start(harness *h, const char *script) {
-  char err[2048];
-  if (h_init(h, script) != 0)
-    return -1;
-  if (!mr_bridge_new(h->srv, h->script, err, sizeof err)) {
-    fprintf(stderr, "bridge: %s\n", err);
-    mr_server_free(h->srv);
-    free(h->srv);
-    h->srv = NULL;
-    uv_loop_close(&h->loop);
-    return -1;
-  }
-  return 0;
-}
-
-/* Closes what is left (on_close runs) and frees everything. */
-static void h_stop(harness *h) {
-  if (!h->srv)
-    return;
-  for (mr_conn *c = h->srv->all_head; c; c = c->next)
-    mr_conn_doom(c, MR_CLOSE_GOING_AWAY, "test over");
-  mr_server_flush(h->srv);
-  CHECK(h->srv->all_head == NULL);
-  mr_bridge_free(h->srv->bridge);
-  h->srv->bridge = NULL;
-  mr_server_free(h->srv);
-  free(h->srv);
-  h->srv = NULL;
-  CHECK_EQ_INT(uv_loop_close(&h->loop), 0);
-}
-
-#define KEY "dGhlIHNhbXBsZSBub25jZQ=="
-#define RESP_101                                                               \
-  "HTTP/1.1 101 Switching Protocols\r\n"                                       \
-  "Upgrade: websocket\r\n"                                                     \
-  "Connection: Upgrade\r\n"                                                    \
-  "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"                     \
-  "\r\n"
-
-static void feed(harness *h, mr_conn *c, const void *p, size_t n) {
-  mr_conn_feed(c, (const uint8_t *)p, n);
-  mr_server_flush(h->srv);
-}
-
-/* Copies and drains what was queued for connection id, then runs the safe
- * point; returns the byte count. */
-static size_t take(harness *h, uint64_t id, uint8_t *out, size_t cap) {
-  mr_conn *c = mr_server_find(h->srv, id);
-  if (!c)
-    return 0;
-  const uint8_t *ptrs[64];
-  size_t lens[64];
-  size_t n = mr_outq_peek(&c->outq, ptrs, lens, 64);
-  size_t total = 0;
-  for (size_t i = 0; i < n && total + lens[i] <= cap; i++) {
-    memcpy(out + total, ptrs[i], lens[i]);
-    total += lens[i];
-  }
-  CHECK_EQ_INT(total, c->outq.bytes);
-  mr_conn_virtual_drained(c);
-  mr_server_flush(h->srv);
-  return total;
-}
-
-/* Sends the upgrade for target; returns the connection's id. When the
- * upgrade is expected to succeed the 101 is checked and taken. */
-static uint64_t open_conn(harness *h, const char *target, int expect_open) {
-  char req[512];
-  int n = snprintf(req, sizeof req,
-                   "GET %s HTTP/1.1\r\nHost: example.test\r\n"
-                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Key: " KEY "\r\n"
-                   "Sec-WebSocket-Version: 13\r\n\r\n",
-                   target);
-  mr_conn *c = mr_conn_new_virtual(h->srv);
-  if (!CHECK(c != NULL))
-    return 0;
-  uint64_t id = c->id;
-  feed(h, c, req, (size_t)n);
-  if (expect_open) {
-    uint8_t out[512];
-    size_t len = take(h, id, out, sizeof out);
-    CHECK_SPAN((const char *)out, len, RESP_101);
-    c = mr_server_find(h->srv, id);
-    CHECK(c != NULL && mr_conn_is_open(c));
-  }
-  return id;
-}
-
-/* Feeds one masked FIN frame. */
-static void send_frame(harness *h, uint64_t id, int op, const void *payload,
-                       size_t len) {
-  static const uint8_t key[4] = {0x11, 0x22, 0x33, 0x44};
-  uint8_t buf[256];
-  mr_conn *c = mr_server_find(h->srv, id);
-  if (!CHECK(c != NULL && len < 126))
-    return;
-  buf[0] = (uint8_t)(0x80 | op);
-  buf[1] = (uint8_t)(0x80 | len);
-  memcpy(buf + 2, key, 4);
-  for (size_t i = 0; i < len; i++)
-    buf[6 + i] = (uint8_t)(((const uint8_t *)payload)[i] ^ key[i & 3]);
-  feed(h, c, buf, 6 + len);
-}
-
-static void send_text(harness *h, uint64_t id, const char *text) {
-  send_frame(h, id, MR_OP_TEXT, text, strlen(text));
-}
-
-/* Takes what connection id was sent and checks it is one frame of opcode
- * op with exactly the given payload (a short one: 7-bit length). */
-static void expect_frame(harness *h, uint64_t id, int op, const char *payload,
-                         size_t plen, int line) {
-  uint8_t out[512];
-  size_t n = take(h, id, out, sizeof out);
-  int ok = n == 2 + plen && plen < 126 && out[0] == (0x80 | op) &&
-           out[1] == plen && memcmp(out + 2, payload, plen) == 0;
-  if (!test_record(ok, __FILE__, line, "expected frame"))
-    fprintf(stderr, "  got %zu bytes \"%.*s\", expected opcode %d \"%s\"\n", n,
-            n > 2 ? (int)n - 2 : 0, (const char *)out + 2, op, payload);
-}
-
-#define EXPECT_TEXT(h, id, s)                                                  \
-  expect_frame((h), (id), MR_OP_TEXT, (s), strlen(s), __LINE__)
-
-static void expect_close(harness *h, uint64_t id, unsigned code,
-                         const char *reason, int line) {
-  char body[128];
-  body[0] = (char)(code >> 8);
-  body[1] = (char)(code & 0xff);
-  snprintf(body + 2, sizeof body - 2, "%s", reason);
-  expect_frame(h, id, MR_OP_CLOSE, body, 2 + strlen(reason), line);
-}
-
 /* ---- the scripts --------------------------------------------------------- */
 
 /* Version 1: keeps every handle it is given in on_connect. */
@@ -328,7 +151,7 @@ static const char *load_error(const char *src, const char **path) {
   if (!CHECK(*path != NULL))
     return NULL;
   harness h;
-  if (!CHECK(h_init(&h, *path) == 0))
+  if (!CHECK(h_init(&h, *path, NULL) == 0))
     return NULL;
   strcpy(err, "(unchanged)");
   mr_bridge *b = mr_bridge_new(h.srv, *path, err, sizeof err);
@@ -406,7 +229,7 @@ static void test_load_errors(void) {
     unlink(path);
     harness h;
     char buf[512];
-    if (CHECK(h_init(&h, path) == 0)) {
+    if (CHECK(h_init(&h, path, NULL) == 0)) {
       CHECK(mr_bridge_new(h.srv, path, buf, sizeof buf) == NULL);
       snprintf(want, sizeof want, "%s: No such file or directory", path);
       CHECK_STR(buf, want);
@@ -418,7 +241,7 @@ static void test_load_errors(void) {
 static void test_version(void) {
   const char *path = temp_script(script_v1);
   harness h;
-  if (!CHECK(path != NULL && h_init(&h, path) == 0))
+  if (!CHECK(path != NULL && h_init(&h, path, NULL) == 0))
     return;
   char err[512] = "";
   mr_bridge *b = mr_bridge_new(h.srv, path, err, sizeof err);
@@ -439,7 +262,7 @@ static void test_version(void) {
 
   const char empty[] = "return {}\n";
   path = temp_script(empty);
-  if (!CHECK(path != NULL && h_start(&h, path) == 0))
+  if (!CHECK(path != NULL && h_start(&h, path, NULL) == 0))
     return;
   CHECK_STR(mr_bridge_version(h.srv->bridge), expected_version(1, empty));
   id = open_conn(&h, "/", 1);
@@ -456,7 +279,7 @@ static void test_version(void) {
 static void test_reload(void) {
   const char *path = temp_script(script_v1);
   harness h;
-  if (!CHECK(path != NULL && h_start(&h, path) == 0))
+  if (!CHECK(path != NULL && h_start(&h, path, NULL) == 0))
     return;
   mr_bridge *b = h.srv->bridge;
   char err[2048], want[512];
@@ -555,7 +378,7 @@ static void test_reload_modules(void) {
            mod, mod);
   const char *path = temp_script(src);
   harness h;
-  if (!CHECK(path != NULL && h_start(&h, path) == 0))
+  if (!CHECK(path != NULL && h_start(&h, path, NULL) == 0))
     return;
   mr_bridge *b = h.srv->bridge;
   char err[2048];
@@ -592,7 +415,7 @@ static void test_reload_modules(void) {
 static void test_handler_errors(void) {
   const char *path = temp_script(script_v1);
   harness h;
-  if (!CHECK(path != NULL && h_start(&h, path) == 0))
+  if (!CHECK(path != NULL && h_start(&h, path, NULL) == 0))
     return;
   mr_bridge *b = h.srv->bridge;
   uint64_t id = open_conn(&h, "/", 1);
@@ -654,7 +477,7 @@ static void test_handler_errors(void) {
 static void test_handles(void) {
   const char *path = temp_script(script_v1);
   harness h;
-  if (!CHECK(path != NULL && h_start(&h, path) == 0))
+  if (!CHECK(path != NULL && h_start(&h, path, NULL) == 0))
     return;
   uint64_t a = open_conn(&h, "/", 1);
   uint64_t b = open_conn(&h, "/", 1);

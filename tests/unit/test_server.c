@@ -2,162 +2,15 @@
  * and shared), remote deliveries, closes deferred to the safe point during a
  * fan-out, and shutdown of a server without sockets.
  *
- * Same approach as tests/unit/test_conn.c: a real server on a private loop
- * that is never run, tests/unit/fixtures/echo_observed.lua as the script,
- * and virtual connections. */
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+ * Same approach as tests/unit/test_conn.c: a socket-less server with
+ * tests/unit/fixtures/echo_observed.lua as the script, and virtual
+ * connections driven through the harness in tests/unit/virtual_server.h. */
 #include <unistd.h>
-#include <uv.h>
 
-#include "bridge.h"
-#include "codec.h"
-#include "config.h"
-#include "conn.h"
-#include "error.h"
-#include "log.h"
 #include "rooms.h"
-#include "server.h"
-#include "test_util.h"
+#include "virtual_server.h"
 
-/* ---- harness (as in test_conn.c) ----------------------------------------- */
-
-static const char *fixture(const char *name) {
-  static char path[4096];
-  const char *slash = strrchr(__FILE__, '/');
-  int dir = slash ? (int)(slash - __FILE__) : 1;
-  snprintf(path, sizeof path, "%.*s/fixtures/%s", dir, slash ? __FILE__ : ".",
-           name);
-  return path;
-}
-
-typedef struct {
-  uv_loop_t loop;
-  mr_server *srv;
-  char script[4096];
-} harness;
-
-static int h_start(harness *h, const char *const *opts) {
-  char *argv[32];
-  int argc = 0;
-  argv[argc++] = (char *)"moonroom";
-  for (size_t i = 0; opts && opts[i] && argc < 30; i++)
-    argv[argc++] = (char *)opts[i];
-  snprintf(h->script, sizeof h->script, "%s", fixture("echo_observed.lua"));
-  argv[argc++] = h->script;
-  argv[argc] = NULL;
-  mr_config cfg;
-  char err[2048];
-  if (mr_config_parse(&cfg, argc, argv, err, sizeof err, stderr) !=
-      MR_CONFIG_RUN) {
-    fprintf(stderr, "config: %s\n", err);
-    return -1;
-  }
-  cfg.script = h->script;
-  if (uv_loop_init(&h->loop) != 0)
-    return -1;
-  h->srv = calloc(1, sizeof *h->srv);
-  if (!h->srv)
-    return -1;
-  mr_server_init(h->srv, &h->loop, &cfg);
-  h->srv->virtual_only = 1;
-  if (!mr_bridge_new(h->srv, h->script, err, sizeof err)) {
-    fprintf(stderr, "bridge: %s\n", err);
-    mr_server_free(h->srv);
-    free(h->srv);
-    uv_loop_close(&h->loop);
-    h->srv = NULL;
-    return -1;
-  }
-  return 0;
-}
-
-static void h_stop(harness *h) {
-  if (!h->srv)
-    return;
-  for (mr_conn *c = h->srv->all_head; c; c = c->next)
-    mr_conn_doom(c, MR_CLOSE_GOING_AWAY, "test over");
-  mr_server_flush(h->srv);
-  CHECK(h->srv->all_head == NULL);
-  mr_bridge_free(h->srv->bridge);
-  h->srv->bridge = NULL;
-  mr_server_free(h->srv);
-  free(h->srv);
-  h->srv = NULL;
-  CHECK_EQ_INT(uv_loop_close(&h->loop), 0);
-}
-
-#define KEY "dGhlIHNhbXBsZSBub25jZQ=="
-#define RESP_101                                                               \
-  "HTTP/1.1 101 Switching Protocols\r\n"                                       \
-  "Upgrade: websocket\r\n"                                                     \
-  "Connection: Upgrade\r\n"                                                    \
-  "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"                     \
-  "\r\n"
-
-static void feed(harness *h, mr_conn *c, const void *p, size_t n) {
-  mr_conn_feed(c, (const uint8_t *)p, n);
-  mr_server_flush(h->srv);
-}
-
-static size_t take(harness *h, uint64_t id, uint8_t *out, size_t cap) {
-  mr_conn *c = mr_server_find(h->srv, id);
-  if (!c)
-    return 0;
-  const uint8_t *ptrs[64];
-  size_t lens[64];
-  size_t n = mr_outq_peek(&c->outq, ptrs, lens, 64);
-  size_t total = 0;
-  for (size_t i = 0; i < n && total + lens[i] <= cap; i++) {
-    memcpy(out + total, ptrs[i], lens[i]);
-    total += lens[i];
-  }
-  CHECK_EQ_INT(total, c->outq.bytes);
-  mr_conn_virtual_drained(c);
-  mr_server_flush(h->srv);
-  return total;
-}
-
-/* Opens and upgrades a connection (the 101 is checked and taken); returns
- * it, and its id in *id. */
-static mr_conn *open_ws(harness *h, const char *target, uint64_t *id) {
-  char req[512];
-  int n = snprintf(req, sizeof req,
-                   "GET %s HTTP/1.1\r\nHost: example.test\r\n"
-                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Key: " KEY "\r\n"
-                   "Sec-WebSocket-Version: 13\r\n\r\n",
-                   target);
-  mr_conn *c = mr_conn_new_virtual(h->srv);
-  if (!CHECK(c != NULL))
-    return NULL;
-  *id = c->id;
-  feed(h, c, req, (size_t)n);
-  uint8_t out[512];
-  size_t len = take(h, *id, out, sizeof out);
-  CHECK_SPAN((const char *)out, len, RESP_101);
-  c = mr_server_find(h->srv, *id);
-  CHECK(c != NULL && mr_conn_is_open(c));
-  return c;
-}
-
-/* Feeds one masked FIN frame (payload under 126 bytes). */
-static void send_frame(harness *h, uint64_t id, int op, const void *payload,
-                       size_t len) {
-  static const uint8_t key[4] = {0xa1, 0xb2, 0xc3, 0xd4};
-  uint8_t buf[256];
-  mr_conn *c = mr_server_find(h->srv, id);
-  if (!CHECK(c != NULL && len < 126))
-    return;
-  buf[0] = (uint8_t)(0x80 | op);
-  buf[1] = (uint8_t)(0x80 | len);
-  memcpy(buf + 2, key, 4);
-  for (size_t i = 0; i < len; i++)
-    buf[6 + i] = (uint8_t)(((const uint8_t *)payload)[i] ^ key[i & 3]);
-  feed(h, c, buf, 6 + len);
-}
+/* ---- queue inspection ---------------------------------------------------- */
 
 /* The first queued block of c, or NULL. */
 static mr_buf *first_buf(const mr_conn *c) {
@@ -192,13 +45,16 @@ static size_t text_frame(uint8_t *out, const char *text) {
 
 static void test_broadcast_shares_one_frame(void) {
   harness h;
-  if (!CHECK(h_start(&h, NULL) == 0))
+  if (!CHECK(h_start(&h, fixture("echo_observed.lua"), NULL) == 0))
     return;
   uint64_t ids[4];
   mr_conn *m[3];
-  for (int i = 0; i < 3; i++)
-    m[i] = open_ws(&h, "/?room=lobby", &ids[i]);
-  mr_conn *outsider = open_ws(&h, "/?room=other", &ids[3]);
+  for (int i = 0; i < 3; i++) {
+    ids[i] = open_ws(&h, "/?room=lobby");
+    m[i] = mr_server_find(h.srv, ids[i]);
+  }
+  ids[3] = open_ws(&h, "/?room=other");
+  mr_conn *outsider = mr_server_find(h.srv, ids[3]);
   mr_room *room = mr_rooms_find(&h.srv->rooms, "lobby", 5);
   if (!CHECK(room != NULL && room->count == 3))
     return;
@@ -272,11 +128,12 @@ static void test_broadcast_shares_one_frame(void) {
 
 static void test_deliver_remote(void) {
   harness h;
-  if (!CHECK(h_start(&h, NULL) == 0))
+  if (!CHECK(h_start(&h, fixture("echo_observed.lua"), NULL) == 0))
     return;
-  uint64_t a, b;
-  mr_conn *ca = open_ws(&h, "/?room=r", &a);
-  mr_conn *cb = open_ws(&h, "/?room=r", &b);
+  uint64_t a = open_ws(&h, "/?room=r");
+  mr_conn *ca = mr_server_find(h.srv, a);
+  uint64_t b = open_ws(&h, "/?room=r");
+  mr_conn *cb = mr_server_find(h.srv, b);
   CHECK(h.srv->cluster == NULL);
   CHECK_EQ_INT(mr_server_deliver_remote(h.srv, "r", 1, "from afar", 9, 0), 2);
   CHECK_EQ_INT(h.srv->stats.cluster_broadcasts_in, 1);
@@ -297,13 +154,16 @@ static void test_deliver_remote(void) {
 static void test_doomed_during_fanout(void) {
   static const char *const opts[] = {"--max-backpressure", "1024", NULL};
   harness h;
-  if (!CHECK(h_start(&h, opts) == 0))
+  if (!CHECK(h_start(&h, fixture("echo_observed.lua"), opts) == 0))
     return;
-  uint64_t obs, ids[3];
-  mr_conn *o = open_ws(&h, "/?observe=1", &obs);
+  uint64_t ids[3];
+  uint64_t obs = open_ws(&h, "/?observe=1");
+  mr_conn *o = mr_server_find(h.srv, obs);
   mr_conn *m[3];
-  for (int i = 0; i < 3; i++)
-    m[i] = open_ws(&h, "/?room=r", &ids[i]);
+  for (int i = 0; i < 3; i++) {
+    ids[i] = open_ws(&h, "/?room=r");
+    m[i] = mr_server_find(h.srv, ids[i]);
+  }
   /* The middle member does not read: 1004 bytes already wait. */
   static char filler[1000];
   memset(filler, 'f', sizeof filler);
@@ -384,14 +244,16 @@ static void test_shutdown(void) {
   setenv("MOONROOM_UNIT_LOG", log_path, 1);
 
   harness h;
-  if (!CHECK(h_start(&h, NULL) == 0)) {
+  if (!CHECK(h_start(&h, fixture("echo_observed.lua"), NULL) == 0)) {
     unsetenv("MOONROOM_UNIT_LOG");
     unlink(log_path);
     return;
   }
   uint64_t a, b, hs;
-  mr_conn *ca = open_ws(&h, "/?room=r", &a);
-  mr_conn *cb = open_ws(&h, "/", &b);
+  a = open_ws(&h, "/?room=r");
+  mr_conn *ca = mr_server_find(h.srv, a);
+  b = open_ws(&h, "/");
+  mr_conn *cb = mr_server_find(h.srv, b);
   (void)cb;
   /* One still in its handshake (half a request head). */
   mr_conn *half = mr_conn_new_virtual(h.srv);
@@ -463,7 +325,7 @@ static void test_shutdown(void) {
  * finishes at once; a server that never listened has no handles to close. */
 static void test_shutdown_idle(void) {
   harness h;
-  if (!CHECK(h_start(&h, NULL) == 0))
+  if (!CHECK(h_start(&h, fixture("echo_observed.lua"), NULL) == 0))
     return;
   mr_conn *half = mr_conn_new_virtual(h.srv);
   uint64_t id = half->id;
