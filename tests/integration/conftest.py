@@ -407,6 +407,24 @@ class HttpResponse:
         return f"HttpResponse({self.status} {self.reason!r}, {self.headers})"
 
 
+def fill_buffer(sock, buf, deadline, what):
+    """Appends one recv() to buf, waiting at most until deadline; raises
+    TimeoutError, or PeerClosed on EOF or reset."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError(f"timed out waiting for {what}")
+    sock.settimeout(remaining)
+    try:
+        data = sock.recv(65536)
+    except socket.timeout:
+        raise TimeoutError(f"timed out waiting for {what}")
+    except (ConnectionResetError, BrokenPipeError):
+        raise PeerClosed("connection reset")
+    if not data:
+        raise PeerClosed("EOF")
+    buf += data
+
+
 class RawClient:
     def __init__(self, port, timeout=5.0, rcvbuf=None, host="127.0.0.1"):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -492,19 +510,7 @@ class RawClient:
             self.buf.clear()
 
     def _fill(self, deadline):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("timed out waiting for data from server")
-        self.sock.settimeout(remaining)
-        try:
-            data = self.sock.recv(65536)
-        except socket.timeout:
-            raise TimeoutError("timed out waiting for data from server")
-        except (ConnectionResetError, BrokenPipeError):
-            raise PeerClosed("connection reset")
-        if not data:
-            raise PeerClosed("EOF")
-        self.buf += data
+        fill_buffer(self.sock, self.buf, deadline, "data from server")
 
     def _take(self, n, deadline):
         while len(self.buf) < n:

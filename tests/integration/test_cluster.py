@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (sanitized_build, OP_BINARY, OP_TEXT, SCRIPTS, PeerClosed, RawClient,
+from conftest import (fill_buffer, sanitized_build, OP_BINARY, OP_TEXT, SCRIPTS, PeerClosed, RawClient,
                       Server, ServerStartError, free_port, require_bin)
 
 CLUSTER_SCRIPT = SCRIPTS / "cluster.lua"
@@ -453,19 +453,7 @@ class FakePeer:
         self.sock.sendall(data)
 
     def _fill(self, deadline):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("timed out waiting for a cluster frame")
-        self.sock.settimeout(remaining)
-        try:
-            data = self.sock.recv(65536)
-        except socket.timeout:
-            raise TimeoutError("timed out waiting for a cluster frame")
-        except (ConnectionResetError, BrokenPipeError):
-            raise PeerClosed("connection reset")
-        if not data:
-            raise PeerClosed("EOF")
-        self.buf += data
+        fill_buffer(self.sock, self.buf, deadline, "a cluster frame")
 
     def recv_frame(self, timeout=5.0):
         """(tag, body) of the next frame other than PING/PONG."""
