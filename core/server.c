@@ -138,15 +138,13 @@ static void finish_shutdown(mr_server *srv) {
     mr_cluster_close(srv->cluster);
 }
 
-static uint64_t shutdown_deadline;
-
 static void on_sweep(uv_timer_t *t) {
   mr_server *srv = t->data;
   uint64_t now = uv_now(srv->loop);
   /* Connections are freed only in close callbacks, which never run inside
    * this loop, so following next pointers is safe. */
   for (mr_conn *c = srv->all_head; c; c = c->next) {
-    if (srv->shutting_down && now >= shutdown_deadline &&
+    if (srv->shutting_down && now >= srv->shutdown_deadline &&
         c->state != MR_CONN_CLOSED)
       mr_conn_doom(c, MR_CLOSE_GOING_AWAY, "server shutting down");
     else
@@ -226,7 +224,7 @@ void mr_server_shutdown(mr_server *srv) {
   if (srv->shutting_down)
     return;
   srv->shutting_down = 1;
-  shutdown_deadline = uv_now(srv->loop) + SHUTDOWN_GRACE_MS;
+  srv->shutdown_deadline = uv_now(srv->loop) + SHUTDOWN_GRACE_MS;
   if (srv->listening) {
     uv_close((uv_handle_t *)&srv->listener, NULL);
     srv->listening = 0;

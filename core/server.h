@@ -71,6 +71,7 @@ typedef struct mr_server {
   struct mr_cluster *cluster;
   mr_stats stats;
   int shutting_down;
+  uint64_t shutdown_deadline; /* loop time when closing turns abrupt */
   void *ws_pool; /* idle wslay contexts, see conn.c */
   unsigned ws_pool_len;
   int virtual_only;    /* no sockets: the busted kit's simulated server */
