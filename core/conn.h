@@ -38,7 +38,6 @@ enum {
   MR_CF_VIRTUAL = 1 << 3,   /* no socket (busted kit) */
   MR_CF_LUA = 1 << 4,       /* Lua holds a handle: on_close is owed */
   MR_CF_PINGED = 1 << 5,    /* a server ping awaits its pong */
-  MR_CF_EOF = 1 << 6,       /* the peer shut down its side */
   MR_CF_TCP_CLOSE = 1 << 7  /* uv_close was called */
 };
 

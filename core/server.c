@@ -85,7 +85,6 @@ int mr_server_broadcast_local(mr_server *srv, const char *room, size_t room_len,
       n++;
   }
   mr_buf_release(frame);
-  srv->stats.broadcasts++;
   return n;
 }
 
@@ -98,6 +97,9 @@ int mr_server_deliver_remote(mr_server *srv, const char *room, size_t room_len,
 int mr_server_broadcast(mr_server *srv, const char *room, size_t room_len,
                         const void *msg, size_t len, int binary,
                         mr_conn *except) {
+  /* Counted here, so `broadcasts` is what this node's scripts sent and
+   * `cluster_broadcasts_in` what peers delivered. */
+  srv->stats.broadcasts++;
   int n =
       mr_server_broadcast_local(srv, room, room_len, msg, len, binary, except);
   if (srv->cluster && n >= 0)

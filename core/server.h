@@ -74,7 +74,6 @@ typedef struct mr_server {
   uint64_t shutdown_deadline; /* loop time when closing turns abrupt */
   void *ws_pool; /* idle wslay contexts, see conn.c */
   unsigned ws_pool_len;
-  int virtual_only;    /* no sockets: the busted kit's simulated server */
   const uint8_t *feed; /* the read chunk being fed to wslay right now */
   size_t feed_len;
   uint8_t readbuf[65536]; /* shared by every read: reads are consumed at once */

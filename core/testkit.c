@@ -195,7 +195,6 @@ static int l_new(lua_State *L) {
     return luaL_error(L, "uv_loop_init: %s", uv_strerror(ur));
   }
   mr_server_init(srv, &s->loop, &cfg);
-  srv->virtual_only = 1;
   if (!mr_bridge_new(srv, s->script, err, sizeof err)) {
     mr_server_free(srv);
     free(srv);

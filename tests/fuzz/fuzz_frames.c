@@ -51,7 +51,6 @@ static void setup(void) {
   mr_log_set_level(MR_LOG_ERROR + 1); /* quiet: refusals are expected */
   uv_loop_init(&loop);
   mr_server_init(&srv, &loop, &cfg);
-  srv.virtual_only = 1;
   if (!mr_bridge_new(&srv, FUZZ_ECHO_SCRIPT, err, sizeof err))
     abort();
 }

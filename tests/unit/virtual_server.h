@@ -89,7 +89,6 @@ static inline int h_init(harness *h, const char *script,
   if (!h->srv)
     return -1;
   mr_server_init(h->srv, &h->loop, &cfg);
-  h->srv->virtual_only = 1;
   return 0;
 }
 
