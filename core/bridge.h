@@ -1,9 +1,7 @@
-/* The Lua bridge: one lua_State, the handler table, the one protected gate
- * every call into Lua goes through, and the `moonroom` module.
- *
- * Lua never sees a connection pointer: a handle is a userdata holding the
- * connection id, resolved through the server's id index on every call, so a
- * handle kept after close answers nil, "closed". */
+/* The Lua bridge: one lua_State with the `moonroom` module (api.c) and the
+ * handler script (script.c), and the events that enter it: connect,
+ * message, close, each through the one protected gate (gate.c). Lua sees
+ * connections only as handles holding an id (handle.c). */
 #ifndef MR_BRIDGE_H
 #define MR_BRIDGE_H
 
@@ -24,9 +22,9 @@ mr_bridge *mr_bridge_new(struct mr_server *srv, const char *script, char *err,
 
 void mr_bridge_free(mr_bridge *b);
 
-/* Loads the script again into a fresh environment and swaps the handlers
- * only when it returns a valid handler table; on failure the old handlers
- * stay and err says why. Returns 0 or MR_ELUA. */
+/* Reloads the script (see mr_script_reload) and counts the outcome.
+ * Returns 0 or MR_ELUA with err saying why. Called by reload.c, the one
+ * place that decides to reload and logs it. */
 int mr_bridge_reload(mr_bridge *b, char *err, size_t errlen);
 
 /* Runs on_connect. Returns 1 to accept; 0 to refuse with *status (default
@@ -50,12 +48,5 @@ void mr_bridge_forget(mr_bridge *b, struct mr_conn *c);
 
 /* A short description of the running script version (for logs). */
 const char *mr_bridge_version(const mr_bridge *b);
-
-/* Pushes a table of srv's counters (ws.stats() without lua_kb). */
-void mr_bridge_push_stats(lua_State *L, const struct mr_server *srv);
-
-/* Registers the `moonroom.core` module's functions bound to srv into L
- * (used by the server and by the busted kit's Lua C module). */
-void mr_bridge_open_core(lua_State *L, struct mr_server *srv);
 
 #endif

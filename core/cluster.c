@@ -9,7 +9,7 @@
 #include "buf.h"
 #include "error.h"
 #include "log.h"
-#include "server.h"
+#include "context.h"
 #include "wire.h"
 
 /* Timings, in milliseconds. */
@@ -78,6 +78,8 @@ typedef struct peer {
 
 struct mr_cluster {
   mr_server *srv;
+  mr_cluster_deliver_cb deliver;
+  void *deliver_ud;
   uv_tcp_t listener;
   int listening;
   uv_timer_t heartbeat;
@@ -361,7 +363,7 @@ static void send_interest_all(mr_link *to) {
   size_t frame;
   mr_wire_buf_init(&w);
   if (mr_wire_encode_interest_all_begin(&w, &frame) == 0) {
-    for (mr_room *r = srv->rooms.by_name; r; r = r->hh.next)
+    for (mr_room *r = mr_rooms_first(&srv->rooms); r; r = mr_rooms_next(r))
       if (r->name_len <= MR_WIRE_MAX_ROOM)
         mr_wire_encode_interest_all_add(&w, frame, r->name, r->name_len);
     link_queue_wbuf(to, &w);
@@ -555,8 +557,8 @@ static int on_frame(mr_link *l, const uint8_t *payload, size_t len) {
   case MR_WIRE_ROOM_BINARY:
     /* Delivered to this node's members only, never forwarded again: every
      * node forwards only what its own scripts broadcast. */
-    mr_server_deliver_remote(srv, m.room.room, m.room.room_len, m.room.data,
-                             m.room.data_len, m.room.binary);
+    cl->deliver(cl->deliver_ud, m.room.room, m.room.room_len, m.room.data,
+                m.room.data_len, m.room.binary);
     break;
   case MR_WIRE_INTEREST:
     interest_set(l, m.interest.room, m.interest.room_len, m.interest.add);
@@ -861,11 +863,14 @@ size_t mr_cluster_peers(const mr_cluster *cl, const char **names, size_t max) {
   return n;
 }
 
-int mr_cluster_start(mr_server *srv) {
+int mr_cluster_start(mr_server *srv, mr_cluster_deliver_cb deliver,
+                     void *ud) {
   mr_cluster *cl = calloc(1, sizeof *cl);
   if (!cl)
     return MR_ENOMEM;
   cl->srv = srv;
+  cl->deliver = deliver;
+  cl->deliver_ud = ud;
   snprintf(cl->name, sizeof cl->name, "%s", srv->node_name);
   /* A frame carries one message plus its room name and headers. */
   cl->max_frame = srv->cfg.max_message + MR_WIRE_MAX_ROOM + 64;

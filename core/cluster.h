@@ -10,9 +10,16 @@
 struct mr_server;
 typedef struct mr_cluster mr_cluster;
 
-/* Starts the cluster from srv->cfg (listen and dial). Returns 0, or a
- * negative code after logging why. */
-int mr_cluster_start(struct mr_server *srv);
+/* How the cluster hands a room broadcast from a peer to this node: deliver
+ * it to local members only (ud is what mr_cluster_start was given). */
+typedef int (*mr_cluster_deliver_cb)(void *ud, const char *room,
+                                      size_t room_len, const void *msg,
+                                      size_t len, int binary);
+
+/* Starts the cluster from srv->cfg (listen and dial); broadcasts from peers
+ * go to deliver. Returns 0, or a negative error code after logging why. */
+int mr_cluster_start(struct mr_server *srv, mr_cluster_deliver_cb deliver,
+                     void *ud);
 
 /* A local room got its first member (created=1) or lost its last. */
 void mr_cluster_interest(mr_cluster *cl, const char *room, size_t len,

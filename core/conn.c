@@ -1,33 +1,20 @@
 #include "conn.h"
 
-#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
-#include "bridge.h"
 #include "codec.h"
 #include "error.h"
-#include "http.h"
 #include "log.h"
 
 /* How long a closing connection may take to answer our close frame or to
  * drain its queue before the socket is simply closed. */
 #define CLOSING_GRACE_MS 2000
-#define MAX_IOV 64
-/* Idle wslay contexts kept for reuse; more are freed. */
-#define WS_POOL_MAX 256
-
-/* A wslay context and the connection it serves now. wslay offers no way to
- * change a context's user data, so callbacks get the slot and read the
- * connection from it, which lets an idle context move between connections. */
-typedef struct mr_ws_slot {
-  wslay_event_context_ptr ctx;
-  mr_conn *conn;
-  struct mr_ws_slot *next;
-} mr_ws_slot;
+/* Every read is consumed before its callback returns, so one buffer
+ * serves every connection of the process (the loop is single-threaded). */
+static uint8_t readbuf[65536];
 
 static void terminate(mr_conn *c);
 static int over_backpressure(mr_conn *c);
@@ -98,7 +85,7 @@ void mr_conn_finish(mr_conn *c) {
  */
 
 static int queue_buf(mr_conn *c, mr_buf *b) {
-  int r = mr_outq_push(&c->outq, b);
+  int r = mr_outq_push(&c->tx.outq, b);
   if (r != 0)
     return r;
   pending_add(c);
@@ -115,114 +102,40 @@ static int queue_bytes(mr_conn *c, const void *p, size_t len) {
   return r;
 }
 
-static size_t fill_iov(mr_conn *c, uv_buf_t *iov) {
-  const uint8_t *ptrs[MAX_IOV];
-  size_t lens[MAX_IOV];
-  size_t n = mr_outq_peek(&c->outq, ptrs, lens, MAX_IOV);
-  for (size_t i = 0; i < n; i++)
-    iov[i] = uv_buf_init((char *)ptrs[i], (unsigned)lens[i]);
-  return n;
-}
-
 static void on_write(uv_write_t *req, int status) {
   mr_conn *c = req->data;
-  free(req);
-  c->wreq = NULL;
-  c->flags &= ~MR_CF_WRITING;
+  ssize_t n = mr_tx_done(&c->tx, req, status);
   if (c->state == MR_CONN_CLOSED)
     return; /* cancelled by uv_close; the queue is freed in on_closed */
-  if (status < 0) {
+  if (n < 0) {
     mr_debug("conn %llu: write failed: %s", (unsigned long long)c->id,
-             uv_strerror(status));
+             uv_strerror((int)n));
     set_close(c, MR_CLOSE_ABNORMAL, "write failed", 12);
     terminate(c);
     return;
   }
-  mr_outq_consume(&c->outq, c->writing);
-  c->srv->stats.bytes_out += c->writing;
-  c->writing = 0;
-  if (c->outq.count > 0 || c->closing_how == MR_CLOSING_AFTER_FLUSH)
+  c->srv->stats.bytes_out += (size_t)n;
+  if (c->tx.outq.count > 0 || c->closing_how == MR_CLOSING_AFTER_FLUSH)
     pending_add(c);
 }
 
-/* Writes directly to the socket with sendmsg, which is what uv_try_write
- * does with writev, minus the file layer: on the fan-out path, where the
- * kernel's send is nearly all the work, skipping vfs_writev and its file
- * position lock saves several percent. Only called while no uv_write is in
- * flight, so ordering with libuv's own write queue is kept. Returns the
- * bytes sent, UV_EAGAIN, or a negative libuv error. */
-static ssize_t try_send(mr_conn *c, uv_buf_t *iov, size_t n) {
-  uv_os_fd_t fd;
-  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
-    return UV_EBADF;
-  /* libuv documents uv_buf_t as layout-compatible with struct iovec. */
-  _Static_assert(sizeof(uv_buf_t) == sizeof(struct iovec) &&
-                     offsetof(uv_buf_t, base) ==
-                         offsetof(struct iovec, iov_base) &&
-                     offsetof(uv_buf_t, len) == offsetof(struct iovec, iov_len),
-                 "uv_buf_t must match struct iovec");
-  struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = n};
-  ssize_t r;
-  do
-    r = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-  while (r < 0 && errno == EINTR);
-  if (r >= 0)
-    return r;
-  return errno == EAGAIN || errno == EWOULDBLOCK
-             ? UV_EAGAIN
-             : uv_translate_sys_error(errno);
-}
-
-/* Writes as much as the socket takes now and hands the rest to one
- * vectored uv_write. It never tears the connection down itself (it may run
- * in the middle of a fan-out); failures doom the connection instead. */
+/* Writes what the socket takes and hands the rest to one uv_write. It never
+ * tears the connection down itself (it may run in the middle of a fan-out);
+ * failures doom the connection instead. */
 void mr_conn_flush(mr_conn *c) {
   pending_remove(c);
-  if (c->state == MR_CONN_CLOSED ||
-      (c->flags & (MR_CF_WRITING | MR_CF_HOLD | MR_CF_VIRTUAL)))
+  if (c->state == MR_CONN_CLOSED || mr_tx_busy(&c->tx) ||
+      (c->flags & (MR_CF_HOLD | MR_CF_VIRTUAL)))
     return;
-  uv_buf_t iov[MAX_IOV];
-  while (c->outq.count > 0) {
-    size_t n = fill_iov(c, iov);
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++)
-      total += iov[i].len;
-    ssize_t r = try_send(c, iov, n);
-    if (r == UV_EAGAIN)
-      break;
-    if (r < 0) {
-      mr_conn_doom(c, MR_CLOSE_ABNORMAL, "write failed");
-      return;
-    }
-    mr_outq_consume(&c->outq, (size_t)r);
-    c->srv->stats.bytes_out += (size_t)r;
-    if ((size_t)r < total)
-      break; /* the socket buffer is full */
-  }
-  if (c->outq.count > 0) {
-    size_t n = fill_iov(c, iov);
-    c->writing = 0;
-    for (size_t i = 0; i < n; i++)
-      c->writing += iov[i].len;
-    if (!(c->wreq = malloc(sizeof *c->wreq))) {
-      c->writing = 0;
-      mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
-      return;
-    }
-    c->wreq->data = c;
-    int r =
-        uv_write(c->wreq, (uv_stream_t *)&c->tcp, iov, (unsigned)n, on_write);
-    if (r < 0) {
-      free(c->wreq);
-      c->wreq = NULL;
-      c->writing = 0;
-      mr_conn_doom(c, MR_CLOSE_ABNORMAL, "write failed");
-      return;
-    }
-    c->flags |= MR_CF_WRITING;
+  size_t sent;
+  int r = mr_tx_flush(&c->tx, (uv_stream_t *)&c->tcp, on_write, c, &sent);
+  c->srv->stats.bytes_out += sent;
+  if (r != 0) {
+    mr_conn_doom(c, MR_CLOSE_ABNORMAL,
+                 r == MR_ENOMEM ? "out of memory" : "write failed");
     return;
   }
-  if (c->closing_how == MR_CLOSING_AFTER_FLUSH)
+  if (c->tx.outq.count == 0 && c->closing_how == MR_CLOSING_AFTER_FLUSH)
     mr_conn_doom(c, MR_CLOSE_ABNORMAL, "");
 }
 
@@ -233,23 +146,23 @@ void mr_conn_flush(mr_conn *c) {
  * Returns 1 when the connection is over the limit (and now doomed). */
 static int over_backpressure(mr_conn *c) {
   size_t limit = c->srv->cfg.max_backpressure;
-  if (c->outq.bytes <= limit)
+  if (c->tx.outq.bytes <= limit)
     return 0;
   mr_conn_flush(c);
-  if (c->outq.bytes <= limit)
+  if (c->tx.outq.bytes <= limit)
     return 0;
   if (!(c->flags & MR_CF_DOOMED)) {
     c->srv->stats.backpressure_closes++;
     mr_warn("conn %llu (%s): closed 1008, %zu unsent bytes exceed "
             "--max-backpressure %zu",
-            (unsigned long long)c->id, mr_conn_remote(c), c->outq.bytes, limit);
+            (unsigned long long)c->id, mr_conn_remote(c), c->tx.outq.bytes, limit);
     mr_conn_doom(c, MR_CLOSE_POLICY, "backpressure limit exceeded");
   }
   return 1;
 }
 
 int mr_conn_send_frame(mr_conn *c, mr_buf *frame) {
-  if (c->state != MR_CONN_OPEN || (c->flags & MR_CF_DOOMED))
+  if (!mr_conn_is_open(c))
     return MR_ECLOSED;
   if (over_backpressure(c))
     return MR_ECLOSED;
@@ -261,7 +174,7 @@ int mr_conn_send_frame(mr_conn *c, mr_buf *frame) {
 }
 
 int mr_conn_send(mr_conn *c, const void *msg, size_t len, int binary) {
-  if (c->state != MR_CONN_OPEN || (c->flags & MR_CF_DOOMED))
+  if (!mr_conn_is_open(c))
     return MR_ECLOSED;
   mr_buf *f = mr_frame_new(binary ? MR_OP_BINARY : MR_OP_TEXT, msg, len);
   if (!f)
@@ -271,182 +184,71 @@ int mr_conn_send(mr_conn *c, const void *msg, size_t len, int binary) {
   return r;
 }
 
-/* ---- wslay glue ---------------------------------------------------------- */
+/* ---- the WebSocket session's events (ws.h) ------------------------------ */
 
-static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
-                       int flags, void *ud) {
-  (void)flags;
-  mr_conn *c = ((mr_ws_slot *)ud)->conn;
-  mr_server *srv = c->srv;
-  if (c->flags & MR_CF_TOO_BIG) {
-    wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-    return -1;
-  }
-  if (srv->feed_len == 0) {
-    wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-    return -1;
-  }
-  size_t n = len < srv->feed_len ? len : srv->feed_len;
-  size_t ok;
-  if (mr_frame_track(&c->track, srv->feed, n, srv->cfg.max_message, &ok) != 0) {
-    /* wslay still gets the messages before the oversized header; the next
-     * call reports the failure, and feed_ws answers 1009 at once. */
-    c->flags |= MR_CF_TOO_BIG;
-    srv->feed_len = n = ok;
-    if (n == 0) {
-      wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-      return -1;
-    }
-  }
-  memcpy(buf, srv->feed, n);
-  srv->feed += n;
-  srv->feed_len -= n;
-  return (ssize_t)n;
-}
-
-/* wslay only ever sends control frames here (pong, close); data frames are
- * encoded by us and queued directly, so copying these few bytes is fine. */
-static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data,
-                       size_t len, int flags, void *ud) {
-  (void)flags;
-  mr_conn *c = ((mr_ws_slot *)ud)->conn;
-  /* A client that pings without reading would otherwise pile up pongs, so
-   * the limit for messages applies here too. wslay hands over a frame's
-   * header and payload in separate calls: once the connection is doomed,
-   * nothing more is queued, so no half frame goes out. */
+/* Control frames from wslay (pongs, our close). A client that pings without
+ * reading would otherwise pile up pongs, so the backpressure limit applies
+ * here too. wslay hands over a frame's header and payload in separate
+ * calls: once the connection is doomed nothing more is queued, so no half
+ * frame goes out. */
+static int ev_send(void *owner, const uint8_t *data, size_t len) {
+  mr_conn *c = owner;
   if ((c->flags & MR_CF_DOOMED) || over_backpressure(c))
-    return (ssize_t)len;
-  if (queue_bytes(c, data, len) != 0) {
-    wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-    return -1;
-  }
-  return (ssize_t)len;
-}
-
-static void ws_on_msg(wslay_event_context_ptr ctx,
-                      const struct wslay_event_on_msg_recv_arg *arg, void *ud) {
-  (void)ctx;
-  mr_conn *c = ((mr_ws_slot *)ud)->conn;
-  mr_server *srv = c->srv;
-  switch (arg->opcode) {
-  case WSLAY_TEXT_FRAME:
-  case WSLAY_BINARY_FRAME:
-    if (c->state != MR_CONN_OPEN || (c->flags & MR_CF_DOOMED))
-      return; /* a closing connection's late messages are dropped */
-    srv->stats.messages_in++;
-    if (mr_bridge_on_message(srv->bridge, c, arg->msg, arg->msg_length,
-                             arg->opcode == WSLAY_BINARY_FRAME) != 0) {
-      srv->stats.handler_errors++;
-      mr_conn_close(c, MR_CLOSE_INTERNAL, "handler error", 13);
-    }
-    return;
-  case WSLAY_CONNECTION_CLOSE: {
-    if (arg->msg_length == 1) {
-      /* A close body is empty or at least a 2-byte code; wslay lets a
-       * single byte through as "no status", which RFC 6455 forbids. */
-      c->flags |= MR_CF_BAD_CLOSE;
-      return;
-    }
-    unsigned code = arg->status_code ? arg->status_code : MR_CLOSE_NO_STATUS;
-    size_t rlen = arg->msg_length > 2 ? arg->msg_length - 2 : 0;
-    set_close(c, code, rlen ? (const char *)arg->msg + 2 : "", rlen);
-    return;
-  }
-  case WSLAY_PONG:
-    c->flags &= ~MR_CF_PINGED;
-    return;
-  default:
-    return;
-  }
-}
-
-static const struct wslay_event_callbacks ws_callbacks = {
-    ws_recv, ws_send, NULL, NULL, NULL, NULL, ws_on_msg};
-
-/* Attaches a context (pooled or new) to c; returns 0 or MR_ENOMEM. */
-static int ws_attach(mr_conn *c) {
-  if (c->ws)
     return 0;
+  return queue_bytes(c, data, len);
+}
+
+static void ev_message(void *owner, const uint8_t *msg, size_t len,
+                       int binary) {
+  mr_conn *c = owner;
   mr_server *srv = c->srv;
-  mr_ws_slot *slot = srv->ws_pool;
-  if (slot) {
-    srv->ws_pool = slot->next;
-    srv->ws_pool_len--;
-  } else {
-    slot = calloc(1, sizeof *slot);
-    if (!slot)
-      return MR_ENOMEM;
-    if (wslay_event_context_server_init(&slot->ctx, &ws_callbacks, slot) != 0) {
-      free(slot);
-      return MR_ENOMEM;
-    }
-  }
-  /* The limit is set on every attach: pooled contexts may come from a server
-   * with another limit only in the kit, and it costs nothing. */
-  wslay_event_config_set_max_recv_msg_length(slot->ctx, srv->cfg.max_message);
-  slot->conn = c;
-  c->ws = slot;
-  return 0;
-}
-
-static void ws_free_slot(mr_ws_slot *slot) {
-  wslay_event_context_free(slot->ctx);
-  free(slot);
-}
-
-/* Returns c's context to the pool when wslay holds nothing for it: the
- * tracker is between messages (so wslay's input buffer is empty and no
- * message is being assembled), nothing is queued, and no close has begun.
- * Such a context is in the same state as a fresh one. */
-static void ws_detach_if_idle(mr_conn *c) {
-  mr_ws_slot *slot = c->ws;
-  if (!slot || c->state != MR_CONN_OPEN || !mr_frame_tracker_idle(&c->track) ||
-      wslay_event_want_write(slot->ctx) ||
-      wslay_event_get_close_sent(slot->ctx) ||
-      wslay_event_get_close_received(slot->ctx) ||
-      !wslay_event_get_read_enabled(slot->ctx))
-    return;
-  c->ws = NULL;
-  slot->conn = NULL;
-  mr_server *srv = c->srv;
-  if (srv->ws_pool_len >= WS_POOL_MAX) {
-    ws_free_slot(slot);
-    return;
-  }
-  slot->next = srv->ws_pool;
-  srv->ws_pool = slot;
-  srv->ws_pool_len++;
-}
-
-/* Frees a context that may hold state (a closing connection's). */
-static void ws_drop(mr_conn *c) {
-  if (c->ws) {
-    ws_free_slot(c->ws);
-    c->ws = NULL;
+  if (!mr_conn_is_open(c))
+    return; /* a closing connection's late messages are dropped */
+  srv->stats.messages_in++;
+  if (srv->conn_events->message(srv, c, msg, len, binary) != 0) {
+    srv->stats.handler_errors++;
+    mr_conn_close(c, MR_CLOSE_INTERNAL, "handler error", 13);
   }
 }
 
-void mr_conn_pool_free(mr_server *srv) {
-  while (srv->ws_pool) {
-    mr_ws_slot *slot = srv->ws_pool;
-    srv->ws_pool = slot->next;
-    ws_free_slot(slot);
-  }
-  srv->ws_pool_len = 0;
+static void ev_close(void *owner, unsigned code, const char *reason,
+                     size_t len) {
+  set_close(owner, code, reason, len);
+}
+
+static void ev_pong(void *owner) {
+  mr_conn *c = owner;
+  c->flags &= ~MR_CF_PINGED;
+}
+
+static const mr_ws_events ws_events = {ev_message, ev_close, ev_pong,
+                                       ev_send};
+
+static mr_ws_pool *ws_pool(mr_server *srv) {
+  if (!srv->ws_pool)
+    srv->ws_pool = mr_ws_pool_new(&ws_events, srv->cfg.max_message);
+  return srv->ws_pool;
+}
+
+static void set_closing(mr_conn *c, int how) {
+  if (c->state == MR_CONN_OPEN)
+    c->state = MR_CONN_CLOSING;
+  c->closing_how = (uint8_t)how;
+  if (!c->deadline)
+    c->deadline = uv_now(c->srv->loop) + CLOSING_GRACE_MS;
+  pending_add(c);
 }
 
 /* After wslay has read or we queued a close: push out the control frames
  * wslay produced and work out how far the close handshake has come. */
 static void after_wslay(mr_conn *c) {
   mr_server *srv = c->srv;
-  wslay_event_context_ptr ws = c->ws->ctx;
-  if (wslay_event_want_write(ws))
-    wslay_event_send(ws);
-  if (!wslay_event_get_close_sent(ws))
+  unsigned code = 0;
+  mr_ws_close_state st = mr_ws_pump(&c->ws, &code);
+  if (st == MR_WS_OPEN)
     return;
   if (!c->close_code) {
     /* wslay closed the connection itself: a limit or validation failure. */
-    unsigned code = wslay_event_get_status_code_sent(ws);
     const char *why = "protocol error";
     if (code == MR_CLOSE_BAD_DATA) {
       why = "invalid UTF-8 in a text message";
@@ -461,22 +263,15 @@ static void after_wslay(mr_conn *c) {
             mr_conn_remote(c), code, why);
     set_close(c, code, why, strlen(why));
   }
-  if (c->state == MR_CONN_OPEN)
-    c->state = MR_CONN_CLOSING;
-  if (wslay_event_get_close_received(ws) || !wslay_event_get_read_enabled(ws)) {
-    c->closing_how = MR_CLOSING_AFTER_FLUSH;
-  } else if (c->closing_how == MR_CLOSING_NONE) {
-    c->closing_how = MR_CLOSING_AWAIT_PEER;
-  }
-  if (!c->deadline)
-    c->deadline = uv_now(srv->loop) + CLOSING_GRACE_MS;
-  pending_add(c);
+  if (st == MR_WS_CLOSE_DONE)
+    set_closing(c, MR_CLOSING_AFTER_FLUSH);
+  else
+    set_closing(c, c->closing_how == MR_CLOSING_NONE ? MR_CLOSING_AWAIT_PEER
+                                                     : c->closing_how);
 }
 
-/* A frame-level violation (oversized or fragmented control frame, bad
- * length encoding) makes wslay fail without a status code, as does our own
- * early size check; the peer is owed 1002 or 1009, so we send it ourselves
- * and drop wslay's empty close. */
+/* A frame-level failure that wslay answers without a status code: the peer
+ * is owed 1002 or 1009, so we send the close frame ourselves. */
 static void protocol_failure(mr_conn *c, unsigned code, const char *why) {
   mr_server *srv = c->srv;
   if (code == MR_CLOSE_TOO_BIG)
@@ -491,52 +286,43 @@ static void protocol_failure(mr_conn *c, unsigned code, const char *why) {
     queue_buf(c, f);
     mr_buf_release(f);
   }
+  c->deadline = 0;
+  set_closing(c, MR_CLOSING_AFTER_FLUSH);
   c->state = MR_CONN_CLOSING;
-  c->closing_how = MR_CLOSING_AFTER_FLUSH;
-  c->deadline = uv_now(srv->loop) + CLOSING_GRACE_MS;
 }
 
 static void feed_ws(mr_conn *c, const uint8_t *p, size_t n) {
   if (c->closing_how == MR_CLOSING_AFTER_FLUSH)
     return;
-  if (ws_attach(c) != 0) {
+  mr_ws_pool *pool = ws_pool(c->srv);
+  int r = pool ? mr_ws_feed(pool, &c->ws, c, p, n) : MR_ENOMEM;
+  if (c->state == MR_CONN_CLOSED)
+    return;
+  if (r == MR_ENOMEM) {
     mr_conn_doom(c, MR_CLOSE_INTERNAL, "out of memory");
     return;
   }
-  /* One connection is fed at a time (a handler cannot make another read),
-   * so the chunk being fed lives in the server, not in every connection. */
-  mr_server *srv = c->srv;
-  srv->feed = p;
-  srv->feed_len = n;
-  int r = wslay_event_recv(c->ws->ctx);
-  srv->feed = NULL;
-  srv->feed_len = 0;
-  if (c->state == MR_CONN_CLOSED)
+  if (r == MR_ETOOBIG) {
+    protocol_failure(c, MR_CLOSE_TOO_BIG, "message larger than --max-message");
     return;
-  /* Once our own close frame is out nothing may follow it, so a malformed
-   * reply to it just ends the connection (after_wslay sees the close). */
-  if ((r != 0 || (c->flags & MR_CF_BAD_CLOSE)) &&
-      !wslay_event_get_close_sent(c->ws->ctx)) {
-    if (c->flags & MR_CF_TOO_BIG)
-      protocol_failure(c, MR_CLOSE_TOO_BIG,
-                       "message larger than --max-message");
-    else
-      protocol_failure(c, MR_CLOSE_PROTOCOL, "malformed frame");
+  }
+  if (r != 0) {
+    protocol_failure(c, MR_CLOSE_PROTOCOL, "malformed frame");
     return;
   }
   after_wslay(c);
-  ws_detach_if_idle(c);
+  if (c->state == MR_CONN_OPEN)
+    mr_ws_release_if_idle(pool, &c->ws);
 }
 
 int mr_conn_close(mr_conn *c, uint16_t code, const char *reason, size_t len) {
-  if (c->state != MR_CONN_OPEN || (c->flags & MR_CF_DOOMED))
+  if (!mr_conn_is_open(c))
     return MR_ECLOSED;
   if (len > 123)
     len = 123;
   set_close(c, code, reason, len);
-  if (ws_attach(c) != 0 ||
-      wslay_event_queue_close(c->ws->ctx, code, (const uint8_t *)reason, len) !=
-          0) {
+  mr_ws_pool *pool = ws_pool(c->srv);
+  if (!pool || mr_ws_queue_close(pool, &c->ws, c, code, reason, len) != 0) {
     mr_conn_doom(c, code, "");
     return 0;
   }
@@ -601,12 +387,12 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
   char body[512];
   body[0] = '\0';
   int ok =
-      mr_bridge_on_connect(srv->bridge, c, &req, &status, body, sizeof body);
+      srv->conn_events->connect(srv, c, &req, &status, body, sizeof body);
   c->flags &= ~MR_CF_HOLD;
   if (!ok || (c->flags & MR_CF_DOOMED) || c->state != MR_CONN_OPEN) {
     mr_rooms_leave_all(&srv->rooms, &c->member);
-    mr_bridge_forget(srv->bridge, c);
-    mr_outq_clear(&c->outq);
+    srv->conn_events->refused(srv, c);
+    mr_outq_clear(&c->tx.outq);
     /* Refused by the handler, or closed by it (conn:close() in on_connect
      * refuses with the default 403); doomed while it ran (out of memory,
      * over the backpressure limit) is a server-side failure, 500. */
@@ -655,10 +441,8 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
-  mr_conn *c = h->data;
-  /* Every read is consumed before the callback returns, so one buffer
-   * serves every connection. */
-  *buf = uv_buf_init((char *)c->srv->readbuf, sizeof c->srv->readbuf);
+  (void)h;
+  *buf = uv_buf_init((char *)readbuf, sizeof readbuf);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -694,7 +478,7 @@ static void on_closed(uv_handle_t *h) {
     srv->all_head = c->next;
   if (c->next)
     c->next->prev = c->prev;
-  mr_outq_clear(&c->outq);
+  mr_tx_clear(&c->tx);
   free(c->close_reason);
   free(c->virtual_remote);
   free(c);
@@ -719,11 +503,11 @@ static void terminate(mr_conn *c) {
     c->flags &= ~MR_CF_LUA;
     mr_debug("conn %llu (%s): closed %u", (unsigned long long)c->id,
              mr_conn_remote(c), c->close_code);
-    mr_bridge_on_close(srv->bridge, c, c->close_code, c->close_reason,
-                       c->close_reason_len);
+    srv->conn_events->close(srv, c, c->close_code, c->close_reason,
+                            c->close_reason_len);
   }
   HASH_DEL(srv->conns_by_id, c);
-  ws_drop(c);
+  mr_ws_drop(&c->ws);
   free(c->head);
   c->head = NULL;
   if (c->flags & MR_CF_VIRTUAL) {
@@ -733,6 +517,12 @@ static void terminate(mr_conn *c) {
   }
   c->flags |= MR_CF_TCP_CLOSE;
   uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+mr_conn *mr_conn_find(mr_server *srv, uint64_t id) {
+  mr_conn *c = NULL;
+  HASH_FIND(hh, srv->conns_by_id, &id, sizeof id, c);
+  return c;
 }
 
 static mr_conn *conn_new(mr_server *srv) {
@@ -790,7 +580,7 @@ mr_conn *mr_conn_new_virtual(mr_server *srv) {
 }
 
 void mr_conn_virtual_drained(mr_conn *c) {
-  mr_outq_clear(&c->outq);
+  mr_outq_clear(&c->tx.outq);
   if (c->state != MR_CONN_CLOSED && c->closing_how == MR_CLOSING_AFTER_FLUSH)
     mr_conn_doom(c, MR_CLOSE_ABNORMAL, "");
 }
@@ -879,9 +669,15 @@ void mr_conn_sweep(mr_conn *c, uint64_t now) {
       return;
     }
     mr_buf *f = mr_frame_new(MR_OP_PING, NULL, 0);
-    if (f) {
-      queue_buf(c, f);
+    int r = f ? queue_buf(c, f) : MR_ENOMEM;
+    if (f)
       mr_buf_release(f);
+    if (r != 0) {
+      /* Not judged by a ping it never got: the next sweep tries again. */
+      srv->stats.internal_errors++;
+      mr_warn("conn %llu (%s): cannot queue a ping: %s",
+              (unsigned long long)c->id, mr_conn_remote(c), mr_strerror(r));
+      return;
     }
     c->flags |= MR_CF_PINGED;
     c->next_ping = now + (uint64_t)ping * 1000;

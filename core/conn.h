@@ -8,12 +8,12 @@
 #include <stdint.h>
 #include <uthash.h>
 #include <uv.h>
-#include <wslay/wslay.h>
 
-#include "buf.h"
-#include "codec.h"
+#include "context.h"
+#include "http.h"
 #include "rooms.h"
-#include "server.h"
+#include "transport.h"
+#include "ws.h"
 
 typedef enum {
   MR_CONN_HANDSHAKE, /* reading the HTTP upgrade request */
@@ -29,12 +29,9 @@ enum {
 };
 
 enum {
-  MR_CF_HOLD = 1 << 8,      /* on_connect runs: nothing may be written yet */
-  MR_CF_BAD_CLOSE = 1 << 9, /* the peer's close frame had a 1-byte body */
-  MR_CF_TOO_BIG = 1 << 10,  /* a frame header announced too much */
-  MR_CF_PENDING = 1 << 0,   /* on srv->pending */
-  MR_CF_WRITING = 1 << 1,   /* a uv_write is in flight */
-  MR_CF_DOOMED = 1 << 2,    /* on srv->doomed */
+  MR_CF_HOLD = 1 << 8,    /* on_connect runs: nothing may be written yet */
+  MR_CF_PENDING = 1 << 0, /* on srv->pending */
+  MR_CF_DOOMED = 1 << 2,  /* on srv->doomed */
   MR_CF_VIRTUAL = 1 << 3,   /* no socket (busted kit) */
   MR_CF_LUA = 1 << 4,       /* Lua holds a handle: on_close is owed */
   MR_CF_PINGED = 1 << 5,    /* a server ping awaits its pong */
@@ -57,14 +54,8 @@ typedef struct mr_conn {
   /* Handshake: the request head accumulates here and is freed on upgrade. */
   char *head;
   uint32_t head_len;
-  /* A wslay context is attached only while wslay holds state for this
-   * connection (mid-frame, mid-message, control frames queued, closing);
-   * idle connections return theirs to a pool, saving ~8 KiB each. */
-  struct mr_ws_slot *ws;
-  mr_outq outq;
-  mr_frame_tracker track;
-  uv_write_t *wreq;    /* allocated only while a write waits for the socket */
-  size_t writing;      /* bytes handed to the in-flight uv_write */
+  mr_ws ws; /* the WebSocket session (a wslay context only while busy) */
+  mr_tx tx; /* what waits to be written */
   uint64_t last_rx;    /* loop time (ms) of the last frame from the peer */
   uint64_t deadline;   /* handshake or closing deadline, loop time ms; 0 none */
   uint16_t close_code; /* what on_close will be told */
@@ -74,6 +65,27 @@ typedef struct mr_conn {
   mr_member member;
   char *virtual_remote; /* a virtual connection's claimed address (heap) */
 } mr_conn;
+
+/* What a connection reports upward, each with the server it belongs to.
+ * The server points srv->conn_events at these (wired to the bridge). */
+typedef struct mr_conn_events {
+  /* The upgrade request is valid: returns 1 to accept, or 0 to refuse with
+   * *status and a body copied into body (cap bytes). */
+  int (*connect)(mr_server *srv, mr_conn *c, const mr_http_request *req,
+                 int *status, char *body, size_t cap);
+  /* A data message; returns 0, or nonzero when the handler failed (the
+   * connection is then closed 1011). */
+  int (*message)(mr_server *srv, mr_conn *c, const uint8_t *msg, size_t len,
+                 int binary);
+  /* An accepted connection ended, with the code and reason it ended on. */
+  void (*close)(mr_server *srv, mr_conn *c, unsigned code, const char *reason,
+                size_t len);
+  /* A connection that connect saw was refused after all: forget it. */
+  void (*refused)(mr_server *srv, mr_conn *c);
+} mr_conn_events;
+
+/* Finds a connection by id, in any state; NULL once it has been freed. */
+mr_conn *mr_conn_find(mr_server *srv, uint64_t id);
 
 /* Accepts a new connection from the listener; on failure the socket is
  * closed and counted. */
@@ -119,22 +131,21 @@ void mr_conn_doom(mr_conn *c, uint16_t code, const char *reason);
 /* Performs a doomed close now. Only the server's safe point calls this. */
 void mr_conn_finish(mr_conn *c);
 
-/* Frees the pool of idle wslay contexts (at server teardown). */
-void mr_conn_pool_free(mr_server *srv);
-
 /* Writes what is queued; called from the flush point. */
 void mr_conn_flush(mr_conn *c);
 
-/* Once-a-second checks: handshake, idle and closing deadlines, pings. */
+/* The sweep's checks (every 250 ms): handshake, idle and closing
+ * deadlines, pings. */
 void mr_conn_sweep(mr_conn *c, uint64_t now);
 
 /* The peer's IP address as text, for logs and req.remote_addr; the string
  * is static and overwritten by the next call. */
 const char *mr_conn_remote(const mr_conn *c);
 
-/* True when the connection accepts new messages. */
+/* True when the connection accepts new messages: open, and not doomed to
+ * close at the next safe point. The one test of "open" everywhere. */
 static inline int mr_conn_is_open(const mr_conn *c) {
-  return c->state == MR_CONN_OPEN;
+  return c->state == MR_CONN_OPEN && !(c->flags & MR_CF_DOOMED);
 }
 
 #endif

@@ -10,7 +10,11 @@ const char *mr_err_name(int err) {
   case 0:
     return "OK";
   }
-  return "MR_EUNKNOWN";
+  /* Everything else in the space is libuv's. The _r form, because libuv's
+   * plain uv_err_name allocates (and leaks) a string for a code it does not
+   * know; the buffer is static, as the loop is single-threaded. */
+  static char buf[64];
+  return uv_err_name_r(err, buf, sizeof buf);
 }
 
 const char *mr_strerror(int err) {
@@ -23,5 +27,6 @@ const char *mr_strerror(int err) {
   case 0:
     return "success";
   }
-  return "unknown error";
+  static char buf[128];
+  return uv_strerror_r(err, buf, sizeof buf);
 }

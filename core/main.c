@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include "bridge.h"
+#include "broadcast.h"
 #include "cluster.h"
 #include "config.h"
 #include "log.h"
@@ -36,7 +37,7 @@ int main(int argc, char **argv) {
   }
   if (mr_server_listen(&srv) != 0)
     return 1;
-  if (cfg.cluster && mr_cluster_start(&srv) != 0)
+  if (cfg.cluster && mr_cluster_start(&srv, mr_broadcast_remote, &srv) != 0)
     return 1;
   if (cfg.reload)
     mr_reload_start(&srv);

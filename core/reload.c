@@ -24,8 +24,10 @@
 #include <sys/stat.h>
 
 #include "bridge.h"
+#include "error.h"
+#include "gate.h"
 #include "log.h"
-#include "server.h"
+#include "context.h"
 
 /* Bursts of events closer together than this become one reload. */
 #define DEBOUNCE_MS 150
@@ -141,22 +143,50 @@ static int compute_digest(unsigned char *md, unsigned int *mdlen) {
 /* ---- reloading --------------------------------------------------------------
  */
 
-/* A Lua error with its traceback, on one log line. */
-static void log_failure(mr_server *srv, const char *err) {
-  char flat[2048];
-  size_t j = 0;
-  for (size_t i = 0; err[i] && j + 4 < sizeof flat; i++) {
-    if (err[i] == '\n') {
-      flat[j++] = ' ';
-      flat[j++] = '|';
-      flat[j++] = ' ';
-    } else if (err[i] != '\t') {
-      flat[j++] = err[i];
-    }
+/* Locates the script's directory and name (once). Returns 0, or
+ * UV_ENAMETOOLONG after logging. */
+static int locate(mr_server *srv) {
+  if (R.srv == srv)
+    return 0;
+  const char *script = srv->cfg.script;
+  const char *slash = strrchr(script, '/');
+  const char *base = slash ? slash + 1 : script;
+  size_t dlen = slash ? (size_t)(slash - script) : 1;
+  if (slash && dlen == 0)
+    dlen = 1; /* "/script.lua": the root directory */
+  if (dlen >= sizeof R.dir || strlen(base) >= sizeof R.base) {
+    mr_warn("%s: path too long to watch; reload with SIGHUP", script);
+    return UV_ENAMETOOLONG;
   }
-  flat[j] = '\0';
-  mr_error("reload of %s failed, keeping %s: %s", srv->cfg.script,
-           mr_bridge_version(srv->bridge), flat);
+  memcpy(R.dir, slash ? script : ".", dlen);
+  R.dir[dlen] = '\0';
+  strcpy(R.base, base);
+  R.srv = srv;
+  compute_digest(R.digest, &R.digest_len);
+  return 0;
+}
+
+int mr_reload_now(mr_server *srv, const char *why) {
+  if (!srv->bridge)
+    return MR_ELUA;
+  /* Remember the content being loaded whatever the outcome, so that the
+   * watcher does not load it again (a broken save is reported once, and
+   * the next real change is tried again). */
+  if (locate(srv) == 0)
+    compute_digest(R.digest, &R.digest_len);
+  mr_info("%s: reloading %s", why, srv->cfg.script);
+  char err[2048];
+  int r = mr_bridge_reload(srv->bridge, err, sizeof err);
+  if (r != 0) {
+    char what[4200];
+    snprintf(what, sizeof what, "reload of %s failed, keeping %s",
+             srv->cfg.script, mr_bridge_version(srv->bridge));
+    mr_gate_log_error(what, err);
+    return r;
+  }
+  mr_info("reloaded %s: now running %s", srv->cfg.script,
+          mr_bridge_version(srv->bridge));
+  return 0;
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -181,15 +211,10 @@ static void on_timer(uv_timer_t *t) {
     mr_debug("%s/%s: content unchanged, not reloading", R.dir, changed);
     return;
   }
-  /* Remember this content whatever the outcome: a broken save is reported
-   * once, and the next real change is tried again. */
-  memcpy(R.digest, md, mdlen);
-  R.digest_len = mdlen;
-  mr_info("%s/%s%s changed: reloading %s", R.dir, changed,
-          nchanged > 1 ? " (and more)" : "", srv->cfg.script);
-  char err[2048];
-  if (mr_bridge_reload(srv->bridge, err, sizeof err) != 0)
-    log_failure(srv, err);
+  char why[sizeof R.dir + sizeof R.changed + 32];
+  snprintf(why, sizeof why, "%s/%s%s changed", R.dir, changed,
+           nchanged > 1 ? " (and more)" : "");
+  mr_reload_now(srv, why);
 }
 
 static void on_event(uv_fs_event_t *h, const char *filename, int events,
@@ -217,31 +242,10 @@ static void on_event(uv_fs_event_t *h, const char *filename, int events,
 int mr_reload_start(mr_server *srv) {
   if (R.started)
     return 0;
-  const char *script = srv->cfg.script;
-  const char *slash = strrchr(script, '/');
-  if (slash) {
-    size_t dlen = (size_t)(slash - script);
-    if (dlen == 0)
-      dlen = 1; /* "/script.lua": the root directory */
-    if (dlen >= sizeof R.dir || strlen(slash + 1) >= sizeof R.base) {
-      mr_warn("%s: path too long to watch; reload with SIGHUP", script);
-      return UV_ENAMETOOLONG;
-    }
-    memcpy(R.dir, script, dlen);
-    R.dir[dlen] = '\0';
-    strcpy(R.base, slash + 1);
-  } else {
-    if (strlen(script) >= sizeof R.base) {
-      mr_warn("%s: path too long to watch; reload with SIGHUP", script);
-      return UV_ENAMETOOLONG;
-    }
-    strcpy(R.dir, ".");
-    strcpy(R.base, script);
-  }
-  R.srv = srv;
-  compute_digest(R.digest, &R.digest_len);
-
-  int r = uv_fs_event_init(srv->loop, &R.event);
+  int r = locate(srv);
+  if (r != 0)
+    return r;
+  r = uv_fs_event_init(srv->loop, &R.event);
   if (r == 0) {
     R.event.data = srv;
     r = uv_fs_event_start(&R.event, on_event, R.dir, 0);

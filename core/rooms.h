@@ -70,6 +70,42 @@ void mr_rooms_leave_all(mr_rooms *r, mr_member *m);
 /* Finds a room by name; NULL when no member is in it. */
 mr_room *mr_rooms_find(const mr_rooms *r, const char *name, size_t len);
 
+/* Iteration over a room's members, for fan-out and listings. The caller
+ * must not join or leave this room while iterating (the fan-out only dooms
+ * connections, and leaves happen at the safe point), since a leave moves
+ * the last member into the freed slot. */
+typedef struct {
+  const mr_room *room;
+  uint32_t i;
+} mr_room_iter;
+
+static inline void mr_room_iter_init(mr_room_iter *it, const mr_room *room) {
+  it->room = room;
+  it->i = 0;
+}
+
+/* The next member, or NULL at the end (and for a NULL room). */
+static inline mr_member *mr_room_iter_next(mr_room_iter *it) {
+  if (!it->room || it->i >= it->room->count)
+    return NULL;
+  return it->room->members[it->i++].member;
+}
+
+/* Every room of the registry, in no particular order: the first, then the
+ * next of each; NULL at the end. The same rule as above applies. */
+static inline mr_room *mr_rooms_first(const mr_rooms *r) { return r->by_name; }
+static inline mr_room *mr_rooms_next(const mr_room *room) {
+  return room->hh.next;
+}
+
+/* The rooms a member is in: how many, and the i-th (0 <= i < count). */
+static inline uint32_t mr_member_nrooms(const mr_member *m) {
+  return m->nlinks;
+}
+static inline mr_room *mr_member_room(const mr_member *m, uint32_t i) {
+  return m->links[i].room;
+}
+
 /* True when m is in the room. */
 int mr_rooms_is_member(const mr_member *m, const mr_room *room);
 

@@ -10,6 +10,7 @@
 #include "error.h"
 #include "log.h"
 #include "reload.h"
+#include "ws.h"
 
 #define SWEEP_MS 250
 /* After SIGTERM, connections get this long to answer the 1001 close. */
@@ -21,10 +22,35 @@ static void on_room_change(void *ud, const mr_room *room, int created) {
     mr_cluster_interest(srv->cluster, room->name, room->name_len, created);
 }
 
+/* ---- wiring: connections report to the bridge ---------------------------- */
+
+static int ev_connect(mr_server *srv, mr_conn *c, const mr_http_request *req,
+                      int *status, char *body, size_t cap) {
+  return mr_bridge_on_connect(srv->bridge, c, req, status, body, cap);
+}
+
+static int ev_message(mr_server *srv, mr_conn *c, const uint8_t *msg,
+                      size_t len, int binary) {
+  return mr_bridge_on_message(srv->bridge, c, msg, len, binary);
+}
+
+static void ev_close(mr_server *srv, mr_conn *c, unsigned code,
+                     const char *reason, size_t len) {
+  mr_bridge_on_close(srv->bridge, c, code, reason, len);
+}
+
+static void ev_refused(mr_server *srv, mr_conn *c) {
+  mr_bridge_forget(srv->bridge, c);
+}
+
+static const mr_conn_events conn_events = {ev_connect, ev_message, ev_close,
+                                           ev_refused};
+
 int mr_server_init(mr_server *srv, uv_loop_t *loop, const mr_config *cfg) {
   memset(srv, 0, sizeof *srv);
   srv->loop = loop;
   srv->cfg = *cfg;
+  srv->conn_events = &conn_events;
   mr_rooms_init(&srv->rooms, on_room_change, srv);
   if (cfg->node[0]) {
     snprintf(srv->node_name, sizeof srv->node_name, "%s", cfg->node);
@@ -37,12 +63,6 @@ int mr_server_init(mr_server *srv, uv_loop_t *loop, const mr_config *cfg) {
              (int)uv_os_getpid());
   }
   return 0;
-}
-
-mr_conn *mr_server_find(mr_server *srv, uint64_t id) {
-  mr_conn *c = NULL;
-  HASH_FIND(hh, srv->conns_by_id, &id, sizeof id, c);
-  return c;
 }
 
 /* ---- the safe point -------------------------------------------------------
@@ -61,59 +81,13 @@ void mr_server_flush(mr_server *srv) {
 
 static void on_prepare(uv_prepare_t *p) { mr_server_flush(p->data); }
 
-/* ---- broadcast ------------------------------------------------------------
- */
-
-int mr_server_broadcast_local(mr_server *srv, const char *room, size_t room_len,
-                              const void *msg, size_t len, int binary,
-                              mr_conn *except) {
-  mr_room *r = mr_rooms_find(&srv->rooms, room, room_len);
-  if (!r)
-    return 0;
-  mr_buf *frame = mr_frame_new(binary ? MR_OP_BINARY : MR_OP_TEXT, msg, len);
-  if (!frame)
-    return MR_ENOMEM;
-  /* The member array cannot change under us: queuing a frame runs no Lua,
-   * and a connection that overflows is only doomed, not removed, until the
-   * next safe point. */
-  int n = 0;
-  for (uint32_t i = 0; i < r->count; i++) {
-    mr_conn *c = r->members[i].member->owner;
-    if (c == except)
-      continue;
-    if (mr_conn_send_frame(c, frame) == 0)
-      n++;
-  }
-  mr_buf_release(frame);
-  return n;
-}
-
-int mr_server_deliver_remote(mr_server *srv, const char *room, size_t room_len,
-                             const void *msg, size_t len, int binary) {
-  srv->stats.cluster_broadcasts_in++;
-  return mr_server_broadcast_local(srv, room, room_len, msg, len, binary, NULL);
-}
-
-int mr_server_broadcast(mr_server *srv, const char *room, size_t room_len,
-                        const void *msg, size_t len, int binary,
-                        mr_conn *except) {
-  /* Counted here, so `broadcasts` is what this node's scripts sent and
-   * `cluster_broadcasts_in` what peers delivered. */
-  srv->stats.broadcasts++;
-  int n =
-      mr_server_broadcast_local(srv, room, room_len, msg, len, binary, except);
-  if (srv->cluster && n >= 0)
-    mr_cluster_forward(srv->cluster, room, room_len, msg, len, binary);
-  return n;
-}
-
 /* ---- listener, sweep, signals -------------------------------------------- */
 
 static void on_connection(uv_stream_t *s, int status) {
   mr_server *srv = s->data;
   if (status < 0) {
-    /* EMFILE and friends: log and keep going; the connection stays in the
-     * backlog and is accepted when a descriptor frees up. */
+    /* EMFILE and friends: counted and logged. (libuv itself accepts and
+     * closes the connection on EMFILE, so the client sees a reset.) */
     srv->stats.connections_refused++;
     mr_warn("accept failed: %s", uv_strerror(status));
     return;
@@ -160,11 +134,7 @@ static void on_sweep(uv_timer_t *t) {
 static void on_signal(uv_signal_t *s, int signum) {
   mr_server *srv = s->data;
   if (signum == SIGHUP) {
-    char err[1024];
-    mr_info("SIGHUP: reloading %s", srv->cfg.script);
-    if (mr_bridge_reload(srv->bridge, err, sizeof err) != 0)
-      mr_error("reload failed, keeping %s: %s", mr_bridge_version(srv->bridge),
-               err);
+    mr_reload_now(srv, "SIGHUP");
     return;
   }
   if (srv->shutting_down) {
@@ -243,7 +213,8 @@ void mr_server_shutdown(mr_server *srv) {
 }
 
 void mr_server_free(mr_server *srv) {
-  mr_conn_pool_free(srv);
+  mr_ws_pool_free(srv->ws_pool);
+  srv->ws_pool = NULL;
   if (srv->cluster) {
     mr_cluster_free(srv->cluster);
     srv->cluster = NULL;

@@ -23,7 +23,9 @@
 #include <uthash.h>
 #include <uv.h>
 
+#include "api.h"
 #include "bridge.h"
+#include "broadcast.h"
 #include "codec.h"
 #include "config.h"
 #include "conn.h"
@@ -71,7 +73,7 @@ static uint64_t check_id(lua_State *L, int idx) {
 }
 
 static mr_conn *find_conn(sim_t *s, lua_State *L, int idx) {
-  return mr_server_find(s->srv, check_id(L, idx));
+  return mr_conn_find(s->srv, check_id(L, idx));
 }
 
 static int push_closed(lua_State *L) {
@@ -246,10 +248,10 @@ static int s_feed(lua_State *L) {
 static int s_take(lua_State *L) {
   sim_t *s = check_sim(L);
   uint64_t id = check_id(L, 2);
-  mr_conn *c = mr_server_find(s->srv, id);
+  mr_conn *c = mr_conn_find(s->srv, id);
   if (!c)
     return 0;
-  size_t n = c->outq.count;
+  size_t n = c->tx.outq.count;
   const uint8_t **ptrs = NULL;
   size_t *lens = NULL;
   if (n > 0) {
@@ -260,7 +262,7 @@ static int s_take(lua_State *L) {
       free(lens);
       return luaL_error(L, "out of memory");
     }
-    n = mr_outq_peek(&c->outq, ptrs, lens, n);
+    n = mr_outq_peek(&c->tx.outq, ptrs, lens, n);
   }
   size_t total = 0;
   for (size_t i = 0; i < n; i++)
@@ -284,7 +286,7 @@ static int s_take(lua_State *L) {
   settle(s);
   lua_pushlstring(L, out ? out : "", total);
   free(out);
-  lua_pushboolean(L, mr_server_find(s->srv, id) != NULL);
+  lua_pushboolean(L, mr_conn_find(s->srv, id) != NULL);
   return 2;
 }
 
@@ -434,7 +436,7 @@ static int s_remote_broadcast(lua_State *L) {
   const char *room = check_room(L, 2, &rlen);
   const char *msg = luaL_checklstring(L, 3, &mlen);
   int binary = lua_toboolean(L, 4);
-  int n = mr_server_deliver_remote(s->srv, room, rlen, msg, mlen, binary);
+  int n = mr_broadcast_remote(s->srv, room, rlen, msg, mlen, binary);
   settle(s);
   if (n < 0)
     return luaL_error(L, "out of memory");
@@ -448,7 +450,7 @@ static int s_remote_broadcast(lua_State *L) {
 /* s:stats() -> { counter = n, ..., rooms = n } */
 static int s_stats(lua_State *L) {
   sim_t *s = check_sim(L);
-  mr_bridge_push_stats(L, s->srv);
+  mr_api_push_stats(L, s->srv);
   return 1;
 }
 

@@ -69,7 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size_t lens[2] = {cut, size - cut};
   for (int i = 0; i < 2; i++) {
     /* The connection may be gone after any feed. */
-    if (!(c = mr_server_find(&srv, id)))
+    if (!(c = mr_conn_find(&srv, id)))
       break;
     if (lens[i]) {
       uint8_t *copy = malloc(lens[i]);
@@ -79,16 +79,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       mr_conn_feed(c, copy, lens[i]);
       free(copy);
     }
-    if ((c = mr_server_find(&srv, id)))
+    if ((c = mr_conn_find(&srv, id)))
       mr_conn_virtual_drained(c);
     mr_server_flush(&srv);
   }
   /* Whatever state it is in, the connection must tear down cleanly. */
-  if ((c = mr_server_find(&srv, id))) {
+  if ((c = mr_conn_find(&srv, id))) {
     mr_conn_doom(c, 1006, "");
     mr_server_flush(&srv);
   }
-  if (mr_server_find(&srv, id))
+  if (mr_conn_find(&srv, id))
     abort();
   return 0;
 }

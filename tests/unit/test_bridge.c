@@ -267,8 +267,8 @@ static void test_version(void) {
   CHECK_STR(mr_bridge_version(h.srv->bridge), expected_version(1, empty));
   id = open_conn(&h, "/", 1);
   send_text(&h, id, "ignored");
-  mr_conn *c = mr_server_find(h.srv, id);
-  CHECK(c != NULL && mr_conn_is_open(c) && c->outq.count == 0);
+  mr_conn *c = mr_conn_find(h.srv, id);
+  CHECK(c != NULL && mr_conn_is_open(c) && c->tx.outq.count == 0);
   CHECK_EQ_INT(
       mr_bridge_on_message(h.srv->bridge, c, (const uint8_t *)"x", 1, 0), 0);
   h_stop(&h);
@@ -419,13 +419,13 @@ static void test_handler_errors(void) {
     return;
   mr_bridge *b = h.srv->bridge;
   uint64_t id = open_conn(&h, "/", 1);
-  mr_conn *c = mr_server_find(h.srv, id);
+  mr_conn *c = mr_conn_find(h.srv, id);
 
   /* Called directly: MR_ELUA, and the connection is the caller's business. */
   CHECK_EQ_INT(mr_bridge_on_message(b, c, (const uint8_t *)"fail", 4, 0),
                MR_ELUA);
   CHECK(mr_conn_is_open(c));
-  CHECK_EQ_INT(c->outq.count, 0);
+  CHECK_EQ_INT(c->tx.outq.count, 0);
   CHECK_EQ_INT(mr_bridge_on_message(b, c, (const uint8_t *)"direct", 6, 0), 0);
   EXPECT_TEXT(&h, id, "v1 direct");
   /* The Lua stack stays balanced over many failures. */
@@ -455,16 +455,16 @@ static void test_handler_errors(void) {
              "Connection: close\r\n"
              "\r\n"
              "internal error\n");
-  CHECK(mr_server_find(h.srv, bad) == NULL);
+  CHECK(mr_conn_find(h.srv, bad) == NULL);
   CHECK_EQ_INT(h.srv->stats.handler_errors, 2);
 
   /* An error in on_close is counted and goes no further. */
   uint64_t id2 = open_conn(&h, "/", 1);
   send_text(&h, id2, "crashclose");
   EXPECT_TEXT(&h, id2, "armed");
-  mr_conn_doom(mr_server_find(h.srv, id2), MR_CLOSE_ABNORMAL, "");
+  mr_conn_doom(mr_conn_find(h.srv, id2), MR_CLOSE_ABNORMAL, "");
   mr_server_flush(h.srv);
-  CHECK(mr_server_find(h.srv, id2) == NULL);
+  CHECK(mr_conn_find(h.srv, id2) == NULL);
   CHECK_EQ_INT(h.srv->stats.handler_errors, 3);
   uint64_t id3 = open_conn(&h, "/", 1);
   send_text(&h, id3, "after");
@@ -500,14 +500,14 @@ static void test_handles(void) {
   send_frame(&h, a, MR_OP_CLOSE, "\x03\xe8", 2);
   uint8_t out[64];
   take(&h, a, out, sizeof out);
-  CHECK(mr_server_find(h.srv, a) == NULL);
+  CHECK(mr_conn_find(h.srv, a) == NULL);
   send_text(&h, b, cmd);
   snprintf(want, sizeof want, "nil,closed,false,%llu", (unsigned long long)a);
   EXPECT_TEXT(&h, b, want);
 
   /* A handle whose connection is closing (not yet gone) is closed too. */
   uint64_t c3 = open_conn(&h, "/", 1);
-  mr_conn *c = mr_server_find(h.srv, c3);
+  mr_conn *c = mr_conn_find(h.srv, c3);
   CHECK_EQ_INT(mr_conn_close(c, 1000, "", 0), 0);
   snprintf(cmd, sizeof cmd, "poke %llu", (unsigned long long)c3);
   send_text(&h, b, cmd);

@@ -15,24 +15,24 @@ static void test_upgrade(void) {
   mr_conn *c = mr_conn_new_virtual(h.srv);
   uint64_t id = c->id;
   CHECK_EQ_INT(c->state, MR_CONN_HANDSHAKE);
-  CHECK(mr_server_find(h.srv, id) == c);
+  CHECK(mr_conn_find(h.srv, id) == c);
   CHECK_EQ_INT(h.srv->stats.connections_accepted, 1);
 
   char req[512];
   int n = upgrade_request(req, sizeof req, "/chat?x=1");
   feed(&h, c, req, (size_t)n);
-  CHECK(mr_server_find(h.srv, id) == c);
+  CHECK(mr_conn_find(h.srv, id) == c);
   CHECK_EQ_INT(c->state, MR_CONN_OPEN);
   CHECK(c->head == NULL); /* freed on upgrade */
   CHECK_EQ_INT(h.srv->stats.connections_open, 1);
   CHECK_EQ_INT(h.srv->stats.handshakes_refused, 0);
   CHECK_EQ_INT(h.srv->stats.bytes_in, n);
-  CHECK_EQ_INT(c->outq.count, 1);
+  CHECK_EQ_INT(c->tx.outq.count, 1);
   uint8_t out[512];
   size_t len = take(&h, id, out, sizeof out);
   CHECK_SPAN((const char *)out, len, RESP_101);
   /* Drained, an open connection stays. */
-  CHECK(mr_server_find(h.srv, id) == c);
+  CHECK(mr_conn_find(h.srv, id) == c);
   CHECK(queue_empty(&h, id));
   h_stop(&h);
 }
@@ -115,7 +115,7 @@ static void test_refused_by_on_connect(void) {
              "full\n");
   /* Written out, the refused connection goes; it never was open, so
    * on_close did not run (the observer heard nothing). */
-  CHECK(mr_server_find(h.srv, id) == NULL);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
   CHECK(queue_empty(&h, obs));
 
   /* Refusing without a valid status gives 403 and the default body. */
@@ -131,7 +131,7 @@ static void test_refused_by_on_connect(void) {
              "Connection: close\r\n"
              "\r\n"
              "forbidden\n");
-  CHECK(mr_server_find(h.srv, id) == NULL);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
   CHECK_EQ_INT(h.srv->stats.handler_refusals, 2);
   CHECK(queue_empty(&h, obs));
   h_stop(&h);
@@ -158,7 +158,7 @@ static void test_plain_get_404(void) {
              "Connection: close\r\n"
              "\r\n"
              "not found\n");
-  CHECK(mr_server_find(h.srv, id) == NULL);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
   h_stop(&h);
 }
 
@@ -176,7 +176,7 @@ static void test_upgrade_bytewise(void) {
   int early = 0;
   for (size_t i = 0; i + 1 < head; i++) {
     feed(&h, c, buf + i, 1);
-    if (c->state != MR_CONN_HANDSHAKE || c->outq.count != 0)
+    if (c->state != MR_CONN_HANDSHAKE || c->tx.outq.count != 0)
       early++;
   }
   CHECK_EQ_INT(early, 0);
@@ -221,7 +221,7 @@ static void test_messages(void) {
   uint8_t buf[64];
   size_t n = client_frame(buf, MR_OP_TEXT, "frag", 4, 1);
   n += client_frame(buf + n, 0x80 | MR_OP_CONT, "ment", 4, 1);
-  feed(&h, mr_server_find(h.srv, id), buf, n);
+  feed(&h, mr_conn_find(h.srv, id), buf, n);
   EXPECT_TEXT(&h, id, "text 5 fragment");
   CHECK_EQ_INT(h.srv->stats.messages_in, 5);
   CHECK_EQ_INT(h.srv->stats.messages_out, 5);
@@ -237,7 +237,7 @@ static void test_unmasked_frame(void) {
   uint64_t id = open_ws(&h, "/");
   uint8_t buf[64];
   size_t n = client_frame(buf, 0x80 | MR_OP_TEXT, "plain", 5, 0);
-  mr_conn *c = mr_server_find(h.srv, id);
+  mr_conn *c = mr_conn_find(h.srv, id);
   feed(&h, c, buf, n);
   CHECK_EQ_INT(c->state, MR_CONN_CLOSING);
   CHECK_EQ_INT(c->closing_how, MR_CLOSING_AFTER_FLUSH);
@@ -246,7 +246,7 @@ static void test_unmasked_frame(void) {
   CHECK_EQ_INT(h.srv->stats.messages_in, 0); /* on_message never ran */
   uint8_t out[256];
   take(&h, id, out, sizeof out);
-  CHECK(mr_server_find(h.srv, id) == NULL);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
   char line[64];
   snprintf(line, sizeof line, "close %llu 1002 protocol error",
            (unsigned long long)id);
@@ -261,7 +261,7 @@ static void test_invalid_utf8(void) {
   uint64_t obs = open_ws(&h, "/?observe=1");
   uint64_t id = open_ws(&h, "/");
   send_frame(&h, id, MR_OP_TEXT, "ok\xff\xfe", 4);
-  mr_conn *c = mr_server_find(h.srv, id);
+  mr_conn *c = mr_conn_find(h.srv, id);
   if (!CHECK(c != NULL))
     return;
   CHECK_EQ_INT(c->state, MR_CONN_CLOSING);
@@ -270,7 +270,7 @@ static void test_invalid_utf8(void) {
   CHECK_EQ_INT(h.srv->stats.messages_in, 0);
   uint8_t out[256];
   take(&h, id, out, sizeof out);
-  CHECK(mr_server_find(h.srv, id) == NULL);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
   char line[80];
   snprintf(line, sizeof line, "close %llu 1007 invalid UTF-8 in a text message",
            (unsigned long long)id);
@@ -303,7 +303,7 @@ static void test_too_big(void) {
   uint8_t buf[256];
   size_t n = client_frame(buf, 0x80 | MR_OP_TEXT, payload, 101, 1);
   CHECK_EQ_INT(n, 6 + 101);
-  mr_conn *c = mr_server_find(h.srv, id);
+  mr_conn *c = mr_conn_find(h.srv, id);
   feed(&h, c, buf, 6);
   CHECK_EQ_INT(c->state, MR_CONN_CLOSING);
   expect_close_queued(&h, id, 1009, "message larger than --max-message");
@@ -314,7 +314,7 @@ static void test_too_big(void) {
   CHECK_EQ_INT(h.srv->stats.messages_in, 1);
   uint8_t out[256];
   take(&h, id, out, sizeof out);
-  CHECK(mr_server_find(h.srv, id) == NULL);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
   snprintf(expect, sizeof expect,
            "close %llu 1009 message larger than --max-message",
            (unsigned long long)id);
@@ -323,7 +323,7 @@ static void test_too_big(void) {
   /* A fragmented message counts its fragments together: 60 + 60 > 100 is
    * refused at the second header. */
   id = open_ws(&h, "/");
-  c = mr_server_find(h.srv, id);
+  c = mr_conn_find(h.srv, id);
   n = client_frame(buf, MR_OP_TEXT, payload, 60, 1);
   feed(&h, c, buf, n);
   CHECK(queue_empty(&h, id));
@@ -344,7 +344,7 @@ static void test_ping_pong(void) {
   expect_frame(&h, id, MR_OP_PONG, "abc", 3, __LINE__);
   send_frame(&h, id, MR_OP_PING, "", 0);
   expect_frame(&h, id, MR_OP_PONG, "", 0, __LINE__);
-  mr_conn *c = mr_server_find(h.srv, id);
+  mr_conn *c = mr_conn_find(h.srv, id);
   CHECK(c != NULL && mr_conn_is_open(c));
   CHECK_EQ_INT(h.srv->stats.messages_in, 0); /* control frames are not */
   h_stop(&h);
@@ -357,7 +357,7 @@ static void test_client_close(void) {
   uint64_t obs = open_ws(&h, "/?observe=1");
   uint64_t id = open_ws(&h, "/");
   send_close(&h, id, 4000, "bye");
-  mr_conn *c = mr_server_find(h.srv, id);
+  mr_conn *c = mr_conn_find(h.srv, id);
   if (!CHECK(c != NULL))
     return;
   CHECK_EQ_INT(c->state, MR_CONN_CLOSING);
@@ -369,7 +369,7 @@ static void test_client_close(void) {
   CHECK(queue_empty(&h, obs)); /* on_close waits for the queue to drain */
   uint8_t out[256];
   take(&h, id, out, sizeof out);
-  CHECK(mr_server_find(h.srv, id) == NULL);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
   char line[64];
   snprintf(line, sizeof line, "close %llu 4000 bye", (unsigned long long)id);
   EXPECT_TEXT(&h, obs, line);
@@ -392,7 +392,7 @@ static void test_bad_close_frames(void) {
   expect_close_queued(&h, id, 1002, "malformed frame");
   CHECK_EQ_INT(h.srv->stats.protocol_errors, 1);
   take(&h, id, out, sizeof out);
-  CHECK(mr_server_find(h.srv, id) == NULL);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
   snprintf(line, sizeof line, "close %llu 1002 malformed frame",
            (unsigned long long)id);
   EXPECT_TEXT(&h, obs, line);
@@ -403,7 +403,7 @@ static void test_bad_close_frames(void) {
   expect_close_queued(&h, id, 1002, "");
   CHECK_EQ_INT(h.srv->stats.protocol_errors, 2);
   take(&h, id, out, sizeof out);
-  CHECK(mr_server_find(h.srv, id) == NULL);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
   snprintf(line, sizeof line, "close %llu 1002 protocol error",
            (unsigned long long)id);
   EXPECT_TEXT(&h, obs, line);
@@ -411,10 +411,10 @@ static void test_bad_close_frames(void) {
   /* An empty close is fine: on_close hears 1005, "no status". */
   id = open_ws(&h, "/");
   send_frame(&h, id, MR_OP_CLOSE, "", 0);
-  mr_conn *c = mr_server_find(h.srv, id);
+  mr_conn *c = mr_conn_find(h.srv, id);
   CHECK(c != NULL && c->state == MR_CONN_CLOSING);
   take(&h, id, out, sizeof out);
-  CHECK(mr_server_find(h.srv, id) == NULL);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
   snprintf(line, sizeof line, "close %llu 1005 ", (unsigned long long)id);
   EXPECT_TEXT(&h, obs, line);
   CHECK_EQ_INT(h.srv->stats.protocol_errors, 2);
@@ -429,18 +429,18 @@ static void test_bad_close_after_ours(void) {
   if (!CHECK(h_start(&h, fixture("echo_observed.lua"), no_opts) == 0))
     return;
   uint64_t id = open_ws(&h, "/");
-  mr_conn *c = mr_server_find(h.srv, id);
+  mr_conn *c = mr_conn_find(h.srv, id);
   CHECK_EQ_INT(mr_conn_close(c, 4001, "srv", 3), 0);
   expect_close_queued(&h, id, 4001, "srv");
   uint8_t out[256];
   take(&h, id, out, sizeof out);
-  c = mr_server_find(h.srv, id);
+  c = mr_conn_find(h.srv, id);
   if (CHECK(c != NULL))
     feed(&h, c, "\x88\x81\x01\x02\x03\x04\x02", 7);
-  if ((c = mr_server_find(h.srv, id)))
-    CHECK(c->outq.count == 0); /* no second close frame */
+  if ((c = mr_conn_find(h.srv, id)))
+    CHECK(c->tx.outq.count == 0); /* no second close frame */
   take(&h, id, out, sizeof out);
-  CHECK(mr_server_find(h.srv, id) == NULL);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
   CHECK_EQ_INT(h.srv->stats.protocol_errors, 0);
   h_stop(&h);
 }
@@ -456,7 +456,7 @@ static void test_close_from_handler(void) {
   uint8_t buf[64];
   size_t n = client_frame(buf, 0x80 | MR_OP_TEXT, "close", 5, 1);
   n += client_frame(buf + n, 0x80 | MR_OP_TEXT, "late", 4, 1);
-  mr_conn *c = mr_server_find(h.srv, id);
+  mr_conn *c = mr_conn_find(h.srv, id);
   feed(&h, c, buf, n);
   CHECK_EQ_INT(c->state, MR_CONN_CLOSING);
   CHECK_EQ_INT(c->closing_how, MR_CLOSING_AWAIT_PEER);
@@ -464,12 +464,12 @@ static void test_close_from_handler(void) {
   CHECK_EQ_INT(h.srv->stats.messages_in, 1);
   uint8_t out[256];
   take(&h, id, out, sizeof out);
-  CHECK(mr_server_find(h.srv, id) == c); /* waits for the peer */
+  CHECK(mr_conn_find(h.srv, id) == c); /* waits for the peer */
   CHECK(queue_empty(&h, obs));
   send_close(&h, id, 4002, "");
   CHECK(queue_empty(&h, id)); /* no second close frame */
   take(&h, id, out, sizeof out);
-  CHECK(mr_server_find(h.srv, id) == NULL);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
   char line[64];
   snprintf(line, sizeof line, "close %llu 4002 asked", (unsigned long long)id);
   EXPECT_TEXT(&h, obs, line);
@@ -485,7 +485,7 @@ static void test_backpressure(void) {
     return;
   uint64_t obs = open_ws(&h, "/?observe=1");
   uint64_t id = open_ws(&h, "/");
-  mr_conn *c = mr_server_find(h.srv, id);
+  mr_conn *c = mr_conn_find(h.srv, id);
   char msg[100];
   memset(msg, 'b', sizeof msg);
   /* Each frame is 102 bytes; the limit is judged on what is waiting before
@@ -495,16 +495,16 @@ static void test_backpressure(void) {
     sent++;
   CHECK_EQ_INT(sent, 11);
   CHECK_EQ_INT(r, MR_ECLOSED);
-  CHECK_EQ_INT(c->outq.bytes, 11 * 102);
+  CHECK_EQ_INT(c->tx.outq.bytes, 11 * 102);
   CHECK(c->flags & MR_CF_DOOMED);
   CHECK_EQ_INT(h.srv->stats.backpressure_closes, 1);
   CHECK_EQ_INT(mr_conn_send(c, msg, 1, 0), MR_ECLOSED);
   CHECK_EQ_INT(h.srv->stats.backpressure_closes, 1);
   /* Doomed is not yet closed: the connection lives until the safe point. */
-  CHECK(mr_server_find(h.srv, id) == c);
+  CHECK(mr_conn_find(h.srv, id) == c);
   CHECK(queue_empty(&h, obs));
   mr_server_flush(h.srv);
-  CHECK(mr_server_find(h.srv, id) == NULL);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
   char line[80];
   snprintf(line, sizeof line, "close %llu 1008 backpressure limit exceeded",
            (unsigned long long)id);
@@ -525,21 +525,21 @@ static void test_pong_backpressure(void) {
   uint64_t id = open_ws(&h, "/");
   char payload[125];
   memset(payload, 'p', sizeof payload);
-  mr_conn *c = mr_server_find(h.srv, id);
+  mr_conn *c = mr_conn_find(h.srv, id);
   /* 127 bytes a pong: 9 of them (1143 bytes) go in, the 10th dooms. */
   for (int i = 0; i < 9; i++)
     send_frame(&h, id, MR_OP_PING, payload, sizeof payload);
-  CHECK(mr_server_find(h.srv, id) == c);
-  CHECK_EQ_INT(c->outq.bytes, 9 * 127);
+  CHECK(mr_conn_find(h.srv, id) == c);
+  CHECK_EQ_INT(c->tx.outq.bytes, 9 * 127);
   CHECK_EQ_INT(h.srv->stats.backpressure_closes, 0);
   uint8_t buf[256];
   size_t n = client_frame(buf, 0x80 | MR_OP_PING, payload, sizeof payload, 1);
   mr_conn_feed(c, buf, n);
   CHECK(c->flags & MR_CF_DOOMED);
-  CHECK_EQ_INT(c->outq.bytes, 9 * 127); /* no part of the 10th */
+  CHECK_EQ_INT(c->tx.outq.bytes, 9 * 127); /* no part of the 10th */
   CHECK_EQ_INT(h.srv->stats.backpressure_closes, 1);
   mr_server_flush(h.srv);
-  CHECK(mr_server_find(h.srv, id) == NULL);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
   char line[80];
   snprintf(line, sizeof line, "close %llu 1008 backpressure limit exceeded",
            (unsigned long long)id);
@@ -555,15 +555,15 @@ static void test_big_frame_to_drained(void) {
   if (!CHECK(h_start(&h, fixture("echo_observed.lua"), opts) == 0))
     return;
   uint64_t id = open_ws(&h, "/");
-  mr_conn *c = mr_server_find(h.srv, id);
+  mr_conn *c = mr_conn_find(h.srv, id);
   static char big[4000];
   memset(big, 'B', sizeof big);
   CHECK_EQ_INT(mr_conn_send(c, big, sizeof big, 1), 0);
-  CHECK_EQ_INT(c->outq.count, 1);
-  CHECK_EQ_INT(c->outq.bytes, 4 + sizeof big);
+  CHECK_EQ_INT(c->tx.outq.count, 1);
+  CHECK_EQ_INT(c->tx.outq.bytes, 4 + sizeof big);
   CHECK(!(c->flags & MR_CF_DOOMED));
   expect_frame(&h, id, MR_OP_BINARY, big, sizeof big, __LINE__);
-  c = mr_server_find(h.srv, id);
+  c = mr_conn_find(h.srv, id);
   if (!CHECK(c != NULL))
     return;
   CHECK_EQ_INT(mr_conn_send(c, big, sizeof big, 1), 0);
@@ -571,15 +571,15 @@ static void test_big_frame_to_drained(void) {
   CHECK_EQ_INT(mr_conn_send(c, "x", 1, 0), MR_ECLOSED);
   CHECK_EQ_INT(h.srv->stats.backpressure_closes, 1);
   mr_server_flush(h.srv);
-  CHECK(mr_server_find(h.srv, id) == NULL);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
 
   /* The boundary: exactly the limit waiting still takes one more. */
   id = open_ws(&h, "/");
-  c = mr_server_find(h.srv, id);
+  c = mr_conn_find(h.srv, id);
   CHECK_EQ_INT(mr_conn_send(c, big, 1020, 0), 0);
-  CHECK_EQ_INT(c->outq.bytes, 1024);
+  CHECK_EQ_INT(c->tx.outq.bytes, 1024);
   CHECK_EQ_INT(mr_conn_send(c, "x", 1, 0), 0);
-  CHECK_EQ_INT(c->outq.bytes, 1027);
+  CHECK_EQ_INT(c->tx.outq.bytes, 1027);
   CHECK(!(c->flags & MR_CF_DOOMED));
   CHECK_EQ_INT(mr_conn_send(c, "y", 1, 0), MR_ECLOSED);
   CHECK(c->flags & MR_CF_DOOMED);
@@ -597,11 +597,11 @@ static void test_send_when_not_open(void) {
   CHECK_EQ_INT(mr_conn_send(c, "x", 1, 0), MR_ECLOSED);
   CHECK_EQ_INT(mr_conn_send_frame(c, frame), MR_ECLOSED);
   CHECK_EQ_INT(mr_conn_close(c, 1000, "", 0), MR_ECLOSED);
-  CHECK_EQ_INT(c->outq.count, 0);
+  CHECK_EQ_INT(c->tx.outq.count, 0);
 
   /* Closing (our close frame is out). */
   uint64_t id = open_ws(&h, "/");
-  c = mr_server_find(h.srv, id);
+  c = mr_conn_find(h.srv, id);
   CHECK_EQ_INT(mr_conn_close(c, 4001, "done", 4), 0);
   CHECK_EQ_INT(c->state, MR_CONN_CLOSING);
   CHECK_EQ_INT(c->closing_how, MR_CLOSING_AWAIT_PEER);
@@ -613,20 +613,20 @@ static void test_send_when_not_open(void) {
   /* The peer answers; the connection goes once drained. */
   uint8_t out[64];
   take(&h, id, out, sizeof out);
-  CHECK(mr_server_find(h.srv, id) == c);
+  CHECK(mr_conn_find(h.srv, id) == c);
   send_close(&h, id, 4001, "");
   take(&h, id, out, sizeof out);
-  CHECK(mr_server_find(h.srv, id) == NULL);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
 
   /* Doomed. */
   id = open_ws(&h, "/");
-  c = mr_server_find(h.srv, id);
+  c = mr_conn_find(h.srv, id);
   mr_conn_doom(c, MR_CLOSE_POLICY, "policy");
   CHECK_EQ_INT(c->state, MR_CONN_OPEN);
   CHECK_EQ_INT(mr_conn_send(c, "x", 1, 0), MR_ECLOSED);
   CHECK_EQ_INT(mr_conn_send_frame(c, frame), MR_ECLOSED);
   CHECK_EQ_INT(mr_conn_close(c, 1000, "", 0), MR_ECLOSED);
-  CHECK_EQ_INT(c->outq.count, 0);
+  CHECK_EQ_INT(c->tx.outq.count, 0);
   CHECK_EQ_INT(frame->refs, 1); /* nobody took a reference */
   mr_buf_release(frame);
   h_stop(&h);
@@ -639,52 +639,52 @@ static void test_ws_pool(void) {
   if (!CHECK(h_start(&h, fixture("echo_observed.lua"), no_opts) == 0))
     return;
   uint64_t id = open_ws(&h, "/");
-  mr_conn *c = mr_server_find(h.srv, id);
-  CHECK(c->ws == NULL); /* none until the first frame */
-  CHECK_EQ_INT(h.srv->ws_pool_len, 0);
+  mr_conn *c = mr_conn_find(h.srv, id);
+  CHECK(c->ws.slot == NULL); /* none until the first frame */
+  CHECK_EQ_INT((h.srv->ws_pool ? mr_ws_pool_idle(h.srv->ws_pool) : 0), 0);
   send_frame(&h, id, MR_OP_TEXT, "one", 3);
   EXPECT_TEXT(&h, id, "text 1 one");
-  CHECK(c->ws == NULL);
-  CHECK_EQ_INT(h.srv->ws_pool_len, 1);
+  CHECK(c->ws.slot == NULL);
+  CHECK_EQ_INT((h.srv->ws_pool ? mr_ws_pool_idle(h.srv->ws_pool) : 0), 1);
 
   /* Half a frame: wslay holds state, so the context stays attached. */
   uint8_t buf[64];
   size_t n = client_frame(buf, 0x80 | MR_OP_TEXT, "two!", 4, 1);
   feed(&h, c, buf, n / 2);
-  CHECK(c->ws != NULL);
-  CHECK_EQ_INT(h.srv->ws_pool_len, 0);
+  CHECK(c->ws.slot != NULL);
+  CHECK_EQ_INT((h.srv->ws_pool ? mr_ws_pool_idle(h.srv->ws_pool) : 0), 0);
   CHECK(queue_empty(&h, id));
   /* Another connection meanwhile gets a context of its own. */
   uint64_t id2 = open_ws(&h, "/");
-  mr_conn *c2 = mr_server_find(h.srv, id2);
+  mr_conn *c2 = mr_conn_find(h.srv, id2);
   send_frame(&h, id2, MR_OP_TEXT, "other", 5);
   EXPECT_TEXT(&h, id2, "text 1 other");
-  CHECK(c2->ws == NULL);
-  CHECK(c->ws != NULL);
-  CHECK_EQ_INT(h.srv->ws_pool_len, 1);
+  CHECK(c2->ws.slot == NULL);
+  CHECK(c->ws.slot != NULL);
+  CHECK_EQ_INT((h.srv->ws_pool ? mr_ws_pool_idle(h.srv->ws_pool) : 0), 1);
   feed(&h, c, buf + n / 2, n - n / 2);
   EXPECT_TEXT(&h, id, "text 2 two!");
-  CHECK(c->ws == NULL);
-  CHECK_EQ_INT(h.srv->ws_pool_len, 2);
+  CHECK(c->ws.slot == NULL);
+  CHECK_EQ_INT((h.srv->ws_pool ? mr_ws_pool_idle(h.srv->ws_pool) : 0), 2);
 
   /* Between the fragments of a message, too. */
   n = client_frame(buf, MR_OP_TEXT, "th", 2, 1);
   feed(&h, c, buf, n);
-  CHECK(c->ws != NULL);
-  CHECK_EQ_INT(h.srv->ws_pool_len, 1);
+  CHECK(c->ws.slot != NULL);
+  CHECK_EQ_INT((h.srv->ws_pool ? mr_ws_pool_idle(h.srv->ws_pool) : 0), 1);
   CHECK(queue_empty(&h, id));
   n = client_frame(buf, 0x80 | MR_OP_CONT, "ree", 3, 1);
   feed(&h, c, buf, n);
   EXPECT_TEXT(&h, id, "text 3 three");
-  CHECK(c->ws == NULL);
-  CHECK_EQ_INT(h.srv->ws_pool_len, 2);
+  CHECK(c->ws.slot == NULL);
+  CHECK_EQ_INT((h.srv->ws_pool ? mr_ws_pool_idle(h.srv->ws_pool) : 0), 2);
 
   /* A pooled context serves the next connection as good as new. */
   for (int i = 0; i < 3; i++) {
     send_frame(&h, id2, MR_OP_TEXT, "again", 5);
-    CHECK(c2->ws == NULL);
+    CHECK(c2->ws.slot == NULL);
   }
-  CHECK_EQ_INT(h.srv->ws_pool_len, 2);
+  CHECK_EQ_INT((h.srv->ws_pool ? mr_ws_pool_idle(h.srv->ws_pool) : 0), 2);
   uint8_t out[256];
   size_t got = take(&h, id2, out, sizeof out);
   sframe f[4];
@@ -696,11 +696,11 @@ static void test_ws_pool(void) {
   /* A closing connection keeps its context (wslay holds the close state)
    * and drops it at teardown rather than pooling it. */
   send_close(&h, id, 1000, "");
-  CHECK(c->ws != NULL);
-  CHECK_EQ_INT(h.srv->ws_pool_len, 1);
+  CHECK(c->ws.slot != NULL);
+  CHECK_EQ_INT((h.srv->ws_pool ? mr_ws_pool_idle(h.srv->ws_pool) : 0), 1);
   take(&h, id, out, sizeof out);
-  CHECK(mr_server_find(h.srv, id) == NULL);
-  CHECK_EQ_INT(h.srv->ws_pool_len, 1);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
+  CHECK_EQ_INT((h.srv->ws_pool ? mr_ws_pool_idle(h.srv->ws_pool) : 0), 1);
   h_stop(&h);
 }
 

@@ -8,20 +8,21 @@
 #include <unistd.h>
 
 #include "rooms.h"
+#include "broadcast.h"
 #include "virtual_server.h"
 
 /* ---- queue inspection ---------------------------------------------------- */
 
 /* The first queued block of c, or NULL. */
 static mr_buf *first_buf(const mr_conn *c) {
-  return c && c->outq.count ? c->outq.ents[c->outq.head].buf : NULL;
+  return c && c->tx.outq.count ? c->tx.outq.ents[c->tx.outq.head].buf : NULL;
 }
 
 /* Checks that the queue of c holds exactly one block with these bytes. */
 static void expect_queued(const mr_conn *c, const void *bytes, size_t len,
                           int line) {
   mr_buf *b = first_buf(c);
-  int ok = c && c->outq.count == 1 && c->outq.bytes == len && b &&
+  int ok = c && c->tx.outq.count == 1 && c->tx.outq.bytes == len && b &&
            b->len == len && memcmp(b->data, bytes, len) == 0;
   test_record(ok, __FILE__, line, "expected exactly one queued frame");
 }
@@ -51,16 +52,16 @@ static void test_broadcast_shares_one_frame(void) {
   mr_conn *m[3];
   for (int i = 0; i < 3; i++) {
     ids[i] = open_ws(&h, "/?room=lobby");
-    m[i] = mr_server_find(h.srv, ids[i]);
+    m[i] = mr_conn_find(h.srv, ids[i]);
   }
   ids[3] = open_ws(&h, "/?room=other");
-  mr_conn *outsider = mr_server_find(h.srv, ids[3]);
+  mr_conn *outsider = mr_conn_find(h.srv, ids[3]);
   mr_room *room = mr_rooms_find(&h.srv->rooms, "lobby", 5);
   if (!CHECK(room != NULL && room->count == 3))
     return;
   uint64_t out0 = h.srv->stats.messages_out;
 
-  CHECK_EQ_INT(mr_server_broadcast_local(h.srv, "lobby", 5, "news", 4, 0, NULL),
+  CHECK_EQ_INT(mr_broadcast_local(h.srv, "lobby", 5, "news", 4, 0, NULL),
                3);
   /* `broadcasts` counts what scripts send (mr_server_broadcast), not the
    * local fan-out that remote deliveries use too. */
@@ -75,7 +76,7 @@ static void test_broadcast_shares_one_frame(void) {
   CHECK(b != NULL && first_buf(m[1]) == b && first_buf(m[2]) == b);
   if (b)
     CHECK_EQ_INT(b->refs, 3);
-  CHECK_EQ_INT(outsider->outq.count, 0);
+  CHECK_EQ_INT(outsider->tx.outq.count, 0);
   /* A reference goes with each drained queue. */
   uint8_t out[64];
   take(&h, ids[0], out, sizeof out);
@@ -88,7 +89,7 @@ static void test_broadcast_shares_one_frame(void) {
 
   /* Binary. */
   CHECK_EQ_INT(
-      mr_server_broadcast_local(h.srv, "lobby", 5, "\x00\x01", 2, 1, NULL), 3);
+      mr_broadcast_local(h.srv, "lobby", 5, "\x00\x01", 2, 1, NULL), 3);
   uint8_t wantb[] = {0x82, 2, 0x00, 0x01};
   for (int i = 0; i < 3; i++)
     expect_queued(m[i], wantb, sizeof wantb, __LINE__);
@@ -96,10 +97,10 @@ static void test_broadcast_shares_one_frame(void) {
     take(&h, ids[i], out, sizeof out);
 
   /* `except` skips that member only. */
-  CHECK_EQ_INT(mr_server_broadcast_local(h.srv, "lobby", 5, "but", 3, 0, m[1]),
+  CHECK_EQ_INT(mr_broadcast_local(h.srv, "lobby", 5, "but", 3, 0, m[1]),
                2);
   EXPECT_TEXT_QUEUED(m[0], "but");
-  CHECK_EQ_INT(m[1]->outq.count, 0);
+  CHECK_EQ_INT(m[1]->tx.outq.count, 0);
   EXPECT_TEXT_QUEUED(m[2], "but");
   b = first_buf(m[0]);
   CHECK(b != NULL && first_buf(m[2]) == b);
@@ -107,22 +108,22 @@ static void test_broadcast_shares_one_frame(void) {
     CHECK_EQ_INT(b->refs, 2);
   /* A connection that is not a member as `except` changes nothing. */
   CHECK_EQ_INT(
-      mr_server_broadcast_local(h.srv, "lobby", 5, "x", 1, 0, outsider), 3);
-  CHECK_EQ_INT(outsider->outq.count, 0);
+      mr_broadcast_local(h.srv, "lobby", 5, "x", 1, 0, outsider), 3);
+  CHECK_EQ_INT(outsider->tx.outq.count, 0);
   CHECK_EQ_INT(h.srv->stats.broadcasts, 0);
 
   /* An unknown room (names are exact bytes): nobody, nothing counted. */
-  CHECK_EQ_INT(mr_server_broadcast_local(h.srv, "nowhere", 7, "x", 1, 0, NULL),
+  CHECK_EQ_INT(mr_broadcast_local(h.srv, "nowhere", 7, "x", 1, 0, NULL),
                0);
-  CHECK_EQ_INT(mr_server_broadcast_local(h.srv, "lobb", 4, "x", 1, 0, NULL), 0);
-  CHECK_EQ_INT(mr_server_broadcast_local(h.srv, "Lobby", 5, "x", 1, 0, NULL),
+  CHECK_EQ_INT(mr_broadcast_local(h.srv, "lobb", 4, "x", 1, 0, NULL), 0);
+  CHECK_EQ_INT(mr_broadcast_local(h.srv, "Lobby", 5, "x", 1, 0, NULL),
                0);
   CHECK_EQ_INT(h.srv->stats.broadcasts, 0);
-  CHECK_EQ_INT(m[0]->outq.count, 2);
+  CHECK_EQ_INT(m[0]->tx.outq.count, 2);
 
   /* mr_server_broadcast without a cluster is the local broadcast. */
   CHECK(h.srv->cluster == NULL);
-  CHECK_EQ_INT(mr_server_broadcast(h.srv, "other", 5, "o", 1, 0, NULL), 1);
+  CHECK_EQ_INT(mr_broadcast(h.srv, "other", 5, "o", 1, 0, NULL), 1);
   CHECK_EQ_INT(h.srv->stats.broadcasts, 1);
   EXPECT_TEXT_QUEUED(outsider, "o");
   CHECK_EQ_INT(h.srv->stats.cluster_broadcasts_out, 0);
@@ -134,18 +135,18 @@ static void test_deliver_remote(void) {
   if (!CHECK(h_start(&h, fixture("echo_observed.lua"), NULL) == 0))
     return;
   uint64_t a = open_ws(&h, "/?room=r");
-  mr_conn *ca = mr_server_find(h.srv, a);
+  mr_conn *ca = mr_conn_find(h.srv, a);
   uint64_t b = open_ws(&h, "/?room=r");
-  mr_conn *cb = mr_server_find(h.srv, b);
+  mr_conn *cb = mr_conn_find(h.srv, b);
   CHECK(h.srv->cluster == NULL);
-  CHECK_EQ_INT(mr_server_deliver_remote(h.srv, "r", 1, "from afar", 9, 0), 2);
+  CHECK_EQ_INT(mr_broadcast_remote(h.srv, "r", 1, "from afar", 9, 0), 2);
   CHECK_EQ_INT(h.srv->stats.cluster_broadcasts_in, 1);
   CHECK_EQ_INT(h.srv->stats.cluster_broadcasts_out, 0);
   EXPECT_TEXT_QUEUED(ca, "from afar");
   EXPECT_TEXT_QUEUED(cb, "from afar");
   CHECK(first_buf(ca) == first_buf(cb));
   /* Counted even when nobody here is in the room. */
-  CHECK_EQ_INT(mr_server_deliver_remote(h.srv, "empty", 5, "x", 1, 0), 0);
+  CHECK_EQ_INT(mr_broadcast_remote(h.srv, "empty", 5, "x", 1, 0), 0);
   CHECK_EQ_INT(h.srv->stats.cluster_broadcasts_in, 2);
   CHECK_EQ_INT(h.srv->stats.cluster_broadcasts_out, 0);
   CHECK_EQ_INT(h.srv->stats.broadcasts, 0); /* deliveries are not sends */
@@ -162,23 +163,23 @@ static void test_doomed_during_fanout(void) {
     return;
   uint64_t ids[3];
   uint64_t obs = open_ws(&h, "/?observe=1");
-  mr_conn *o = mr_server_find(h.srv, obs);
+  mr_conn *o = mr_conn_find(h.srv, obs);
   mr_conn *m[3];
   for (int i = 0; i < 3; i++) {
     ids[i] = open_ws(&h, "/?room=r");
-    m[i] = mr_server_find(h.srv, ids[i]);
+    m[i] = mr_conn_find(h.srv, ids[i]);
   }
   /* The middle member does not read: 1004 bytes already wait. */
   static char filler[1000];
   memset(filler, 'f', sizeof filler);
   CHECK_EQ_INT(mr_conn_send(m[1], filler, sizeof filler, 0), 0);
-  CHECK_EQ_INT(m[1]->outq.bytes, 1004);
+  CHECK_EQ_INT(m[1]->tx.outq.bytes, 1004);
 
   char msg[100];
   memset(msg, 'a', sizeof msg);
   /* Under the limit before the frame: queued (1106 bytes now). */
-  CHECK_EQ_INT(mr_server_broadcast_local(h.srv, "r", 1, msg, 100, 0, NULL), 3);
-  CHECK_EQ_INT(m[1]->outq.bytes, 1106);
+  CHECK_EQ_INT(mr_broadcast_local(h.srv, "r", 1, msg, 100, 0, NULL), 3);
+  CHECK_EQ_INT(m[1]->tx.outq.bytes, 1106);
   CHECK(!(m[1]->flags & MR_CF_DOOMED));
   uint8_t out[256];
   take(&h, ids[0], out, sizeof out);
@@ -186,7 +187,7 @@ static void test_doomed_during_fanout(void) {
 
   /* Over it: doomed, the others still get the frame. */
   memset(msg, 'b', sizeof msg);
-  CHECK_EQ_INT(mr_server_broadcast_local(h.srv, "r", 1, msg, 100, 0, NULL), 2);
+  CHECK_EQ_INT(mr_broadcast_local(h.srv, "r", 1, msg, 100, 0, NULL), 2);
   CHECK(m[1]->flags & MR_CF_DOOMED);
   CHECK_EQ_INT(h.srv->stats.backpressure_closes, 1);
   mr_room *room = mr_rooms_find(&h.srv->rooms, "r", 1);
@@ -200,28 +201,28 @@ static void test_doomed_during_fanout(void) {
   expect_queued(m[0], want, sizeof want, __LINE__);
   expect_queued(m[2], want, sizeof want, __LINE__);
   CHECK(first_buf(m[0]) == first_buf(m[2]));
-  CHECK_EQ_INT(m[1]->outq.bytes, 1106); /* nothing more for the doomed */
+  CHECK_EQ_INT(m[1]->tx.outq.bytes, 1106); /* nothing more for the doomed */
   /* A further broadcast skips the doomed member. */
-  CHECK_EQ_INT(mr_server_broadcast_local(h.srv, "r", 1, "c", 1, 0, NULL), 2);
+  CHECK_EQ_INT(mr_broadcast_local(h.srv, "r", 1, "c", 1, 0, NULL), 2);
   CHECK_EQ_INT(h.srv->stats.backpressure_closes, 1);
-  CHECK_EQ_INT(o->outq.count, 0);
+  CHECK_EQ_INT(o->tx.outq.count, 0);
 
   /* The safe point closes it and takes it out of the room. */
   mr_server_flush(h.srv);
-  CHECK(mr_server_find(h.srv, ids[1]) == NULL);
+  CHECK(mr_conn_find(h.srv, ids[1]) == NULL);
   room = mr_rooms_find(&h.srv->rooms, "r", 1);
   if (CHECK(room != NULL)) {
     CHECK_EQ_INT(room->count, 2);
     CHECK(mr_rooms_is_member(&m[0]->member, room));
     CHECK(mr_rooms_is_member(&m[2]->member, room));
   }
-  CHECK_EQ_INT(m[0]->outq.count, 2);
-  CHECK_EQ_INT(m[2]->outq.count, 2);
+  CHECK_EQ_INT(m[0]->tx.outq.count, 2);
+  CHECK_EQ_INT(m[2]->tx.outq.count, 2);
   char line[80];
   snprintf(line, sizeof line, "close %llu 1008 backpressure limit exceeded",
            (unsigned long long)ids[1]);
   EXPECT_TEXT_QUEUED(o, line);
-  CHECK_EQ_INT(mr_server_broadcast_local(h.srv, "r", 1, "d", 1, 0, NULL), 2);
+  CHECK_EQ_INT(mr_broadcast_local(h.srv, "r", 1, "d", 1, 0, NULL), 2);
   h_stop(&h);
 }
 
@@ -255,9 +256,9 @@ static void test_shutdown(void) {
   }
   uint64_t a, b, hs;
   a = open_ws(&h, "/?room=r");
-  mr_conn *ca = mr_server_find(h.srv, a);
+  mr_conn *ca = mr_conn_find(h.srv, a);
   b = open_ws(&h, "/");
-  mr_conn *cb = mr_server_find(h.srv, b);
+  mr_conn *cb = mr_conn_find(h.srv, b);
   (void)cb;
   /* One still in its handshake (half a request head). */
   mr_conn *half = mr_conn_new_virtual(h.srv);
@@ -273,7 +274,7 @@ static void test_shutdown(void) {
   CHECK_EQ_INT(h.srv->listening, 0);
   CHECK_EQ_INT(h.srv->handles_started, 0);
   /* The handshake is dropped at once, without on_close. */
-  CHECK(mr_server_find(h.srv, hs) == NULL);
+  CHECK(mr_conn_find(h.srv, hs) == NULL);
   /* The open ones get a 1001 close frame after what was waiting, and wait
    * for the client's answer. */
   uint8_t want[64];
@@ -287,13 +288,13 @@ static void test_shutdown(void) {
   CHECK(n == wl + sizeof close_frame && memcmp(out, want, n) == 0);
   n = take(&h, b, out, sizeof out);
   CHECK(n == sizeof close_frame && memcmp(out, close_frame, n) == 0);
-  mr_conn *c = mr_server_find(h.srv, a);
+  mr_conn *c = mr_conn_find(h.srv, a);
   if (CHECK(c != NULL)) {
     CHECK_EQ_INT(c->state, MR_CONN_CLOSING);
     CHECK_EQ_INT(c->closing_how, MR_CLOSING_AWAIT_PEER);
     CHECK_EQ_INT(mr_conn_send(c, "x", 1, 0), MR_ECLOSED);
   }
-  CHECK(mr_server_find(h.srv, b) != NULL);
+  CHECK(mr_conn_find(h.srv, b) != NULL);
   /* Left rooms only at close: a is still a member until it goes. */
   CHECK_EQ_INT(h.srv->rooms.nrooms, 1);
   char text[512];
@@ -301,15 +302,15 @@ static void test_shutdown(void) {
   CHECK_STR(text, "");
   /* A second shutdown is a no-op. */
   mr_server_shutdown(h.srv);
-  CHECK(mr_server_find(h.srv, a) != NULL);
+  CHECK(mr_conn_find(h.srv, a) != NULL);
 
   /* The clients answer; once drained, each goes and on_close hears 1001. */
   send_frame(&h, a, MR_OP_CLOSE, "\x03\xe9", 2);
   take(&h, a, out, sizeof out);
-  CHECK(mr_server_find(h.srv, a) == NULL);
+  CHECK(mr_conn_find(h.srv, a) == NULL);
   send_frame(&h, b, MR_OP_CLOSE, "\x03\xe9", 2);
   take(&h, b, out, sizeof out);
-  CHECK(mr_server_find(h.srv, b) == NULL);
+  CHECK(mr_conn_find(h.srv, b) == NULL);
   CHECK(h.srv->all_head == NULL);
   CHECK_EQ_INT(h.srv->rooms.nrooms, 0);
   CHECK_EQ_INT(h.srv->stats.connections_open, 0);
@@ -336,7 +337,7 @@ static void test_shutdown_idle(void) {
   feed(&h, half, "GET /", 5);
   mr_server_shutdown(h.srv);
   CHECK_EQ_INT(h.srv->shutting_down, 1);
-  CHECK(mr_server_find(h.srv, id) == NULL);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
   CHECK(h.srv->all_head == NULL);
   CHECK_EQ_INT(h.srv->listening, 0);
   CHECK_EQ_INT(h.srv->handles_started, 0);

@@ -160,13 +160,13 @@ static inline void feed(harness *h, mr_conn *c, const void *p, size_t n) {
 /* Copies everything queued for connection id into out (at most cap bytes)
  * without consuming it; returns the byte count. */
 static inline size_t peek(harness *h, uint64_t id, uint8_t *out, size_t cap) {
-  mr_conn *c = mr_server_find(h->srv, id);
+  mr_conn *c = mr_conn_find(h->srv, id);
   if (!c)
     return 0;
   const uint8_t *ptrs[256];
   size_t lens[256];
-  size_t n = mr_outq_peek(&c->outq, ptrs, lens, 256);
-  CHECK(n == c->outq.count);
+  size_t n = mr_outq_peek(&c->tx.outq, ptrs, lens, 256);
+  CHECK(n == c->tx.outq.count);
   size_t total = 0;
   for (size_t i = 0; i < n; i++) {
     if (total + lens[i] > cap) {
@@ -176,7 +176,7 @@ static inline size_t peek(harness *h, uint64_t id, uint8_t *out, size_t cap) {
     memcpy(out + total, ptrs[i], lens[i]);
     total += lens[i];
   }
-  CHECK_EQ_INT(total, c->outq.bytes);
+  CHECK_EQ_INT(total, c->tx.outq.bytes);
   return total;
 }
 
@@ -184,7 +184,7 @@ static inline size_t peek(harness *h, uint64_t id, uint8_t *out, size_t cap) {
  * connection it was drained and runs the safe point (which may free it). */
 static inline size_t take(harness *h, uint64_t id, uint8_t *out, size_t cap) {
   size_t n = peek(h, id, out, cap);
-  mr_conn *c = mr_server_find(h->srv, id);
+  mr_conn *c = mr_conn_find(h->srv, id);
   if (c) {
     mr_conn_virtual_drained(c);
     mr_server_flush(h->srv);
@@ -194,8 +194,8 @@ static inline size_t take(harness *h, uint64_t id, uint8_t *out, size_t cap) {
 
 /* True when connection id exists and nothing is queued for it. */
 static inline int queue_empty(harness *h, uint64_t id) {
-  mr_conn *c = mr_server_find(h->srv, id);
-  return c && c->outq.count == 0 && c->outq.bytes == 0;
+  mr_conn *c = mr_conn_find(h->srv, id);
+  return c && c->tx.outq.count == 0 && c->tx.outq.bytes == 0;
 }
 
 /* Opens a virtual connection and sends the upgrade for target; returns the
@@ -216,7 +216,7 @@ static inline uint64_t open_conn(harness *h, const char *target,
   uint8_t out[512];
   size_t len = take(h, id, out, sizeof out);
   CHECK_SPAN((const char *)out, len, RESP_101);
-  c = mr_server_find(h->srv, id);
+  c = mr_conn_find(h->srv, id);
   return CHECK(c != NULL && mr_conn_is_open(c)) ? id : 0;
 }
 
@@ -259,7 +259,7 @@ static inline size_t client_frame(uint8_t *out, int b0, const void *payload,
 static inline void send_frame(harness *h, uint64_t id, int op,
                               const void *payload, size_t len) {
   static uint8_t buf[70000];
-  mr_conn *c = mr_server_find(h->srv, id);
+  mr_conn *c = mr_conn_find(h->srv, id);
   if (!CHECK(c != NULL && len + 14 <= sizeof buf))
     return;
   feed(h, c, buf, client_frame(buf, 0x80 | op, payload, len, 1));

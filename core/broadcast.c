@@ -1,0 +1,53 @@
+#include "broadcast.h"
+
+#include "cluster.h"
+#include "codec.h"
+#include "conn.h"
+#include "error.h"
+#include "log.h"
+
+int mr_broadcast_local(mr_server *srv, const char *room, size_t room_len,
+                       const void *msg, size_t len, int binary,
+                       mr_conn *except) {
+  mr_room *r = mr_rooms_find(&srv->rooms, room, room_len);
+  if (!r)
+    return 0;
+  mr_buf *frame = mr_frame_new(binary ? MR_OP_BINARY : MR_OP_TEXT, msg, len);
+  if (!frame)
+    return MR_ENOMEM;
+  int n = 0;
+  mr_room_iter it;
+  mr_member *m;
+  mr_room_iter_init(&it, r);
+  while ((m = mr_room_iter_next(&it))) {
+    mr_conn *c = m->owner;
+    if (c != except && mr_conn_send_frame(c, frame) == 0)
+      n++;
+  }
+  mr_buf_release(frame);
+  return n;
+}
+
+int mr_broadcast(mr_server *srv, const char *room, size_t room_len,
+                 const void *msg, size_t len, int binary, mr_conn *except) {
+  /* Counted here, so `broadcasts` is what this node's scripts sent and
+   * `cluster_broadcasts_in` what peers delivered. */
+  srv->stats.broadcasts++;
+  int n = mr_broadcast_local(srv, room, room_len, msg, len, binary, except);
+  if (srv->cluster && n >= 0)
+    mr_cluster_forward(srv->cluster, room, room_len, msg, len, binary);
+  return n;
+}
+
+int mr_broadcast_remote(void *ud, const char *room, size_t room_len,
+                         const void *msg, size_t len, int binary) {
+  mr_server *srv = ud;
+  srv->stats.cluster_broadcasts_in++;
+  int n = mr_broadcast_local(srv, room, room_len, msg, len, binary, NULL);
+  if (n < 0) {
+    srv->stats.internal_errors++;
+    mr_warn("cluster: a broadcast to room %.*s from a peer was dropped: %s",
+            (int)(room_len > 64 ? 64 : room_len), room, mr_strerror(n));
+  }
+  return n;
+}
