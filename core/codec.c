@@ -12,22 +12,60 @@ size_t mr_frame_header_len(size_t payload_len) {
   return 10;
 }
 
-size_t mr_frame_write_header(uint8_t *out, int opcode, size_t len) {
-  out[0] = (uint8_t)(0x80 | (opcode & 0x0F));
+/* Writes the first two bytes and the extended length; the server's and the
+ * client's headers differ only in what goes around this. */
+static size_t put_header(uint8_t *out, uint8_t b0, uint8_t mask_bit,
+                         uint64_t len) {
+  out[0] = b0;
   if (len < 126) {
-    out[1] = (uint8_t)len;
+    out[1] = (uint8_t)(mask_bit | len);
     return 2;
   }
   if (len <= 0xFFFF) {
-    out[1] = 126;
+    out[1] = mask_bit | 126;
     out[2] = (uint8_t)(len >> 8);
     out[3] = (uint8_t)len;
     return 4;
   }
-  out[1] = 127;
+  out[1] = mask_bit | 127;
   for (int i = 0; i < 8; i++)
-    out[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+    out[2 + i] = (uint8_t)(len >> (56 - 8 * i));
   return 10;
+}
+
+size_t mr_frame_write_header(uint8_t *out, int opcode, size_t len) {
+  return put_header(out, (uint8_t)(0x80 | (opcode & 0x0F)), 0, len);
+}
+
+size_t mr_frame_write_client_header(uint8_t *out, int fin, int rsv, int opcode,
+                                    uint64_t len, const uint8_t *mask_key) {
+  uint8_t b0 =
+      (uint8_t)((fin ? 0x80 : 0) | ((rsv & 0x07) << 4) | (opcode & 0x0F));
+  size_t n = put_header(out, b0, mask_key ? 0x80 : 0, len);
+  if (!mask_key)
+    return n;
+  memcpy(out + n, mask_key, 4);
+  return n + 4;
+}
+
+void mr_frame_mask(uint8_t *dst, const uint8_t *src, size_t n,
+                   const uint8_t mask_key[4], uint64_t pos) {
+  for (size_t i = 0; i < n; i++)
+    dst[i] = src[i] ^ mask_key[(pos + i) & 3];
+}
+
+size_t mr_frame_encode_client(uint8_t *out, int fin, int rsv, int opcode,
+                              const void *payload, size_t len,
+                              const uint8_t *mask_key) {
+  size_t n = mr_frame_write_client_header(out, fin, rsv, opcode, len, mask_key);
+  /* An empty payload may come as NULL, which memcpy must not be given. */
+  if (len == 0)
+    return n;
+  if (mask_key)
+    mr_frame_mask(out + n, payload, len, mask_key, 0);
+  else
+    memcpy(out + n, payload, len);
+  return n + len;
 }
 
 mr_buf *mr_frame_new(int opcode, const void *payload, size_t len) {

@@ -35,12 +35,41 @@ enum {
   MR_CLOSE_TRY_AGAIN = 1013
 };
 
+/* The longest frame header: two bytes, a 64-bit length and a mask key. */
+enum { MR_FRAME_HEADER_MAX = 14 };
+
 /* Size of the header of an unmasked server frame with this payload size. */
 size_t mr_frame_header_len(size_t payload_len);
 
 /* Writes an unmasked FIN frame header for opcode and payload_len into out
  * (at least 10 bytes) and returns its length. */
 size_t mr_frame_write_header(uint8_t *out, int opcode, size_t payload_len);
+
+/* Client frames. The server never sends these; they are here so that the
+ * unit tests and the busted kit build what a client sends with the one
+ * encoder that also writes the server's headers, instead of each keeping a
+ * copy of the length rules. */
+
+/* Writes a client frame header into out (MR_FRAME_HEADER_MAX bytes) and
+ * returns its length. fin is a flag, rsv the three RSV bits, and opcode is
+ * kept to its low four bits. mask_key is the 4-byte key, or NULL for an
+ * unmasked frame, which a server must refuse: tests need those too. */
+size_t mr_frame_write_client_header(uint8_t *out, int fin, int rsv, int opcode,
+                                    uint64_t payload_len,
+                                    const uint8_t *mask_key);
+
+/* Masks (or unmasks: XOR is its own inverse) n payload bytes from src into
+ * dst, which may be src. pos is the offset of src[0] within the payload, so
+ * that a payload can be masked in pieces. */
+void mr_frame_mask(uint8_t *dst, const uint8_t *src, size_t n,
+                   const uint8_t mask_key[4], uint64_t pos);
+
+/* Encodes a complete client frame, header then payload (masked when
+ * mask_key is not NULL), into out, which has room for MR_FRAME_HEADER_MAX +
+ * len bytes; returns the frame's length. */
+size_t mr_frame_encode_client(uint8_t *out, int fin, int rsv, int opcode,
+                              const void *payload, size_t len,
+                              const uint8_t *mask_key);
 
 /* Encodes one complete unmasked FIN frame into a new block with one
  * reference owned by the caller; NULL when out of memory. */
@@ -55,7 +84,7 @@ mr_buf *mr_frame_new_close(uint16_t code, const char *reason, size_t len);
  * without this a client could announce a huge message and keep the server
  * waiting for it; this sees each header as soon as it is complete. */
 typedef struct {
-  uint8_t hdr[14];
+  uint8_t hdr[MR_FRAME_HEADER_MAX];
   uint8_t hlen;       /* header bytes collected so far */
   uint64_t remaining; /* payload bytes of the current frame still to come */
   uint64_t msg_len;   /* payload so far of the current data message */

@@ -553,35 +553,23 @@ static int l_encode(lua_State *L) {
   luaL_argcheck(L, op >= 0 && op <= 15, 1, "opcode must be 0..15");
   luaL_argcheck(L, rsv >= 0 && rsv <= 7, 5, "rsv must be 0..7");
 
-  uint8_t h[14];
-  size_t hl = 0;
-  h[hl++] = (uint8_t)((fin ? 0x80 : 0) | (rsv << 4) | op);
-  uint8_t mbit = masked ? 0x80 : 0;
-  if (len < 126) {
-    h[hl++] = (uint8_t)(mbit | len);
-  } else if (len <= 0xffff) {
-    h[hl++] = (uint8_t)(mbit | 126);
-    h[hl++] = (uint8_t)(len >> 8);
-    h[hl++] = (uint8_t)len;
-  } else {
-    h[hl++] = (uint8_t)(mbit | 127);
-    for (int i = 7; i >= 0; i--)
-      h[hl++] = (uint8_t)((uint64_t)len >> (8 * i));
-  }
-  if (masked) {
-    memcpy(h + hl, key, 4);
-    hl += 4;
-  }
+  uint8_t h[MR_FRAME_HEADER_MAX];
+  size_t hl =
+      mr_frame_write_client_header(h, fin, rsv, op, len, masked ? key : NULL);
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   luaL_addlstring(&b, (const char *)h, hl);
-  size_t i = 0;
-  while (i < len) {
-    char *dst = luaL_prepbuffer(&b);
-    size_t n = len - i < LUAL_BUFFERSIZE ? len - i : LUAL_BUFFERSIZE;
-    for (size_t k = 0; k < n; k++, i++)
-      dst[k] = (char)(masked ? p[i] ^ key[i & 3] : p[i]);
-    luaL_addsize(&b, n);
+  if (!masked) {
+    luaL_addlstring(&b, (const char *)p, len);
+  } else {
+    /* The buffer hands out at most LUAL_BUFFERSIZE bytes at a time, so the
+     * payload is masked straight into it piece by piece. */
+    for (size_t i = 0; i < len;) {
+      size_t n = len - i < LUAL_BUFFERSIZE ? len - i : LUAL_BUFFERSIZE;
+      mr_frame_mask((uint8_t *)luaL_prepbuffer(&b), p + i, n, key, i);
+      luaL_addsize(&b, n);
+      i += n;
+    }
   }
   luaL_pushresult(&b);
   return 1;

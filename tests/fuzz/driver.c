@@ -8,12 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* Each target provides seed inputs: valid messages to mutate. */
-extern const char *const fuzz_seeds[];
-extern const size_t fuzz_seed_lens[];
-extern const size_t fuzz_nseeds;
+/* Each target provides seed inputs, valid messages to mutate (fuzz_seeds). */
+#include "fuzz_target.h"
 
 static uint64_t state = 0x9E3779B97F4A7C15ull;
 
@@ -31,7 +27,8 @@ int main(int argc, char **argv) {
   if (!buf)
     return 1;
   for (size_t i = 0; i < fuzz_nseeds; i++)
-    LLVMFuzzerTestOneInput((const uint8_t *)fuzz_seeds[i], fuzz_seed_lens[i]);
+    LLVMFuzzerTestOneInput((const uint8_t *)fuzz_seeds[i].data,
+                           fuzz_seeds[i].len);
   for (long r = 0; r < runs; r++) {
     size_t n;
     uint64_t kind = next_random() % 4;
@@ -42,8 +39,8 @@ int main(int argc, char **argv) {
     } else {
       /* A seed with a few bytes flipped, inserted, cut or truncated. */
       size_t s = next_random() % fuzz_nseeds;
-      n = fuzz_seed_lens[s];
-      memcpy(buf, fuzz_seeds[s], n);
+      n = fuzz_seeds[s].len;
+      memcpy(buf, fuzz_seeds[s].data, n);
       int edits = 1 + (int)(next_random() % 4);
       for (int e = 0; e < edits && n > 0; e++) {
         size_t at = next_random() % n;

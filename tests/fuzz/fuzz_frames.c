@@ -5,12 +5,12 @@
  * frames cut across reads are covered too. */
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 #include <uv.h>
 
 #include "bridge.h"
 #include "config.h"
 #include "conn.h"
+#include "fuzz_target.h"
 #include "log.h"
 #include "server.h"
 
@@ -21,18 +21,14 @@ static const char upgrade[] =
 
 /* Masked client frames (mask key 0): text "hi", a ping, a fragmented text
  * message with a ping between its fragments, a close 1000. */
-static const char s1[] = "\x81\x82\x00\x00\x00\x00hi";
-static const char s2[] = "\x89\x83\x00\x00\x00\x00"
-                         "abc\x81\x80\x00\x00\x00\x00";
-static const char s3[] = "\x01\x81\x00\x00\x00\x00"
-                         "a\x89\x80\x00\x00\x00\x00"
-                         "\x80\x81\x00\x00\x00\x00"
-                         "b";
-static const char s4[] = "\x88\x82\x00\x00\x00\x00\x03\xe8";
-const char *const fuzz_seeds[] = {s1, s2, s3, s4};
-const size_t fuzz_seed_lens[] = {sizeof s1 - 1, sizeof s2 - 1, sizeof s3 - 1,
-                                 sizeof s4 - 1};
-const size_t fuzz_nseeds = 4;
+FUZZ_SEEDS(FUZZ_SEED("\x81\x82\x00\x00\x00\x00hi"),
+           FUZZ_SEED("\x89\x83\x00\x00\x00\x00"
+                     "abc\x81\x80\x00\x00\x00\x00"),
+           FUZZ_SEED("\x01\x81\x00\x00\x00\x00"
+                     "a\x89\x80\x00\x00\x00\x00"
+                     "\x80\x81\x00\x00\x00\x00"
+                     "b"),
+           FUZZ_SEED("\x88\x82\x00\x00\x00\x00\x03\xe8"));
 
 static uv_loop_t loop;
 static mr_server srv;
@@ -55,8 +51,6 @@ static void setup(void) {
     abort();
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   setup();
   mr_conn *c = mr_conn_new_virtual(&srv);
@@ -72,10 +66,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!(c = mr_conn_find(&srv, id)))
       break;
     if (lens[i]) {
-      uint8_t *copy = malloc(lens[i]);
+      uint8_t *copy = fuzz_copy(parts[i], lens[i]);
       if (!copy)
         break;
-      memcpy(copy, parts[i], lens[i]);
       mr_conn_feed(c, copy, lens[i]);
       free(copy);
     }

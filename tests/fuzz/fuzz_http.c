@@ -1,9 +1,9 @@
 /* Fuzz target: the HTTP upgrade parser and the response builders. */
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "error.h"
+#include "fuzz_target.h"
 #include "http.h"
 
 #define REQ(extra)                                                             \
@@ -12,23 +12,14 @@
   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"                            \
   "Sec-WebSocket-Version: 13\r\n" extra "\r\n"
 
-static const char s1[] = REQ("");
-static const char s2[] = REQ("X-A: 1\r\nX-B:  two  \r\n");
-static const char s3[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-static const char s4[] = "POST / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n";
-const char *const fuzz_seeds[] = {s1, s2, s3, s4};
-const size_t fuzz_seed_lens[] = {sizeof s1 - 1, sizeof s2 - 1, sizeof s3 - 1,
-                                 sizeof s4 - 1};
-const size_t fuzz_nseeds = 4;
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+FUZZ_SEEDS(FUZZ_SEED(REQ("")), FUZZ_SEED(REQ("X-A: 1\r\nX-B:  two  \r\n")),
+           FUZZ_SEED("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+           FUZZ_SEED("POST / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"));
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  /* An exact-size copy, so that a read past the end is an ASan report. */
-  char *buf = malloc(size ? size : 1);
+  char *buf = (char *)fuzz_copy(data, size);
   if (!buf)
     return 0;
-  memcpy(buf, data, size);
   mr_http_request req;
   int r = mr_http_parse_upgrade(buf, size, 8192, &req);
   if (r == 0) {

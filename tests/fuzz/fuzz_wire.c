@@ -1,29 +1,22 @@
 /* Fuzz target: the cluster wire decoder over a byte stream. */
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "error.h"
+#include "fuzz_target.h"
 #include "wire.h"
 
 /* A room message, a PEERS, an INTEREST and a PING frame, each complete. */
-static const char s1[] = "\x00\x00\x00\x10\x1e\x00\x04room\x00\x00\x00\x05hello";
-static const char s2[] = "\x00\x00\x00\x17\x10\x00\x01\x00\x02n1\x00\x0e"
-                         "127.0.0.1:7001";
-static const char s3[] = "\x00\x00\x00\x08\x11\x01\x00\x04room";
-static const char s4[] = "\x00\x00\x00\x09\x13\x00\x00\x00\x00\x00\x00\x00\x01";
-const char *const fuzz_seeds[] = {s1, s2, s3, s4};
-const size_t fuzz_seed_lens[] = {sizeof s1 - 1, sizeof s2 - 1, sizeof s3 - 1,
-                                 sizeof s4 - 1};
-const size_t fuzz_nseeds = 4;
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+FUZZ_SEEDS(FUZZ_SEED("\x00\x00\x00\x10\x1e\x00\x04room\x00\x00\x00\x05hello"),
+           FUZZ_SEED("\x00\x00\x00\x17\x10\x00\x01\x00\x02n1\x00\x0e"
+                     "127.0.0.1:7001"),
+           FUZZ_SEED("\x00\x00\x00\x08\x11\x01\x00\x04room"),
+           FUZZ_SEED("\x00\x00\x00\x09\x13\x00\x00\x00\x00\x00\x00\x00\x01"));
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  uint8_t *buf = malloc(size ? size : 1);
+  uint8_t *buf = fuzz_copy(data, size);
   if (!buf)
     return 0;
-  memcpy(buf, data, size);
   size_t off = 0;
   for (;;) {
     const uint8_t *payload;

@@ -1,7 +1,9 @@
-/* Unit tests for server frame encoding (core/codec.c).
+/* Unit tests for frame encoding, server and client frames, and the frame
+ * tracker (core/codec.c).
  *
- * Expected bytes are written out by hand from RFC 6455 section 5.2, so the
- * tests do not share any arithmetic with the encoder. */
+ * The encoders' expected bytes are written out by hand from RFC 6455
+ * sections 5.2 and 5.7, so those tests do not share any arithmetic with the
+ * encoder. The tracker's input is then built with the checked encoder. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,23 +13,33 @@
 #include "error.h"
 #include "test_util.h"
 
-/* Writes a header into a buffer pre-filled with a canary and checks the
- * returned length, the exact header bytes and that nothing past them was
- * touched. */
+/* The canary that output buffers are pre-filled with, so that a write past
+ * the expected end shows. */
+enum { CANARY = 0xEE };
+
+/* Checks what an encoder wrote into out (cap bytes, pre-filled with the
+ * canary) and returned as n: the exact wanted bytes, and nothing past them
+ * touched. len is the payload length, for the failure message. */
+static void check_written(const uint8_t *out, size_t cap, size_t n,
+                          const uint8_t *want, size_t wlen, uint64_t len) {
+  CHECK_EQ_INT(n, wlen);
+  if (!CHECK_MEM(out, want, wlen))
+    fprintf(stderr, "  (payload length %llu)\n", (unsigned long long)len);
+  int clean = 1;
+  for (size_t i = wlen; i < cap; i++)
+    if (out[i] != CANARY)
+      clean = 0;
+  CHECK(clean);
+}
+
+/* Writes a server header and checks its length and bytes. */
 static void check_header(int opcode, size_t len, const uint8_t *want,
                          size_t wlen) {
   uint8_t out[32];
-  memset(out, 0xEE, sizeof out);
+  memset(out, CANARY, sizeof out);
   CHECK_EQ_INT(mr_frame_header_len(len), wlen);
   size_t n = mr_frame_write_header(out, opcode, len);
-  CHECK_EQ_INT(n, wlen);
-  if (!CHECK_MEM(out, want, wlen))
-    fprintf(stderr, "  (payload length %zu)\n", len);
-  int clean = 1;
-  for (size_t i = wlen; i < sizeof out; i++)
-    if (out[i] != 0xEE)
-      clean = 0;
-  CHECK(clean);
+  check_written(out, sizeof out, n, want, wlen, len);
 }
 
 static void test_header_lengths(void) {
@@ -224,23 +236,192 @@ static void test_close_codes(void) {
   CHECK_EQ_INT(MR_CLOSE_TRY_AGAIN, 1013);
 }
 
-/* Builds a masked client frame header (mask key zero) into out. */
-static size_t client_header(uint8_t *out, int fin, int opcode, uint64_t len) {
-  size_t n = 0;
-  out[n++] = (uint8_t)((fin ? 0x80 : 0) | opcode);
-  if (len < 126) {
-    out[n++] = (uint8_t)(0x80 | len);
-  } else if (len <= 0xFFFF) {
-    out[n++] = 0x80 | 126;
-    out[n++] = (uint8_t)(len >> 8);
-    out[n++] = (uint8_t)len;
-  } else {
-    out[n++] = 0x80 | 127;
-    for (int i = 7; i >= 0; i--)
-      out[n++] = (uint8_t)(len >> (8 * i));
+/* ---- client frames ---- */
+
+/* The mask key of the examples in RFC 6455 section 5.7. */
+static const uint8_t KEY[4] = {0x37, 0xFA, 0x21, 0x3D};
+
+/* Writes a client header and checks its length and bytes. */
+static void check_client_header(int fin, int rsv, int opcode, uint64_t len,
+                                const uint8_t *key, const uint8_t *want,
+                                size_t wlen) {
+  uint8_t out[32];
+  memset(out, CANARY, sizeof out);
+  size_t n = mr_frame_write_client_header(out, fin, rsv, opcode, len, key);
+  check_written(out, sizeof out, n, want, wlen, len);
+}
+
+static void test_client_header_lengths(void) {
+  /* Masked: the MASK bit set in the second byte, the key after the length. */
+  check_client_header(1, 0, MR_OP_TEXT, 0, KEY,
+                      (const uint8_t[]){0x81, 0x80, 0x37, 0xFA, 0x21, 0x3D}, 6);
+  check_client_header(1, 0, MR_OP_TEXT, 125, KEY,
+                      (const uint8_t[]){0x81, 0xFD, 0x37, 0xFA, 0x21, 0x3D}, 6);
+  check_client_header(
+      1, 0, MR_OP_TEXT, 126, KEY,
+      (const uint8_t[]){0x81, 0xFE, 0x00, 0x7E, 0x37, 0xFA, 0x21, 0x3D}, 8);
+  check_client_header(
+      1, 0, MR_OP_BINARY, 65535, KEY,
+      (const uint8_t[]){0x82, 0xFE, 0xFF, 0xFF, 0x37, 0xFA, 0x21, 0x3D}, 8);
+  check_client_header(1, 0, MR_OP_BINARY, 65536, KEY,
+                      (const uint8_t[]){0x82, 0xFF, 0, 0, 0, 0, 0, 0x01, 0x00,
+                                        0x00, 0x37, 0xFA, 0x21, 0x3D},
+                      14);
+  /* The length is 64 bits wide whatever size_t is. */
+  check_client_header(1, 0, MR_OP_BINARY, 0x0102030405060708ull, KEY,
+                      (const uint8_t[]){0x82, 0xFF, 0x01, 0x02, 0x03, 0x04,
+                                        0x05, 0x06, 0x07, 0x08, 0x37, 0xFA,
+                                        0x21, 0x3D},
+                      14);
+  /* Unmasked: no MASK bit and no key, as a server must refuse from a client. */
+  check_client_header(1, 0, MR_OP_TEXT, 125, NULL,
+                      (const uint8_t[]){0x81, 0x7D}, 2);
+  check_client_header(1, 0, MR_OP_TEXT, 126, NULL,
+                      (const uint8_t[]){0x81, 0x7E, 0x00, 0x7E}, 4);
+  check_client_header(1, 0, MR_OP_BINARY, 65535, NULL,
+                      (const uint8_t[]){0x82, 0x7E, 0xFF, 0xFF}, 4);
+  check_client_header(
+      1, 0, MR_OP_BINARY, 65536, NULL,
+      (const uint8_t[]){0x82, 0x7F, 0, 0, 0, 0, 0, 0x01, 0x00, 0x00}, 10);
+  /* An unmasked FIN frame without RSV bits is exactly a server header. */
+  static const size_t lens[] = {0, 1, 125, 126, 127, 65535, 65536, 1048576};
+  for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+    uint8_t a[MR_FRAME_HEADER_MAX], b[MR_FRAME_HEADER_MAX];
+    size_t na =
+        mr_frame_write_client_header(a, 1, 0, MR_OP_PING, lens[i], NULL);
+    size_t nb = mr_frame_write_header(b, MR_OP_PING, lens[i]);
+    CHECK_EQ_INT(na, nb);
+    CHECK_MEM(a, b, nb);
   }
-  memset(out + n, 0, 4);
-  return n + 4;
+}
+
+static void test_client_header_first_byte(void) {
+  /* FIN, the three RSV bits (RSV1 is 0x40) and the opcode. */
+  check_client_header(0, 0, MR_OP_CONT, 0, NULL, (const uint8_t[]){0x00, 0x00},
+                      2);
+  check_client_header(0, 0, MR_OP_TEXT, 0, NULL, (const uint8_t[]){0x01, 0x00},
+                      2);
+  check_client_header(1, 4, MR_OP_TEXT, 0, NULL, (const uint8_t[]){0xC1, 0x00},
+                      2);
+  check_client_header(1, 1, MR_OP_BINARY, 0, NULL,
+                      (const uint8_t[]){0x92, 0x00}, 2);
+  check_client_header(1, 7, MR_OP_PONG, 0, NULL, (const uint8_t[]){0xFA, 0x00},
+                      2);
+  check_client_header(0, 0, 0xF, 0, NULL, (const uint8_t[]){0x0F, 0x00}, 2);
+  /* Any true fin sets FIN, and stray high bits of rsv and opcode never leak
+   * into the neighbouring fields. */
+  check_client_header(2, 0, MR_OP_TEXT, 0, NULL, (const uint8_t[]){0x81, 0x00},
+                      2);
+  check_client_header(0, 0x0C, 0x71, 0, NULL, (const uint8_t[]){0x41, 0x00}, 2);
+}
+
+/* Encodes a whole client frame (FIN as given, no RSV bits) and checks its
+ * length and bytes. */
+static void check_client_frame_bytes(int fin, int opcode, const char *payload,
+                                     size_t len, const uint8_t *key,
+                                     const uint8_t *want, size_t wlen) {
+  uint8_t out[32];
+  memset(out, CANARY, sizeof out);
+  size_t n = mr_frame_encode_client(out, fin, 0, opcode, payload, len, key);
+  check_written(out, sizeof out, n, want, wlen, len);
+}
+
+/* The RFC 6455 section 5.7 examples, byte for byte. */
+static void test_client_frame_examples(void) {
+  check_client_frame_bytes(
+      1, MR_OP_TEXT, "Hello", 5, NULL,
+      (const uint8_t[]){0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f}, 7);
+  check_client_frame_bytes(1, MR_OP_TEXT, "Hello", 5, KEY,
+                           (const uint8_t[]){0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d,
+                                             0x7f, 0x9f, 0x4d, 0x51, 0x58},
+                           11);
+  check_client_frame_bytes(0, MR_OP_TEXT, "Hel", 3, NULL,
+                           (const uint8_t[]){0x01, 0x03, 0x48, 0x65, 0x6c}, 5);
+  check_client_frame_bytes(1, MR_OP_CONT, "lo", 2, NULL,
+                           (const uint8_t[]){0x80, 0x02, 0x6c, 0x6f}, 4);
+  check_client_frame_bytes(1, MR_OP_PONG, "Hello", 5, KEY,
+                           (const uint8_t[]){0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d,
+                                             0x7f, 0x9f, 0x4d, 0x51, 0x58},
+                           11);
+  /* Not from the RFC: an empty payload may be NULL, and a masked empty frame
+   * still carries its key. */
+  check_client_frame_bytes(
+      1, MR_OP_PING, NULL, 0, KEY,
+      (const uint8_t[]){0x89, 0x80, 0x37, 0xfa, 0x21, 0x3d}, 6);
+}
+
+/* A whole client frame at each length boundary, masked and not: the header
+ * size, the key, every payload byte, and nothing written past the end. */
+static void check_client_frame(size_t len, const uint8_t *key) {
+  size_t hlen = (len < 126 ? 2 : len <= 65535 ? 4 : 10) + (key ? 4 : 0);
+  uint8_t *payload = malloc(len ? len : 1);
+  uint8_t *out = malloc(hlen + len + 1);
+  if (!payload || !out)
+    exit(2);
+  for (size_t i = 0; i < len; i++)
+    payload[i] = (uint8_t)(i * 13 + 5);
+  memset(out, CANARY, hlen + len + 1);
+  size_t n = mr_frame_encode_client(out, 1, 0, MR_OP_BINARY, payload, len, key);
+  CHECK_EQ_INT(n, hlen + len);
+  CHECK_EQ_INT(out[0], 0x82);
+  CHECK_EQ_INT(out[1] & 0x80, key ? 0x80 : 0);
+  if (key)
+    CHECK_MEM(out + hlen - 4, key, 4);
+  int same = 1;
+  for (size_t i = 0; i < len; i++)
+    if (out[hlen + i] != (key ? payload[i] ^ key[i % 4] : payload[i]))
+      same = 0;
+  if (!CHECK(same))
+    fprintf(stderr, "  (payload length %zu, %s)\n", len,
+            key ? "masked" : "unmasked");
+  CHECK_EQ_INT(out[hlen + len], CANARY);
+  free(out);
+  free(payload);
+}
+
+static void test_client_frame_lengths(void) {
+  static const size_t lens[] = {0, 1, 125, 126, 127, 65535, 65536, 70001};
+  for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+    check_client_frame(lens[i], KEY);
+    check_client_frame(lens[i], NULL);
+  }
+}
+
+static void test_mask(void) {
+  uint8_t src[64], whole[64], piece[64];
+  for (size_t i = 0; i < sizeof src; i++)
+    src[i] = (uint8_t)(i * 7 + 3);
+  mr_frame_mask(whole, src, sizeof src, KEY, 0);
+  CHECK_EQ_INT(whole[0], src[0] ^ 0x37);
+  CHECK_EQ_INT(whole[5], src[5] ^ 0xFA);
+  CHECK_EQ_INT(whole[62], src[62] ^ 0x21);
+  CHECK_EQ_INT(whole[63], src[63] ^ 0x3D);
+  /* Masked in pieces of every size, each starting at its payload offset,
+   * the result is the same as in one go. */
+  for (size_t step = 1; step <= sizeof src; step++) {
+    for (size_t off = 0; off < sizeof src; off += step) {
+      size_t n = sizeof src - off < step ? sizeof src - off : step;
+      mr_frame_mask(piece + off, src + off, n, KEY, off);
+    }
+    if (!CHECK_MEM(piece, whole, sizeof whole))
+      fprintf(stderr, "  (pieces of %zu)\n", step);
+  }
+  /* In place, a second masking gives the payload back. */
+  memcpy(piece, whole, sizeof piece);
+  mr_frame_mask(piece, piece, sizeof piece, KEY, 0);
+  CHECK_MEM(piece, src, sizeof src);
+  /* Only the payload offset modulo 4 matters, however large. */
+  mr_frame_mask(piece, src + 1, 3, KEY, UINT64_C(0x100000001));
+  CHECK_MEM(piece, whole + 1, 3);
+}
+
+/* ---- frame tracker ---- */
+
+/* A masked client frame header with an all-zero key: the tracker tests need
+ * only the framing, and the writer is checked byte for byte above. */
+static size_t client_header(uint8_t *out, int fin, int opcode, uint64_t len) {
+  static const uint8_t zero_key[4] = {0, 0, 0, 0};
+  return mr_frame_write_client_header(out, fin, 0, opcode, len, zero_key);
 }
 
 /* Feeds the stream to a fresh tracker in pieces of `step` bytes and returns
@@ -306,6 +487,11 @@ int main(void) {
   test_frame_new();
   test_close_frames();
   test_close_codes();
+  test_client_header_lengths();
+  test_client_header_first_byte();
+  test_client_frame_examples();
+  test_client_frame_lengths();
+  test_mask();
   test_tracker();
   return test_report();
 }

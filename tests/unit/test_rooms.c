@@ -11,17 +11,6 @@
 #include "rooms.h"
 #include "test_util.h"
 
-/* A fixed-seed xorshift generator, so runs are reproducible. */
-static uint64_t rng_state = UINT64_C(0x9E3779B97F4A7C15);
-
-static uint64_t rng(void) {
-  uint64_t x = rng_state;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  return rng_state = x;
-}
-
 /* ---- on_change recorder ---- */
 
 enum { MAX_EVENTS = 64 };
@@ -557,11 +546,11 @@ static void test_random_model(void) {
 
   int bad_ret = 0, bad_state = 0, ops[3] = {0}, maxcount = 0;
   for (int op = 0; op < NOPS && bad_state == 0; op++) {
-    int i = (int)(rng() % NM), j = (int)(rng() % NR);
+    int i = (int)(test_rng() % NM), j = (int)(test_rng() % NR);
     /* Alternate filling and draining phases, so that rooms grow large and
      * also empty out (and are re-created) many times. */
     int fill = (op / 2500) % 2 == 0;
-    unsigned kind = (unsigned)(rng() % 100);
+    unsigned kind = (unsigned)(test_rng() % 100);
     if (fill)
       kind = kind < 65 ? 0 : kind < 98 ? 50 : 95;
     else

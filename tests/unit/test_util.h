@@ -6,6 +6,7 @@
 #ifndef MR_TEST_UTIL_H
 #define MR_TEST_UTIL_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -63,6 +64,27 @@ static inline int test_span(const char *p, size_t len, const char *s,
 static inline int test_str_(const char *a, const char *b, const char *file,
                             int line, const char *expr) {
   return test_span(a, a ? strlen(a) : 0, b, file, line, expr);
+}
+
+/* A fixed-seed xorshift64 generator (Marsaglia's 13, 7, 17), so that
+ * randomized tests are reproducible and do not depend on the C library's
+ * rand(). A test file that wants its own sequence calls test_rng_seed()
+ * before drawing. */
+#define TEST_RNG_DEFAULT_SEED UINT64_C(0x9E3779B97F4A7C15)
+
+static uint64_t test_rng_state = TEST_RNG_DEFAULT_SEED;
+
+static inline void test_rng_seed(uint64_t seed) {
+  /* Zero is xorshift's fixed point: it would only ever yield zero. */
+  test_rng_state = seed ? seed : TEST_RNG_DEFAULT_SEED;
+}
+
+static inline uint64_t test_rng(void) {
+  uint64_t x = test_rng_state;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return test_rng_state = x;
 }
 
 /* Prints the summary line and returns the process exit code. */

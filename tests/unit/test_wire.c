@@ -15,18 +15,6 @@
 #include "test_util.h"
 #include "wire.h"
 
-/* A fixed-seed xorshift generator, so that fuzz runs are reproducible and do
- * not depend on the C library's rand(). */
-static uint64_t rng_state = UINT64_C(0x9E3779B97F4A7C15);
-
-static uint64_t rng(void) {
-  uint64_t x = rng_state;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  return rng_state = x;
-}
-
 /* Returns a malloc'ed copy of exactly len bytes (at least one byte is
  * allocated so that an empty copy is still a valid pointer). The caller
  * frees it. */
@@ -297,7 +285,7 @@ static void test_room_roundtrips(void) {
   size_t n = 16u * 1024 * 1024;
   uint8_t *big = malloc(n);
   for (size_t i = 0; i < n; i++)
-    big[i] = (uint8_t)rng();
+    big[i] = (uint8_t)test_rng();
   roundtrip_room(1, ascii, strlen(ascii), big, n);
   for (size_t i = 0; i < n; i++)
     big[i] = (uint8_t)('a' + i % 26);
@@ -685,7 +673,7 @@ static void test_stream_reassembly(void) {
     size_t sent = 0, have = 0;
     int got = 0, broken = 0;
     while (sent < b.len && !broken) {
-      size_t piece = 1 + (size_t)(rng() % 40);
+      size_t piece = 1 + (size_t)(test_rng() % 40);
       if (piece > b.len - sent)
         piece = b.len - sent;
       memcpy(rx + have, b.data + sent, piece);
@@ -1061,13 +1049,13 @@ static void test_fuzz(void) {
   /* Random short payloads; most start with a known tag and use small
    * length bytes so that the decoders get past their first checks. */
   for (int i = 0; i < 200000; i++) {
-    size_t len = (size_t)(rng() % 72);
+    size_t len = (size_t)(test_rng() % 72);
     for (size_t k = 0; k < len; k++) {
-      uint64_t r = rng();
+      uint64_t r = test_rng();
       tmp[k] = (r & 3) == 0 ? (uint8_t)(r >> 8 & 7) : (uint8_t)(r >> 16);
     }
-    if (len && rng() % 4 != 0)
-      tmp[0] = tags[rng() % sizeof tags];
+    if (len && test_rng() % 4 != 0)
+      tmp[0] = tags[test_rng() % sizeof tags];
     uint8_t *c = dup_exact(tmp, len);
     int ok = decode_ok(c, len);
     bad += !ok;
@@ -1099,13 +1087,13 @@ static void test_fuzz(void) {
     off += consumed;
   }
   for (int i = 0; i < 100000; i++) {
-    int f = (int)(rng() % (uint64_t)nframes);
+    int f = (int)(test_rng() % (uint64_t)nframes);
     size_t len = lens[f];
     uint8_t *c = dup_exact(payloads[f], len);
-    int flips = 1 + (int)(rng() % 3);
+    int flips = 1 + (int)(test_rng() % 3);
     for (int k = 0; k < flips; k++)
-      c[rng() % len] ^= (uint8_t)(1u << (rng() % 8));
-    size_t cut = rng() % 4 == 0 ? (size_t)(rng() % (len + 1)) : len;
+      c[test_rng() % len] ^= (uint8_t)(1u << (test_rng() % 8));
+    size_t cut = test_rng() % 4 == 0 ? (size_t)(test_rng() % (len + 1)) : len;
     bad += !decode_ok(c, cut);
     free(c);
   }

@@ -231,28 +231,8 @@ static inline uint64_t open_ws(harness *h, const char *target) {
 static inline size_t client_frame(uint8_t *out, int b0, const void *payload,
                                   size_t len, int masked) {
   static const uint8_t mask_key[4] = {0x37, 0xfa, 0x21, 0x3d};
-  const uint8_t *p = payload;
-  size_t n = 0;
-  uint8_t m = masked ? 0x80 : 0;
-  out[n++] = (uint8_t)b0;
-  if (len < 126) {
-    out[n++] = (uint8_t)(m | len);
-  } else if (len <= 0xffff) {
-    out[n++] = (uint8_t)(m | 126);
-    out[n++] = (uint8_t)(len >> 8);
-    out[n++] = (uint8_t)len;
-  } else {
-    out[n++] = (uint8_t)(m | 127);
-    for (int i = 7; i >= 0; i--)
-      out[n++] = (uint8_t)((uint64_t)len >> (8 * i));
-  }
-  if (masked) {
-    memcpy(out + n, mask_key, 4);
-    n += 4;
-  }
-  for (size_t i = 0; i < len; i++)
-    out[n + i] = masked ? (uint8_t)(p[i] ^ mask_key[i & 3]) : p[i];
-  return n + len;
+  return mr_frame_encode_client(out, b0 >> 7, (b0 >> 4) & 7, b0 & 0x0F, payload,
+                                len, masked ? mask_key : NULL);
 }
 
 /* Sends one masked FIN frame with opcode op to connection id. */
