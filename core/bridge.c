@@ -39,7 +39,8 @@ mr_bridge *mr_bridge_new(mr_server *srv, const char *script, char *err,
   mr_bridge *b = calloc(1, sizeof *b);
   lua_State *L = b ? luaL_newstate() : NULL;
   if (!L) {
-    snprintf(err, errlen, "%s", b ? "cannot create a Lua state" : "out of memory");
+    snprintf(err, errlen, "%s",
+             b ? "cannot create a Lua state" : "out of memory");
     free(b);
     return NULL;
   }

@@ -40,7 +40,7 @@ int mr_broadcast(mr_server *srv, const char *room, size_t room_len,
 }
 
 int mr_broadcast_remote(void *ud, const char *room, size_t room_len,
-                         const void *msg, size_t len, int binary) {
+                        const void *msg, size_t len, int binary) {
   mr_server *srv = ud;
   srv->stats.cluster_broadcasts_in++;
   int n = mr_broadcast_local(srv, room, room_len, msg, len, binary, NULL);

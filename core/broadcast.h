@@ -28,6 +28,6 @@ int mr_broadcast(mr_server *srv, const char *room, size_t room_len,
  * The signature is the cluster's delivery callback (cluster.h); returns
  * what mr_broadcast_local returns, and logs and counts a failure. */
 int mr_broadcast_remote(void *srv, const char *room, size_t room_len,
-                         const void *msg, size_t len, int binary);
+                        const void *msg, size_t len, int binary);
 
 #endif

@@ -155,7 +155,8 @@ static int over_backpressure(mr_conn *c) {
     c->srv->stats.backpressure_closes++;
     mr_warn("conn %llu (%s): closed 1008, %zu unsent bytes exceed "
             "--max-backpressure %zu",
-            (unsigned long long)c->id, mr_conn_remote(c), c->tx.outq.bytes, limit);
+            (unsigned long long)c->id, mr_conn_remote(c), c->tx.outq.bytes,
+            limit);
     mr_conn_doom(c, MR_CLOSE_POLICY, "backpressure limit exceeded");
   }
   return 1;
@@ -221,8 +222,7 @@ static void ev_pong(void *owner) {
   c->flags &= ~MR_CF_PINGED;
 }
 
-static const mr_ws_events ws_events = {ev_message, ev_close, ev_pong,
-                                       ev_send};
+static const mr_ws_events ws_events = {ev_message, ev_close, ev_pong, ev_send};
 
 static mr_ws_pool *ws_pool(mr_server *srv) {
   if (!srv->ws_pool)
@@ -386,8 +386,7 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
   int status = 403;
   char body[512];
   body[0] = '\0';
-  int ok =
-      srv->conn_events->connect(srv, c, &req, &status, body, sizeof body);
+  int ok = srv->conn_events->connect(srv, c, &req, &status, body, sizeof body);
   c->flags &= ~MR_CF_HOLD;
   if (!ok || (c->flags & MR_CF_DOOMED) || c->state != MR_CONN_OPEN) {
     mr_rooms_leave_all(&srv->rooms, &c->member);

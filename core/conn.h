@@ -29,13 +29,13 @@ enum {
 };
 
 enum {
-  MR_CF_HOLD = 1 << 8,    /* on_connect runs: nothing may be written yet */
-  MR_CF_PENDING = 1 << 0, /* on srv->pending */
-  MR_CF_DOOMED = 1 << 2,  /* on srv->doomed */
-  MR_CF_VIRTUAL = 1 << 3,   /* no socket (busted kit) */
-  MR_CF_LUA = 1 << 4,       /* Lua holds a handle: on_close is owed */
-  MR_CF_PINGED = 1 << 5,    /* a server ping awaits its pong */
-  MR_CF_TCP_CLOSE = 1 << 7  /* uv_close was called */
+  MR_CF_HOLD = 1 << 8,     /* on_connect runs: nothing may be written yet */
+  MR_CF_PENDING = 1 << 0,  /* on srv->pending */
+  MR_CF_DOOMED = 1 << 2,   /* on srv->doomed */
+  MR_CF_VIRTUAL = 1 << 3,  /* no socket (busted kit) */
+  MR_CF_LUA = 1 << 4,      /* Lua holds a handle: on_close is owed */
+  MR_CF_PINGED = 1 << 5,   /* a server ping awaits its pong */
+  MR_CF_TCP_CLOSE = 1 << 7 /* uv_close was called */
 };
 
 typedef struct mr_conn {

@@ -24,10 +24,10 @@
 #include <sys/stat.h>
 
 #include "bridge.h"
+#include "context.h"
 #include "error.h"
 #include "gate.h"
 #include "log.h"
-#include "context.h"
 
 /* Bursts of events closer together than this become one reload. */
 #define DEBOUNCE_MS 150

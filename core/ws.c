@@ -203,8 +203,7 @@ mr_ws_close_state mr_ws_pump(mr_ws *ws, unsigned *code_sent) {
   if (!wslay_event_get_close_sent(ctx))
     return MR_WS_OPEN;
   *code_sent = wslay_event_get_status_code_sent(ctx);
-  if (wslay_event_get_close_received(ctx) ||
-      !wslay_event_get_read_enabled(ctx))
+  if (wslay_event_get_close_received(ctx) || !wslay_event_get_read_enabled(ctx))
     return MR_WS_CLOSE_DONE;
   return MR_WS_CLOSE_SENT;
 }

@@ -38,8 +38,8 @@ static void setup(void) {
   if (done)
     return;
   done = 1;
-  char *argv[] = {"moonroom", "--max-message", "4096", "--max-backpressure",
-                  "65536", FUZZ_ECHO_SCRIPT, NULL};
+  char *argv[] = {"moonroom", "--max-message",  "4096", "--max-backpressure",
+                  "65536",    FUZZ_ECHO_SCRIPT, NULL};
   mr_config cfg;
   char err[1024];
   if (mr_config_parse(&cfg, 6, argv, err, sizeof err, stderr) != MR_CONFIG_RUN)

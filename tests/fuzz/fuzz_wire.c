@@ -21,8 +21,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (;;) {
     const uint8_t *payload;
     size_t plen, used;
-    int r = mr_wire_next_frame(buf + off, size - off, 1 << 16, &payload,
-                               &plen, &used);
+    int r = mr_wire_next_frame(buf + off, size - off, 1 << 16, &payload, &plen,
+                               &used);
     if (r != 0)
       break;
     if (used > size - off || plen + 4 != used)

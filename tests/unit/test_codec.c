@@ -50,10 +50,9 @@ static void test_header_lengths(void) {
   /* 16-bit lengths, big-endian. */
   check_header(MR_OP_TEXT, 126, (const uint8_t[]){0x81, 0x7E, 0x00, 0x7E}, 4);
   check_header(MR_OP_TEXT, 127, (const uint8_t[]){0x81, 0x7E, 0x00, 0x7F}, 4);
-  check_header(MR_OP_BINARY, 256, (const uint8_t[]){0x82, 0x7E, 0x01, 0x00},
+  check_header(MR_OP_BINARY, 256, (const uint8_t[]){0x82, 0x7E, 0x01, 0x00}, 4);
+  check_header(MR_OP_BINARY, 0x1234, (const uint8_t[]){0x82, 0x7E, 0x12, 0x34},
                4);
-  check_header(MR_OP_BINARY, 0x1234,
-               (const uint8_t[]){0x82, 0x7E, 0x12, 0x34}, 4);
   check_header(MR_OP_BINARY, 65535, (const uint8_t[]){0x82, 0x7E, 0xFF, 0xFF},
                4);
   /* 64-bit lengths, big-endian, most significant bit clear. */
@@ -63,17 +62,15 @@ static void test_header_lengths(void) {
   check_header(MR_OP_TEXT, 1048576,
                (const uint8_t[]){0x81, 0x7F, 0, 0, 0, 0, 0, 0x10, 0x00, 0x00},
                10);
-  check_header(MR_OP_BINARY, 0xFFFFFFFFu,
-               (const uint8_t[]){0x82, 0x7F, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF,
-                                 0xFF},
-               10);
+  check_header(
+      MR_OP_BINARY, 0xFFFFFFFFu,
+      (const uint8_t[]){0x82, 0x7F, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF}, 10);
 #if SIZE_MAX > 0xFFFFFFFFu
   check_header(MR_OP_BINARY, (size_t)0x100000001ull,
-               (const uint8_t[]){0x82, 0x7F, 0, 0, 0, 0x01, 0, 0, 0, 0x01},
-               10);
+               (const uint8_t[]){0x82, 0x7F, 0, 0, 0, 0x01, 0, 0, 0, 0x01}, 10);
   check_header(MR_OP_BINARY, (size_t)0x0102030405060708ull,
-               (const uint8_t[]){0x82, 0x7F, 0x01, 0x02, 0x03, 0x04, 0x05,
-                                 0x06, 0x07, 0x08},
+               (const uint8_t[]){0x82, 0x7F, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06,
+                                 0x07, 0x08},
                10);
 #endif
 }
@@ -153,7 +150,10 @@ static void test_close_frames(void) {
   mr_buf *b = mr_frame_new_close(1000, "bye", 3);
   if (CHECK(b != NULL)) {
     CHECK_EQ_INT(b->len, 7);
-    CHECK_MEM(b->data, "\x88\x05\x03\xE8" "bye", 7);
+    CHECK_MEM(b->data,
+              "\x88\x05\x03\xE8"
+              "bye",
+              7);
     CHECK_EQ_INT(b->refs, 1);
     mr_buf_release(b);
   }
@@ -212,12 +212,11 @@ static void test_close_codes(void) {
     unsigned code;
     int valid;
   } cases[] = {
-      {0, 0},     {999, 0},   {1000, 1},  {1001, 1},  {1002, 1},
-      {1003, 1},  {1004, 0},  {1005, 0},  {1006, 0},  {1007, 1},
-      {1008, 1},  {1009, 1},  {1010, 1},  {1011, 1},  {1012, 1},
-      {1013, 1},  {1014, 1},  {1015, 0},  {1016, 0},  {1100, 0},
-      {2000, 0},  {2999, 0},  {3000, 1},  {3999, 1},  {4000, 1},
-      {4999, 1},  {5000, 0},  {65535, 0}, {65536 + 1000, 0},
+      {0, 0},    {999, 0},  {1000, 1}, {1001, 1},  {1002, 1},         {1003, 1},
+      {1004, 0}, {1005, 0}, {1006, 0}, {1007, 1},  {1008, 1},         {1009, 1},
+      {1010, 1}, {1011, 1}, {1012, 1}, {1013, 1},  {1014, 1},         {1015, 0},
+      {1016, 0}, {1100, 0}, {2000, 0}, {2999, 0},  {3000, 1},         {3999, 1},
+      {4000, 1}, {4999, 1}, {5000, 0}, {65535, 0}, {65536 + 1000, 0},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     if (!CHECK(!!mr_close_code_valid(cases[i].code) == cases[i].valid))

@@ -48,9 +48,9 @@ static void check_pairs_n(const char *q, size_t len, const char *const *want,
             (int)len, q, i / 2, want[i]);
   }
   /* The end is sticky. */
-  test_record(mr_query_next(&it, key, sizeof key, &klen, val, sizeof val,
-                            &vlen) == 0,
-              __FILE__, line, "iterator stays at the end");
+  test_record(
+      mr_query_next(&it, key, sizeof key, &klen, val, sizeof val, &vlen) == 0,
+      __FILE__, line, "iterator stays at the end");
   free(copy);
 }
 

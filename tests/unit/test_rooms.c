@@ -22,8 +22,8 @@ typedef struct {
     char name[64];
     size_t len;
     int created;
-    unsigned count;  /* room->count during the call */
-    int found;       /* mr_rooms_find returned this room during the call */
+    unsigned count; /* room->count during the call */
+    int found;      /* mr_rooms_find returned this room during the call */
   } ev[MAX_EVENTS];
   /* Per-name counters for the randomized test. */
   int *creates, *deletes;
@@ -42,9 +42,8 @@ static void on_change(void *ud, const mr_room *room, int created) {
     rec->ev[rec->n].len = room->name_len;
     rec->ev[rec->n].created = created;
     rec->ev[rec->n].count = room->count;
-    rec->ev[rec->n].found =
-        rec->rooms &&
-        mr_rooms_find(rec->rooms, room->name, room->name_len) == room;
+    rec->ev[rec->n].found = rec->rooms && mr_rooms_find(rec->rooms, room->name,
+                                                        room->name_len) == room;
   }
   rec->n++;
   if (rec->names) {
@@ -242,7 +241,8 @@ static void test_leave_all(void) {
 
 /* Names are byte strings: prefixes, embedded NULs, binary and UTF-8 names
  * are all distinct rooms, and each keeps its exact bytes. */
-#define NAME(s) {s, sizeof s - 1}
+#define NAME(s)                                                                \
+  { s, sizeof s - 1 }
 static const struct {
   const char *s;
   size_t len;
@@ -258,7 +258,7 @@ static const struct {
     NAME("\0\0"),
     NAME("\xff\xfe\x00\x01"),
     NAME("\xff\xfe\x00\x02"),
-    NAME("salle-\xC3\xA9t\xC3\xA9"),                 /* salle-été */
+    NAME("salle-\xC3\xA9t\xC3\xA9"),                  /* salle-été */
     NAME("salle-\xC3\xA9t\xC3\xA9-\xF0\x9F\x8C\x99"), /* salle-été-🌙 */
     NAME("salle-\xC3\xA9"),
     NAME("Lobby"),
@@ -425,11 +425,28 @@ static void test_big_room(void) {
 enum { NM = 100, NR = 20, NOPS = 20000 };
 
 static const char *const rnames[NR] = {
-    "a",  "ab", "abc", "a\0b", "\xff\x00\xfe", "salle-\xC3\xA9t\xC3\xA9",
-    "salle-\xC3\xA9t\xC3\xA9-\xF0\x9F\x8C\x99", "",  "r8",  "r9",
-    "r10", "r11", "r12", "r13", "r14", "r15", "r16", "r17", "r18", "room-19"};
+    "a",
+    "ab",
+    "abc",
+    "a\0b",
+    "\xff\x00\xfe",
+    "salle-\xC3\xA9t\xC3\xA9",
+    "salle-\xC3\xA9t\xC3\xA9-\xF0\x9F\x8C\x99",
+    "",
+    "r8",
+    "r9",
+    "r10",
+    "r11",
+    "r12",
+    "r13",
+    "r14",
+    "r15",
+    "r16",
+    "r17",
+    "r18",
+    "room-19"};
 static const size_t rlens[NR] = {1, 2, 3, 3, 3, 11, 16, 0, 2, 2,
-                                 3, 3, 3, 3, 3, 3, 3, 3, 3, 7};
+                                 3, 3, 3, 3, 3, 3,  3,  3, 3, 7};
 
 /* Checks the registry against the model; returns the number of problems and
  * describes the first one. */

@@ -7,8 +7,8 @@
  * connections driven through the harness in tests/unit/virtual_server.h. */
 #include <unistd.h>
 
-#include "rooms.h"
 #include "broadcast.h"
+#include "rooms.h"
 #include "virtual_server.h"
 
 /* ---- queue inspection ---------------------------------------------------- */
@@ -61,8 +61,7 @@ static void test_broadcast_shares_one_frame(void) {
     return;
   uint64_t out0 = h.srv->stats.messages_out;
 
-  CHECK_EQ_INT(mr_broadcast_local(h.srv, "lobby", 5, "news", 4, 0, NULL),
-               3);
+  CHECK_EQ_INT(mr_broadcast_local(h.srv, "lobby", 5, "news", 4, 0, NULL), 3);
   /* `broadcasts` counts what scripts send (mr_server_broadcast), not the
    * local fan-out that remote deliveries use too. */
   CHECK_EQ_INT(h.srv->stats.broadcasts, 0);
@@ -88,8 +87,8 @@ static void test_broadcast_shares_one_frame(void) {
   take(&h, ids[2], out, sizeof out);
 
   /* Binary. */
-  CHECK_EQ_INT(
-      mr_broadcast_local(h.srv, "lobby", 5, "\x00\x01", 2, 1, NULL), 3);
+  CHECK_EQ_INT(mr_broadcast_local(h.srv, "lobby", 5, "\x00\x01", 2, 1, NULL),
+               3);
   uint8_t wantb[] = {0x82, 2, 0x00, 0x01};
   for (int i = 0; i < 3; i++)
     expect_queued(m[i], wantb, sizeof wantb, __LINE__);
@@ -97,8 +96,7 @@ static void test_broadcast_shares_one_frame(void) {
     take(&h, ids[i], out, sizeof out);
 
   /* `except` skips that member only. */
-  CHECK_EQ_INT(mr_broadcast_local(h.srv, "lobby", 5, "but", 3, 0, m[1]),
-               2);
+  CHECK_EQ_INT(mr_broadcast_local(h.srv, "lobby", 5, "but", 3, 0, m[1]), 2);
   EXPECT_TEXT_QUEUED(m[0], "but");
   CHECK_EQ_INT(m[1]->tx.outq.count, 0);
   EXPECT_TEXT_QUEUED(m[2], "but");
@@ -107,17 +105,14 @@ static void test_broadcast_shares_one_frame(void) {
   if (b)
     CHECK_EQ_INT(b->refs, 2);
   /* A connection that is not a member as `except` changes nothing. */
-  CHECK_EQ_INT(
-      mr_broadcast_local(h.srv, "lobby", 5, "x", 1, 0, outsider), 3);
+  CHECK_EQ_INT(mr_broadcast_local(h.srv, "lobby", 5, "x", 1, 0, outsider), 3);
   CHECK_EQ_INT(outsider->tx.outq.count, 0);
   CHECK_EQ_INT(h.srv->stats.broadcasts, 0);
 
   /* An unknown room (names are exact bytes): nobody, nothing counted. */
-  CHECK_EQ_INT(mr_broadcast_local(h.srv, "nowhere", 7, "x", 1, 0, NULL),
-               0);
+  CHECK_EQ_INT(mr_broadcast_local(h.srv, "nowhere", 7, "x", 1, 0, NULL), 0);
   CHECK_EQ_INT(mr_broadcast_local(h.srv, "lobb", 4, "x", 1, 0, NULL), 0);
-  CHECK_EQ_INT(mr_broadcast_local(h.srv, "Lobby", 5, "x", 1, 0, NULL),
-               0);
+  CHECK_EQ_INT(mr_broadcast_local(h.srv, "Lobby", 5, "x", 1, 0, NULL), 0);
   CHECK_EQ_INT(h.srv->stats.broadcasts, 0);
   CHECK_EQ_INT(m[0]->tx.outq.count, 2);
 

@@ -45,28 +45,28 @@ static void test_utf8_table(void) {
   CHECK(mr_utf8_valid((const uint8_t *)"", 0));
   CHECK(valid_str("hello"));
   CHECK(valid_str("salle-\xC3\xA9t\xC3\xA9-\xF0\x9F\x8C\x99")); /* été 🌙 */
-  CHECK(valid_str("\xC2\x80"));                                /* U+0080 */
-  CHECK(valid_str("\xDF\xBF"));                                /* U+07FF */
-  CHECK(valid_str("\xE0\xA0\x80"));                            /* U+0800 */
-  CHECK(valid_str("\xED\x9F\xBF"));                            /* U+D7FF */
-  CHECK(valid_str("\xEE\x80\x80"));                            /* U+E000 */
-  CHECK(valid_str("\xEF\xBF\xBF"));                            /* U+FFFF */
-  CHECK(valid_str("\xEF\xBB\xBF"));                            /* BOM */
-  CHECK(valid_str("\xF0\x90\x80\x80"));                        /* U+10000 */
-  CHECK(valid_str("\xF4\x8F\xBF\xBF"));                        /* U+10FFFF */
-  CHECK(mr_utf8_valid((const uint8_t *)"a\0b", 3));            /* U+0000 */
+  CHECK(valid_str("\xC2\x80"));                                 /* U+0080 */
+  CHECK(valid_str("\xDF\xBF"));                                 /* U+07FF */
+  CHECK(valid_str("\xE0\xA0\x80"));                             /* U+0800 */
+  CHECK(valid_str("\xED\x9F\xBF"));                             /* U+D7FF */
+  CHECK(valid_str("\xEE\x80\x80"));                             /* U+E000 */
+  CHECK(valid_str("\xEF\xBF\xBF"));                             /* U+FFFF */
+  CHECK(valid_str("\xEF\xBB\xBF"));                             /* BOM */
+  CHECK(valid_str("\xF0\x90\x80\x80"));                         /* U+10000 */
+  CHECK(valid_str("\xF4\x8F\xBF\xBF"));                         /* U+10FFFF */
+  CHECK(mr_utf8_valid((const uint8_t *)"a\0b", 3));             /* U+0000 */
 
-  CHECK(!valid_str("\x80"));             /* lone continuation */
-  CHECK(!valid_str("\xBF"));             /* lone continuation */
-  CHECK(!valid_str("\xC0\x80"));         /* overlong NUL */
-  CHECK(!valid_str("\xC0\xAF"));         /* overlong '/' */
-  CHECK(!valid_str("\xC1\xBF"));         /* overlong U+007F */
-  CHECK(!valid_str("\xE0\x80\x80"));     /* overlong 3-byte */
-  CHECK(!valid_str("\xE0\x9F\xBF"));     /* overlong U+07FF */
-  CHECK(!valid_str("\xF0\x80\x80\x80")); /* overlong 4-byte */
-  CHECK(!valid_str("\xF0\x8F\xBF\xBF")); /* overlong U+FFFF */
-  CHECK(!valid_str("\xED\xA0\x80"));     /* U+D800 surrogate */
-  CHECK(!valid_str("\xED\xBF\xBF"));     /* U+DFFF surrogate */
+  CHECK(!valid_str("\x80"));                     /* lone continuation */
+  CHECK(!valid_str("\xBF"));                     /* lone continuation */
+  CHECK(!valid_str("\xC0\x80"));                 /* overlong NUL */
+  CHECK(!valid_str("\xC0\xAF"));                 /* overlong '/' */
+  CHECK(!valid_str("\xC1\xBF"));                 /* overlong U+007F */
+  CHECK(!valid_str("\xE0\x80\x80"));             /* overlong 3-byte */
+  CHECK(!valid_str("\xE0\x9F\xBF"));             /* overlong U+07FF */
+  CHECK(!valid_str("\xF0\x80\x80\x80"));         /* overlong 4-byte */
+  CHECK(!valid_str("\xF0\x8F\xBF\xBF"));         /* overlong U+FFFF */
+  CHECK(!valid_str("\xED\xA0\x80"));             /* U+D800 surrogate */
+  CHECK(!valid_str("\xED\xBF\xBF"));             /* U+DFFF surrogate */
   CHECK(!valid_str("\xED\xA0\x80\xED\xB0\x80")); /* CESU-8 pair */
   CHECK(!valid_str("\xF4\x90\x80\x80"));         /* U+110000 */
   CHECK(!valid_str("\xF5\x80\x80\x80"));
@@ -143,8 +143,9 @@ static void test_utf8_exhaustive(void) {
    * byte F0..FF whose code point is not in U+10000..U+10FFFF is not. */
   long bad4 = 0;
   for (uint32_t cp = 0x10000; cp <= 0x10FFFF; cp++) {
-    uint8_t s4[4] = {(uint8_t)(0xF0 | cp >> 18), (uint8_t)(0x80 | (cp >> 12 & 0x3F)),
-                     (uint8_t)(0x80 | (cp >> 6 & 0x3F)), (uint8_t)(0x80 | (cp & 0x3F))};
+    uint8_t s4[4] = {
+        (uint8_t)(0xF0 | cp >> 18), (uint8_t)(0x80 | (cp >> 12 & 0x3F)),
+        (uint8_t)(0x80 | (cp >> 6 & 0x3F)), (uint8_t)(0x80 | (cp & 0x3F))};
     bad4 += !mr_utf8_valid(s4, 4);
   }
   CHECK_EQ_INT(bad4, 0);
@@ -194,8 +195,8 @@ static const uint8_t *one_frame(const mr_wbuf *b, size_t *plen) {
   const uint8_t *payload = NULL;
   size_t consumed = 0;
   *plen = 0;
-  int rc = mr_wire_next_frame(b->data, b->len, SIZE_MAX, &payload, plen,
-                              &consumed);
+  int rc =
+      mr_wire_next_frame(b->data, b->len, SIZE_MAX, &payload, plen, &consumed);
   CHECK_EQ_INT(rc, 0);
   if (rc != 0)
     return NULL;
@@ -303,9 +304,9 @@ static void test_room_encoder_errors(void) {
   CHECK_EQ_INT(mr_wire_encode_room(&b, 0, "", 0, NULL, 0), MR_EINVAL);
   char *huge_room = calloc(MR_WIRE_MAX_ROOM + 1, 1);
   memset(huge_room, 'r', MR_WIRE_MAX_ROOM + 1);
-  CHECK_EQ_INT(mr_wire_encode_room(&b, 0, huge_room, MR_WIRE_MAX_ROOM + 1,
-                                   NULL, 0),
-               MR_EINVAL);
+  CHECK_EQ_INT(
+      mr_wire_encode_room(&b, 0, huge_room, MR_WIRE_MAX_ROOM + 1, NULL, 0),
+      MR_EINVAL);
   free(huge_room);
   CHECK_EQ_INT(mr_wire_encode_room(&b, 0, "\xC0\xAF", 2, NULL, 0), MR_EUTF8);
   CHECK_EQ_INT(mr_wire_encode_interest(&b, 1, "\xED\xA0\x80", 3), MR_EUTF8);
@@ -322,15 +323,13 @@ static void test_room_encoder_errors(void) {
 
 /* ---- Other tags ---- */
 
-static const uint8_t NONCE_D[32] = {1,  2,  3,  4,  5,  6,  7,  8,
-                                    9,  10, 11, 12, 13, 14, 15, 16,
-                                    17, 18, 19, 20, 21, 22, 23, 24,
-                                    25, 26, 27, 28, 29, 30, 31, 32};
-static const uint8_t NONCE_A[32] = {0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6,
-                                    0xA7, 0xA8, 0xA9, 0xAA, 0xAB, 0xAC, 0xAD,
-                                    0xAE, 0xAF, 0xB0, 0xB1, 0xB2, 0xB3, 0xB4,
-                                    0xB5, 0xB6, 0xB7, 0xB8, 0xB9, 0xBA, 0xBB,
-                                    0xBC, 0xBD, 0xBE, 0xBF};
+static const uint8_t NONCE_D[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,
+                                    12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+                                    23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+static const uint8_t NONCE_A[32] = {
+    0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7, 0xA8, 0xA9, 0xAA,
+    0xAB, 0xAC, 0xAD, 0xAE, 0xAF, 0xB0, 0xB1, 0xB2, 0xB3, 0xB4, 0xB5,
+    0xB6, 0xB7, 0xB8, 0xB9, 0xBA, 0xBB, 0xBC, 0xBD, 0xBE, 0xBF};
 
 /* Decodes the single frame in b into *m, expecting success. */
 static int decode_buf(const mr_wbuf *b, mr_wire_msg *m) {
@@ -551,12 +550,11 @@ static void test_interest_all(void) {
     CHECK_EQ_INT(mr_wire_encode_interest_all_add(&b, frame, name, strlen(name)),
                  0);
   }
-  CHECK_EQ_INT(mr_wire_encode_interest_all_add(&b, frame, big_room,
-                                               MR_WIRE_MAX_ROOM),
-               0);
+  CHECK_EQ_INT(
+      mr_wire_encode_interest_all_add(&b, frame, big_room, MR_WIRE_MAX_ROOM),
+      0);
   CHECK_EQ_INT(mr_wire_encode_interest_all_add(&b, frame, "", 0), MR_EINVAL);
-  CHECK_EQ_INT(mr_wire_encode_interest_all_add(&b, frame, "\xC3", 1),
-               MR_EUTF8);
+  CHECK_EQ_INT(mr_wire_encode_interest_all_add(&b, frame, "\xC3", 1), MR_EUTF8);
   if (decode_buf(&b, &m) == 0) {
     CHECK_EQ_INT(m.rooms.count, 1001);
     mr_wire_iter_init(&it, &m);
@@ -575,8 +573,8 @@ static void test_interest_all(void) {
   free(big_room);
 
   /* An absurd count is refused up front; an empty room inside is too. */
-  const uint8_t absurd[] = {MR_WIRE_INTEREST_ALL, 0xFF, 0xFF, 0xFF, 0xFF,
-                            0, 1, 'a'};
+  const uint8_t absurd[] = {
+      MR_WIRE_INTEREST_ALL, 0xFF, 0xFF, 0xFF, 0xFF, 0, 1, 'a'};
   CHECK_EQ_INT(mr_wire_decode(absurd, sizeof absurd, &m), MR_EPROTO);
   const uint8_t empty[] = {MR_WIRE_INTEREST_ALL, 0, 0, 0, 2, 0, 1, 'a', 0, 0};
   CHECK_EQ_INT(mr_wire_decode(empty, sizeof empty, &m), MR_EPROTO);
@@ -712,8 +710,8 @@ static void test_frame_limits(void) {
                                   &consumed),
                MR_ETOOBIG);
   const uint8_t huge[4] = {0xFF, 0xFF, 0xFF, 0xFF};
-  CHECK_EQ_INT(mr_wire_next_frame(huge, 4, MR_WIRE_DEFAULT_MAX_FRAME, &p,
-                                  &plen, &consumed),
+  CHECK_EQ_INT(mr_wire_next_frame(huge, 4, MR_WIRE_DEFAULT_MAX_FRAME, &p, &plen,
+                                  &consumed),
                MR_ETOOBIG);
   /* Exactly max_frame is accepted, one more is not. */
   uint8_t f[4 + 11] = {0, 0, 0, 10, MR_WIRE_PING};
@@ -721,12 +719,11 @@ static void test_frame_limits(void) {
   CHECK_EQ_INT(plen, 10);
   CHECK_EQ_INT(consumed, 14);
   f[3] = 11;
-  CHECK_EQ_INT(mr_wire_next_frame(f, 15, 10, &p, &plen, &consumed),
-               MR_ETOOBIG);
+  CHECK_EQ_INT(mr_wire_next_frame(f, 15, 10, &p, &plen, &consumed), MR_ETOOBIG);
   /* A zero length is a protocol error, never an endless loop. */
   const uint8_t zero[4] = {0, 0, 0, 0};
-  CHECK_EQ_INT(mr_wire_next_frame(zero, 4, MR_WIRE_DEFAULT_MAX_FRAME, &p,
-                                  &plen, &consumed),
+  CHECK_EQ_INT(mr_wire_next_frame(zero, 4, MR_WIRE_DEFAULT_MAX_FRAME, &p, &plen,
+                                  &consumed),
                MR_EPROTO);
   /* Only the first frame is returned when more bytes follow. */
   const uint8_t two[] = {0, 0, 0, 1, 0x77, 0, 0, 0, 1, 0x78};
@@ -924,17 +921,15 @@ static void test_handshake(void) {
                0);
 
   /* The acceptor reads HELLO, answers HELLO + CHALLENGE in one buffer. */
-  CHECK_EQ_INT(mr_wire_next_frame(d2a.data, d2a.len, 4096, &p, &plen,
-                                  &consumed),
-               0);
+  CHECK_EQ_INT(
+      mr_wire_next_frame(d2a.data, d2a.len, 4096, &p, &plen, &consumed), 0);
   CHECK_EQ_INT(mr_wire_decode(p, plen, &m), 0);
   CHECK_EQ_INT(m.tag, MR_WIRE_HELLO);
   uint8_t got_nd[32];
   memcpy(got_nd, m.hello.nonce, 32);
   CHECK_EQ_INT(mr_wire_nonce(na), 0);
-  CHECK_EQ_INT(mr_wire_encode_hello(&a2d, "acceptor", 8, "10.0.0.2:7001", 13,
-                                    na),
-               0);
+  CHECK_EQ_INT(
+      mr_wire_encode_hello(&a2d, "acceptor", 8, "10.0.0.2:7001", 13, na), 0);
   CHECK_EQ_INT(mr_wire_auth_mac(cookie, cl, MR_WIRE_LABEL_ACCEPTOR, got_nd, na,
                                 "acceptor", "dialer", mac),
                0);
@@ -944,9 +939,8 @@ static void test_handshake(void) {
 
   /* The dialer reads both frames and checks the acceptor's proof. */
   size_t off = 0;
-  CHECK_EQ_INT(mr_wire_next_frame(a2d.data, a2d.len, 4096, &p, &plen,
-                                  &consumed),
-               0);
+  CHECK_EQ_INT(
+      mr_wire_next_frame(a2d.data, a2d.len, 4096, &p, &plen, &consumed), 0);
   CHECK_EQ_INT(mr_wire_decode(p, plen, &m), 0);
   uint8_t got_na[32];
   memcpy(got_na, m.hello.nonce, 32);
@@ -1039,10 +1033,9 @@ static int decode_ok(const uint8_t *p, size_t len) {
 
 static void test_fuzz(void) {
   static const uint8_t tags[] = {
-      MR_WIRE_HELLO,        MR_WIRE_CHALLENGE, MR_WIRE_AUTH,
-      MR_WIRE_PEERS,        MR_WIRE_INTEREST,  MR_WIRE_INTEREST_ALL,
-      MR_WIRE_PING,         MR_WIRE_PONG,      MR_WIRE_ROOM_TEXT,
-      MR_WIRE_ROOM_BINARY};
+      MR_WIRE_HELLO,     MR_WIRE_CHALLENGE,    MR_WIRE_AUTH, MR_WIRE_PEERS,
+      MR_WIRE_INTEREST,  MR_WIRE_INTEREST_ALL, MR_WIRE_PING, MR_WIRE_PONG,
+      MR_WIRE_ROOM_TEXT, MR_WIRE_ROOM_BINARY};
   long bad = 0, accepted = 0;
   uint8_t tmp[80];
 
