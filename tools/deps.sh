@@ -5,6 +5,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 packages=(
   build-essential cmake pkg-config git
+  clang-format          # the format check in tools/test.sh
   libuv1-dev            # the event loop
   libwslay-dev          # WebSocket frame codec
   libluajit-5.1-dev luajit  # handler scripts; luajit compiles lua/ at build time

@@ -20,6 +20,9 @@ build() { # dir, cmake args...
   cmake -S . -B "$dir" "$@" >/dev/null && cmake --build "$dir" -j"$jobs" >/dev/null
 }
 
+# The house format (.clang-format) over every C file of the core and tests.
+run "format (clang-format)" clang-format --dry-run -Werror \
+  $(find core tests -name '*.[ch]' | sort)
 run "build (release)" build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 run "build (asan+ubsan)" build build-asan -DCMAKE_BUILD_TYPE=Debug -DMOONROOM_SANITIZE=ON
 run "ctest (release)" ctest --test-dir build --output-on-failure -j1
