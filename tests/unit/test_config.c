@@ -79,8 +79,7 @@ static void check_bad(const char *opt, const char *value, const char *want) {
   if (!test_record(rc == MR_CONFIG_USAGE, __FILE__, __LINE__,
                    "bad value gives MR_CONFIG_USAGE"))
     fprintf(stderr, "  %s %s: got %d\n", opt, value, rc);
-  if (!test_record(strcmp(err, want) == 0, __FILE__, __LINE__,
-                   "usage message"))
+  if (!test_record(strcmp(err, want) == 0, __FILE__, __LINE__, "usage message"))
     fprintf(stderr, "  %s %s: got \"%s\", expected \"%s\"\n", opt, value, err,
             want);
 }
@@ -121,8 +120,7 @@ static void test_options(void) {
   CHECK_EQ_INT(parse("--listen=[::1]:9000", "app.lua", NULL), MR_CONFIG_RUN);
   CHECK_STR(cfg.listen.host, "::1");
   CHECK_EQ_INT(cfg.listen.port, 9000);
-  CHECK_EQ_INT(parse("--listen", "[::1]:9000", "app.lua", NULL),
-               MR_CONFIG_RUN);
+  CHECK_EQ_INT(parse("--listen", "[::1]:9000", "app.lua", NULL), MR_CONFIG_RUN);
   CHECK_STR(cfg.listen.host, "::1");
   CHECK_EQ_INT(cfg.listen.port, 9000);
 
@@ -153,8 +151,7 @@ static void test_options(void) {
   CHECK_EQ_INT(parse("--max-head", "1048576", "app.lua", NULL), MR_CONFIG_RUN);
   CHECK_EQ_INT(cfg.max_head, 1048576);
 
-  CHECK_EQ_INT(parse("--max-connections", "0", "app.lua", NULL),
-               MR_CONFIG_RUN);
+  CHECK_EQ_INT(parse("--max-connections", "0", "app.lua", NULL), MR_CONFIG_RUN);
   CHECK_EQ_INT(cfg.max_connections, 0);
   CHECK_EQ_INT(parse("--max-connections", "100000000", "app.lua", NULL),
                MR_CONFIG_RUN);
@@ -247,8 +244,10 @@ static void test_options(void) {
 /* ---- bad values ---- */
 
 static void test_bad_values(void) {
-  check_bad("--listen", "nocolon", "--listen: expected HOST:PORT, got 'nocolon'");
-  check_bad("--listen", "h:70000", "--listen: expected HOST:PORT, got 'h:70000'");
+  check_bad("--listen", "nocolon",
+            "--listen: expected HOST:PORT, got 'nocolon'");
+  check_bad("--listen", "h:70000",
+            "--listen: expected HOST:PORT, got 'h:70000'");
   check_bad("--listen", "[::1]", "--listen: expected HOST:PORT, got '[::1]'");
   check_bad("--max-message", "0",
             "--max-message: expected 1..2147483648 bytes, got '0'");
@@ -297,8 +296,7 @@ static void test_bad_values(void) {
   check_bad("--cookie", "", "--cookie: expected a secret of 1..255 bytes");
 
   /* The "--opt=value" spelling names the option too. */
-  CHECK_EQ_INT(parse("--ping-interval=soon", "app.lua", NULL),
-               MR_CONFIG_USAGE);
+  CHECK_EQ_INT(parse("--ping-interval=soon", "app.lua", NULL), MR_CONFIG_USAGE);
   CHECK(strncmp(err, "--ping-interval", 15) == 0);
   CHECK_CONTAINS(err, "got 'soon'");
   CHECK_EQ_INT(parse("--max-head=1", "app.lua", NULL), MR_CONFIG_USAGE);
@@ -378,22 +376,32 @@ static void test_args(void) {
 static void test_help_version(void) {
   CHECK_EQ_INT(parse("--help", NULL), MR_CONFIG_EXIT);
   CHECK_STR(err, "");
-  CHECK(out_text != NULL && strncmp(out_text, "Usage: moonroom [options] SCRIPT\n",
-                                    33) == 0);
-  static const char *const opts[] = {
-      "--listen HOST:PORT", "--max-message BYTES", "--max-backpressure BYTES",
-      "--max-head BYTES", "--max-connections N", "--idle-timeout SECONDS",
-      "--ping-interval SECONDS", "--handshake-timeout SECONDS", "--no-reload",
-      "--log-level LEVEL", "--cluster-listen HOST:PORT", "--peer HOST:PORT",
-      "--node NAME", "--cookie SECRET", "--help", "--version",
-      "MOONROOM_COOKIE", "(default 127.0.0.1:8080)"};
+  CHECK(out_text != NULL &&
+        strncmp(out_text, "Usage: moonroom [options] SCRIPT\n", 33) == 0);
+  static const char *const opts[] = {"--listen HOST:PORT",
+                                     "--max-message BYTES",
+                                     "--max-backpressure BYTES",
+                                     "--max-head BYTES",
+                                     "--max-connections N",
+                                     "--idle-timeout SECONDS",
+                                     "--ping-interval SECONDS",
+                                     "--handshake-timeout SECONDS",
+                                     "--no-reload",
+                                     "--log-level LEVEL",
+                                     "--cluster-listen HOST:PORT",
+                                     "--peer HOST:PORT",
+                                     "--node NAME",
+                                     "--cookie SECRET",
+                                     "--help",
+                                     "--version",
+                                     "MOONROOM_COOKIE",
+                                     "(default 127.0.0.1:8080)"};
   for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
     CHECK_CONTAINS(out_text, opts[i]);
   CHECK(out_len > 0 && out_text[out_len - 1] == '\n');
 
   /* --help wins over a script and other options given before it. */
-  CHECK_EQ_INT(parse("--no-reload", "app.lua", "--help", NULL),
-               MR_CONFIG_EXIT);
+  CHECK_EQ_INT(parse("--no-reload", "app.lua", "--help", NULL), MR_CONFIG_EXIT);
   CHECK_CONTAINS(out_text, "Usage: moonroom");
 
   CHECK_EQ_INT(parse("--version", NULL), MR_CONFIG_EXIT);
