@@ -428,6 +428,46 @@ static void test_help_version(void) {
   }
 }
 
+/* The whole --help text, byte for byte, so that any change to its wording,
+ * defaults or layout is a deliberate one: README.md's command-line table
+ * documents the same options and must be kept in step. */
+static const char help_golden[] =
+    "Usage: moonroom [options] SCRIPT\n"
+    "\n"
+    "Runs a WebSocket room server whose behaviour is the Lua handler SCRIPT.\n"
+    "\n"
+    "Options:\n"
+    "  --listen HOST:PORT        address to accept WebSocket clients on\n"
+    "                            (default 127.0.0.1:8080)\n"
+    "  --max-message BYTES       largest message a client may send; larger\n"
+    "                            ones close the connection with 1009\n"
+    "                            (default 1048576)\n"
+    "  --max-backpressure BYTES  unsent bytes allowed per connection before\n"
+    "                            it is closed with 1008 (default 1048576)\n"
+    "  --max-head BYTES          largest HTTP request head; larger gets 431\n"
+    "                            (default 8192)\n"
+    "  --max-connections N       connections accepted at once, 0 = only the\n"
+    "                            open-file limit (default 0)\n"
+    "  --idle-timeout SECONDS    close a client that sends nothing for this\n"
+    "                            long, 0 = never (default 120)\n"
+    "  --ping-interval SECONDS   ping every client this often and close one\n"
+    "                            that does not answer, 0 = never (default 30)\n"
+    "  --handshake-timeout SECONDS  time allowed for the HTTP upgrade\n"
+    "                            (default 10)\n"
+    "  --no-reload               do not watch SCRIPT for changes\n"
+    "  --log-level LEVEL         debug, info, warn or error (default info)\n"
+    "  --cluster-listen HOST:PORT  accept links from other nodes here\n"
+    "  --peer HOST:PORT          dial this node (repeatable)\n"
+    "  --node NAME               this node's name (default: host-pid-random)\n"
+    "  --cookie SECRET           shared cluster secret (or MOONROOM_COOKIE)\n"
+    "  --help                    print this help and exit\n"
+    "  --version                 print the version and exit\n";
+
+static void test_help_text(void) {
+  CHECK_EQ_INT(parse("--help", NULL), MR_CONFIG_EXIT);
+  CHECK_STR(out_text, help_golden);
+}
+
 /* ---- clustering ---- */
 
 static void test_cluster(void) {
@@ -592,6 +632,7 @@ int main(void) {
   test_missing_value();
   test_args();
   test_help_version();
+  test_help_text();
   test_cluster();
   test_addr();
   reset();
