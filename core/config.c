@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,37 +11,146 @@
 #include "error.h"
 #include "log.h"
 
-static const char usage_text[] =
+/* Names the field of mr_config that a row fills: its offset, and its size so
+ * that numbers, strings and lists know how much room they have. */
+#define FIELD(f)                                                               \
+  .off = offsetof(mr_config, f), .size = sizeof(((mr_config *)0)->f)
+
+#define SECONDS_MAX (86400ull * 365)
+
+const mr_option mr_options[] = {
+    {.name = "listen",
+     .arg = "HOST:PORT",
+     .type = MR_OPT_ADDR,
+     FIELD(listen),
+     .def = "127.0.0.1:8080",
+     .expect = "HOST:PORT",
+     .help = "address to accept WebSocket clients on"},
+    {.name = "max-message",
+     .arg = "BYTES",
+     .type = MR_OPT_UINT,
+     FIELD(max_message),
+     .min = 1,
+     .max = 1ull << 31,
+     .def = "1048576",
+     .expect = "1..2147483648 bytes",
+     .help = "largest message a client may send; larger ones close the "
+             "connection with 1009"},
+    {.name = "max-backpressure",
+     .arg = "BYTES",
+     .type = MR_OPT_UINT,
+     FIELD(max_backpressure),
+     .min = 1024,
+     .max = 1ull << 40,
+     .def = "1048576",
+     .expect = "at least 1024 bytes",
+     .help = "unsent bytes allowed per connection before it is closed with "
+             "1008"},
+    {.name = "max-head",
+     .arg = "BYTES",
+     .type = MR_OPT_UINT,
+     FIELD(max_head),
+     .min = 256,
+     .max = 1ull << 20,
+     .def = "8192",
+     .expect = "256..1048576 bytes",
+     .help = "largest HTTP request head; larger gets 431"},
+    {.name = "max-connections",
+     .arg = "N",
+     .type = MR_OPT_UINT,
+     FIELD(max_connections),
+     .min = 0,
+     .max = 100000000,
+     .def = "0",
+     .expect = "a count",
+     .help = "connections accepted at once, 0 = only the open-file limit"},
+    {.name = "idle-timeout",
+     .arg = "SECONDS",
+     .type = MR_OPT_UINT,
+     FIELD(idle_timeout),
+     .min = 0,
+     .max = SECONDS_MAX,
+     .def = "120",
+     .expect = "a number of seconds",
+     .help = "close a client that sends nothing for this long, 0 = never"},
+    {.name = "ping-interval",
+     .arg = "SECONDS",
+     .type = MR_OPT_UINT,
+     FIELD(ping_interval),
+     .min = 0,
+     .max = SECONDS_MAX,
+     .def = "30",
+     .expect = "a number of seconds",
+     .help = "ping every client this often and close one that does not "
+             "answer, 0 = never"},
+    {.name = "handshake-timeout",
+     .arg = "SECONDS",
+     .type = MR_OPT_UINT,
+     FIELD(handshake_timeout),
+     .min = 1,
+     .max = SECONDS_MAX,
+     .def = "10",
+     .expect = "a number of seconds",
+     .help = "time allowed for the HTTP upgrade"},
+    {.name = "no-reload",
+     .type = MR_OPT_OFF,
+     FIELD(reload),
+     .help = "do not watch SCRIPT for changes"},
+    {.name = "log-level",
+     .arg = "LEVEL",
+     .type = MR_OPT_LOG_LEVEL,
+     FIELD(log_level),
+     .def = "info",
+     .expect = "debug, info, warn or error",
+     .help = "debug, info, warn or error"},
+    {.name = "cluster-listen",
+     .arg = "HOST:PORT",
+     .type = MR_OPT_ADDR,
+     FIELD(cluster_listen),
+     .expect = "HOST:PORT",
+     .help = "accept links from other nodes here"},
+    {.name = "peer",
+     .arg = "HOST:PORT",
+     .type = MR_OPT_ADDR_LIST,
+     FIELD(peers),
+     .count_off = offsetof(mr_config, npeers),
+     .expect = "HOST:PORT",
+     .help = "dial this node (repeatable)"},
+    /* The node's default name is made by the server at start-up, so it is
+     * described rather than given as a value. */
+    {.name = "node",
+     .arg = "NAME",
+     .type = MR_OPT_STRING,
+     FIELD(node),
+     .expect = "a name",
+     .help = "this node's name (default: host-pid-random)"},
+    {.name = "cookie",
+     .arg = "SECRET",
+     .type = MR_OPT_STRING,
+     FIELD(cookie),
+     .expect = "a secret",
+     .help = "shared cluster secret (or MOONROOM_COOKIE)"},
+    {.name = "help", .type = MR_OPT_HELP, .help = "print this help and exit"},
+    {.name = "version",
+     .type = MR_OPT_VERSION,
+     .help = "print the version and exit"},
+};
+
+const size_t mr_noptions = sizeof mr_options / sizeof mr_options[0];
+
+/* getopt_long reports a table option as OPT_BASE plus its row, above every
+ * byte value so that it cannot be mistaken for a short option in optopt. */
+enum { OPT_BASE = 256 };
+
+/* --help puts descriptions in a column and wraps them before HELP_WIDTH. */
+enum { HELP_COLUMN = 28, HELP_WIDTH = 72 };
+
+static const char usage_head[] =
     "Usage: moonroom [options] SCRIPT\n"
     "\n"
     "Runs a WebSocket room server whose behaviour is the Lua handler SCRIPT.\n"
     "\n"
-    "Options:\n"
-    "  --listen HOST:PORT        address to accept WebSocket clients on\n"
-    "                            (default 127.0.0.1:8080)\n"
-    "  --max-message BYTES       largest message a client may send; larger\n"
-    "                            ones close the connection with 1009\n"
-    "                            (default 1048576)\n"
-    "  --max-backpressure BYTES  unsent bytes allowed per connection before\n"
-    "                            it is closed with 1008 (default 1048576)\n"
-    "  --max-head BYTES          largest HTTP request head; larger gets 431\n"
-    "                            (default 8192)\n"
-    "  --max-connections N       connections accepted at once, 0 = only the\n"
-    "                            open-file limit (default 0)\n"
-    "  --idle-timeout SECONDS    close a client that sends nothing for this\n"
-    "                            long, 0 = never (default 120)\n"
-    "  --ping-interval SECONDS   ping every client this often and close one\n"
-    "                            that does not answer, 0 = never (default 30)\n"
-    "  --handshake-timeout SECONDS  time allowed for the HTTP upgrade\n"
-    "                            (default 10)\n"
-    "  --no-reload               do not watch SCRIPT for changes\n"
-    "  --log-level LEVEL         debug, info, warn or error (default info)\n"
-    "  --cluster-listen HOST:PORT  accept links from other nodes here\n"
-    "  --peer HOST:PORT          dial this node (repeatable)\n"
-    "  --node NAME               this node's name (default: host-pid-random)\n"
-    "  --cookie SECRET           shared cluster secret (or MOONROOM_COOKIE)\n"
-    "  --help                    print this help and exit\n"
-    "  --version                 print the version and exit\n";
+    "Options:\n";
 
 int mr_addr_parse(const char *s, mr_addr *out) {
   const char *colon;
@@ -74,220 +184,192 @@ int mr_addr_parse(const char *s, mr_addr *out) {
   return 0;
 }
 
-static int parse_size(const char *s, size_t min, size_t max, size_t *out) {
+static int parse_number(const char *s, unsigned long long min,
+                        unsigned long long max, unsigned long long *out) {
   char *end;
   errno = 0;
+  /* strtoull would quietly negate "-1" into a huge value. */
   if (*s == '-')
     return MR_EINVAL;
   unsigned long long v = strtoull(s, &end, 10);
   if (errno || end == s || *end || v < min || v > max)
     return MR_EINVAL;
-  *out = (size_t)v;
+  *out = v;
   return 0;
 }
 
-enum {
-  OPT_LISTEN = 256,
-  OPT_MAX_MESSAGE,
-  OPT_MAX_BACKPRESSURE,
-  OPT_MAX_HEAD,
-  OPT_MAX_CONNECTIONS,
-  OPT_IDLE,
-  OPT_PING,
-  OPT_HANDSHAKE,
-  OPT_NO_RELOAD,
-  OPT_LOG_LEVEL,
-  OPT_CLUSTER_LISTEN,
-  OPT_PEER,
-  OPT_NODE,
-  OPT_COOKIE,
-  OPT_HELP,
-  OPT_VERSION
-};
-
-int mr_config_parse(mr_config *cfg, int argc, char **argv, char *err,
-                    size_t errlen, void *outp) {
-  FILE *out = outp;
-  static const struct option opts[] = {
-      {"listen", required_argument, 0, OPT_LISTEN},
-      {"max-message", required_argument, 0, OPT_MAX_MESSAGE},
-      {"max-backpressure", required_argument, 0, OPT_MAX_BACKPRESSURE},
-      {"max-head", required_argument, 0, OPT_MAX_HEAD},
-      {"max-connections", required_argument, 0, OPT_MAX_CONNECTIONS},
-      {"idle-timeout", required_argument, 0, OPT_IDLE},
-      {"ping-interval", required_argument, 0, OPT_PING},
-      {"handshake-timeout", required_argument, 0, OPT_HANDSHAKE},
-      {"no-reload", no_argument, 0, OPT_NO_RELOAD},
-      {"log-level", required_argument, 0, OPT_LOG_LEVEL},
-      {"cluster-listen", required_argument, 0, OPT_CLUSTER_LISTEN},
-      {"peer", required_argument, 0, OPT_PEER},
-      {"node", required_argument, 0, OPT_NODE},
-      {"cookie", required_argument, 0, OPT_COOKIE},
-      {"help", no_argument, 0, OPT_HELP},
-      {"version", no_argument, 0, OPT_VERSION},
-      {0, 0, 0, 0}};
-
-  memset(cfg, 0, sizeof *cfg);
-  strcpy(cfg->listen.host, "127.0.0.1");
-  cfg->listen.port = 8080;
-  cfg->max_message = 1u << 20;
-  cfg->max_backpressure = 1u << 20;
-  cfg->max_head = 8192;
-  cfg->idle_timeout = 120;
-  cfg->ping_interval = 30;
-  cfg->handshake_timeout = 10;
-  cfg->log_level = MR_LOG_INFO;
-  cfg->reload = 1;
-  err[0] = '\0';
-
-  /* getopt keeps global state; reset it so the parser can run repeatedly
-   * (the unit tests call it many times in one process). */
-  optind = 0;
-  opterr = 0;
-  int c, li;
-  size_t v;
-  char namebuf[64];
-  /* The leading ':' makes getopt report a missing value as ':'; the option's
-   * own name comes from the long-option index or optopt, because
-   * argv[optind - 1] may already be its value. */
-  while ((li = -1, c = getopt_long(argc, argv, ":", opts, &li)) != -1) {
-    const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
-    if (li >= 0) {
-      snprintf(namebuf, sizeof namebuf, "--%s", opts[li].name);
-      name = namebuf;
-    } else if (optopt > 0 && optopt < 256) {
-      snprintf(namebuf, sizeof namebuf, "-%c", optopt);
-      name = namebuf;
-    }
-    switch (c) {
-    case OPT_LISTEN:
-      if (mr_addr_parse(optarg, &cfg->listen) != 0) {
-        snprintf(err, errlen, "--listen: expected HOST:PORT, got '%s'", optarg);
-        return MR_CONFIG_USAGE;
-      }
-      break;
-    case OPT_MAX_MESSAGE:
-      if (parse_size(optarg, 1, (size_t)1 << 31, &v) != 0) {
-        snprintf(err, errlen,
-                 "--max-message: expected 1..2147483648 bytes, got '%s'",
-                 optarg);
-        return MR_CONFIG_USAGE;
-      }
-      cfg->max_message = v;
-      break;
-    case OPT_MAX_BACKPRESSURE:
-      if (parse_size(optarg, 1024, (size_t)1 << 40, &v) != 0) {
-        snprintf(err, errlen,
-                 "--max-backpressure: expected at least 1024 bytes, got '%s'",
-                 optarg);
-        return MR_CONFIG_USAGE;
-      }
-      cfg->max_backpressure = v;
-      break;
-    case OPT_MAX_HEAD:
-      if (parse_size(optarg, 256, 1 << 20, &v) != 0) {
-        snprintf(err, errlen,
-                 "--max-head: expected 256..1048576 bytes, got '%s'", optarg);
-        return MR_CONFIG_USAGE;
-      }
-      cfg->max_head = v;
-      break;
-    case OPT_MAX_CONNECTIONS:
-      if (parse_size(optarg, 0, 100000000, &v) != 0) {
-        snprintf(err, errlen, "--max-connections: expected a count, got '%s'",
-                 optarg);
-        return MR_CONFIG_USAGE;
-      }
-      cfg->max_connections = (unsigned)v;
-      break;
-    case OPT_IDLE:
-    case OPT_PING:
-    case OPT_HANDSHAKE:
-      if (parse_size(optarg, c == OPT_HANDSHAKE ? 1 : 0, 86400 * 365, &v) !=
-          0) {
-        snprintf(err, errlen, "%s: expected a number of seconds, got '%s'",
-                 name, optarg);
-        return MR_CONFIG_USAGE;
-      }
-      if (c == OPT_IDLE)
-        cfg->idle_timeout = (unsigned)v;
-      else if (c == OPT_PING)
-        cfg->ping_interval = (unsigned)v;
-      else
-        cfg->handshake_timeout = (unsigned)v;
-      break;
-    case OPT_NO_RELOAD:
-      cfg->reload = 0;
-      break;
-    case OPT_LOG_LEVEL: {
-      int lv = mr_log_parse_level(optarg);
-      if (lv < 0) {
-        snprintf(err, errlen,
-                 "--log-level: expected debug, info, warn or error, got '%s'",
-                 optarg);
-        return MR_CONFIG_USAGE;
-      }
-      cfg->log_level = lv;
-      break;
-    }
-    case OPT_CLUSTER_LISTEN:
-      if (mr_addr_parse(optarg, &cfg->cluster_listen) != 0) {
-        snprintf(err, errlen, "--cluster-listen: expected HOST:PORT, got '%s'",
-                 optarg);
-        return MR_CONFIG_USAGE;
-      }
-      cfg->has_cluster_listen = 1;
-      cfg->cluster = 1;
-      break;
-    case OPT_PEER:
-      if (cfg->npeers == MR_MAX_PEERS) {
-        snprintf(err, errlen, "--peer: at most %d peers", MR_MAX_PEERS);
-        return MR_CONFIG_USAGE;
-      }
-      if (mr_addr_parse(optarg, &cfg->peers[cfg->npeers]) != 0) {
-        snprintf(err, errlen, "--peer: expected HOST:PORT, got '%s'", optarg);
-        return MR_CONFIG_USAGE;
-      }
-      cfg->npeers++;
-      cfg->cluster = 1;
-      break;
-    case OPT_NODE:
-      if (!*optarg || strlen(optarg) >= sizeof cfg->node) {
-        snprintf(err, errlen, "--node: expected a name of 1..%zu bytes",
-                 sizeof cfg->node - 1);
-        return MR_CONFIG_USAGE;
-      }
-      strcpy(cfg->node, optarg);
-      break;
-    case OPT_COOKIE:
-      if (!*optarg || strlen(optarg) >= sizeof cfg->cookie) {
-        snprintf(err, errlen, "--cookie: expected a secret of 1..%zu bytes",
-                 sizeof cfg->cookie - 1);
-        return MR_CONFIG_USAGE;
-      }
-      strcpy(cfg->cookie, optarg);
-      break;
-    case OPT_HELP:
-      fputs(usage_text, out);
-      return MR_CONFIG_EXIT;
-    case OPT_VERSION:
-      fprintf(out, "moonroom %s\n", MOONROOM_VERSION);
-      return MR_CONFIG_EXIT;
-    case ':':
-      snprintf(err, errlen, "%s: missing value", name);
-      return MR_CONFIG_USAGE;
-    default:
-      snprintf(err, errlen, "unknown option '%s' (see --help)", name);
-      return MR_CONFIG_USAGE;
-    }
+/* Stores v in an unsigned field whose width the row's FIELD() recorded, so
+ * that size_t and unsigned settings share one option type. */
+static void store_uint(void *dst, size_t size, unsigned long long v) {
+  if (size == sizeof(uint64_t)) {
+    uint64_t x = v;
+    memcpy(dst, &x, sizeof x);
+  } else if (size == sizeof(uint32_t)) {
+    uint32_t x = (uint32_t)v;
+    memcpy(dst, &x, sizeof x);
   }
-  if (optind != argc - 1) {
-    snprintf(err, errlen,
-             optind >= argc ? "missing SCRIPT (see --help)"
-                            : "expected exactly one SCRIPT (see --help)");
+}
+
+/* Line-wrapping state for one option's entry in --help. */
+typedef struct {
+  FILE *out;
+  size_t col;
+  int fresh; /* nothing written in the description column yet */
+} help_line;
+
+static void put_word(help_line *l, const char *w, size_t len) {
+  if (!l->fresh && l->col + 1 + len > HELP_WIDTH) {
+    fprintf(l->out, "\n%*s", HELP_COLUMN, "");
+    l->col = HELP_COLUMN;
+    l->fresh = 1;
+  }
+  if (!l->fresh) {
+    fputc(' ', l->out);
+    l->col++;
+  }
+  fwrite(w, 1, len, l->out);
+  l->col += len;
+  l->fresh = 0;
+}
+
+static void print_option(FILE *out, const mr_option *o) {
+  help_line l = {out, 0, 1};
+  l.col = 4 + strlen(o->name) + (o->arg ? 1 + strlen(o->arg) : 0);
+  fprintf(out, "  --%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+  /* A long name pushes its description right rather than onto a line of its
+   * own, keeping two spaces between them. */
+  size_t pad = l.col + 2 > HELP_COLUMN ? 2 : HELP_COLUMN - l.col;
+  fprintf(out, "%*s", (int)pad, "");
+  l.col += pad;
+  const char *w = o->help + strspn(o->help, " ");
+  while (*w) {
+    size_t len = strcspn(w, " ");
+    put_word(&l, w, len);
+    w += len;
+    w += strspn(w, " ");
+  }
+  if (o->def) {
+    /* One word, so that a default is never split from its value. */
+    char def[128];
+    snprintf(def, sizeof def, "(default %s)", o->def);
+    put_word(&l, def, strlen(def));
+  }
+  fputc('\n', out);
+}
+
+static void print_help(FILE *out) {
+  fputs(usage_head, out);
+  for (size_t i = 0; i < mr_noptions; i++)
+    print_option(out, &mr_options[i]);
+}
+
+static int bad_value(const mr_option *o, const char *val, char *err,
+                     size_t errlen) {
+  snprintf(err, errlen, "--%s: expected %s, got '%s'", o->name, o->expect, val);
+  return MR_CONFIG_USAGE;
+}
+
+static int add_addr(const mr_option *o, const char *val, mr_config *cfg,
+                    char *err, size_t errlen) {
+  int *count = (int *)((char *)cfg + o->count_off);
+  mr_addr *list = (mr_addr *)((char *)cfg + o->off);
+  size_t cap = o->size / sizeof *list;
+  if ((size_t)*count == cap) {
+    /* The option names what it lists: "--peer: at most 64 peers". */
+    snprintf(err, errlen, "--%s: at most %zu %ss", o->name, cap, o->name);
     return MR_CONFIG_USAGE;
   }
-  cfg->script = argv[optind];
+  if (mr_addr_parse(val, &list[*count]) != 0)
+    return bad_value(o, val, err, errlen);
+  ++*count;
+  return MR_CONFIG_RUN;
+}
+
+static int set_string(const mr_option *o, const char *val, mr_config *cfg,
+                      char *err, size_t errlen) {
+  size_t len = strlen(val);
+  if (len == 0 || len >= o->size) {
+    /* The value is not quoted back: it may be the cluster secret. */
+    snprintf(err, errlen, "--%s: expected %s of 1..%zu bytes", o->name,
+             o->expect, o->size - 1);
+    return MR_CONFIG_USAGE;
+  }
+  memcpy((char *)cfg + o->off, val, len + 1);
+  return MR_CONFIG_RUN;
+}
+
+/* Applies one option with its value (NULL for a flag). Returns MR_CONFIG_RUN,
+ * MR_CONFIG_EXIT after --help or --version, or MR_CONFIG_USAGE with a message
+ * naming the option in err. */
+static int take_option(const mr_option *o, const char *val, mr_config *cfg,
+                       FILE *out, char *err, size_t errlen) {
+  void *dst = (char *)cfg + o->off;
+  unsigned long long n;
+  int level;
+  switch (o->type) {
+  case MR_OPT_UINT:
+    if (parse_number(val, o->min, o->max, &n) != 0)
+      return bad_value(o, val, err, errlen);
+    store_uint(dst, o->size, n);
+    return MR_CONFIG_RUN;
+  case MR_OPT_ADDR:
+    if (mr_addr_parse(val, dst) != 0)
+      return bad_value(o, val, err, errlen);
+    return MR_CONFIG_RUN;
+  case MR_OPT_ADDR_LIST:
+    return add_addr(o, val, cfg, err, errlen);
+  case MR_OPT_STRING:
+    return set_string(o, val, cfg, err, errlen);
+  case MR_OPT_LOG_LEVEL:
+    if ((level = mr_log_parse_level(val)) < 0)
+      return bad_value(o, val, err, errlen);
+    *(int *)dst = level;
+    return MR_CONFIG_RUN;
+  case MR_OPT_OFF:
+    *(int *)dst = 0;
+    return MR_CONFIG_RUN;
+  case MR_OPT_HELP:
+    print_help(out);
+    return MR_CONFIG_EXIT;
+  case MR_OPT_VERSION:
+    fprintf(out, "moonroom %s\n", MOONROOM_VERSION);
+    return MR_CONFIG_EXIT;
+  }
+  return MR_CONFIG_RUN;
+}
+
+/* Zeroes cfg, then gives each option its default through the same code as a
+ * value from argv, so that --help shows exactly the value that is used. */
+static int set_defaults(mr_config *cfg, char *err, size_t errlen) {
+  memset(cfg, 0, sizeof *cfg);
+  for (size_t i = 0; i < mr_noptions; i++) {
+    const mr_option *o = &mr_options[i];
+    if (o->type == MR_OPT_OFF)
+      *(int *)((char *)cfg + o->off) = 1;
+    else if (o->def &&
+             take_option(o, o->def, cfg, NULL, err, errlen) != MR_CONFIG_RUN)
+      return MR_CONFIG_USAGE;
+  }
+  return MR_CONFIG_RUN;
+}
+
+/* Names the argv word that getopt rejected. getopt may already have stepped
+ * past a value, so the long-option index or optopt is preferred to
+ * argv[optind - 1]; buf holds the name when it is not an argv word. */
+static const char *rejected_name(char *buf, size_t len, int argc, char **argv,
+                                 int li) {
+  if (li >= 0)
+    snprintf(buf, len, "--%s", mr_options[li].name);
+  else if (optopt > 0 && optopt < OPT_BASE)
+    snprintf(buf, len, "-%c", optopt);
+  else
+    return optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+  return buf;
+}
+
+/* Takes the cluster secret from MOONROOM_COOKIE when --cookie was not given,
+ * and refuses to cluster without one. */
+static int cluster_cookie(mr_config *cfg, char *err, size_t errlen) {
   if (cfg->cluster && !cfg->cookie[0]) {
     const char *env = getenv("MOONROOM_COOKIE");
     if (env && *env && strlen(env) >= sizeof cfg->cookie) {
@@ -306,4 +388,59 @@ int mr_config_parse(mr_config *cfg, int argc, char **argv, char *err,
     return MR_CONFIG_USAGE;
   }
   return MR_CONFIG_RUN;
+}
+
+/* Checks what only the whole command line tells: that there is exactly one
+ * SCRIPT, and whether this node clusters. */
+static int finish(mr_config *cfg, int argc, char **argv, char *err,
+                  size_t errlen) {
+  if (optind != argc - 1) {
+    snprintf(err, errlen,
+             optind >= argc ? "missing SCRIPT (see --help)"
+                            : "expected exactly one SCRIPT (see --help)");
+    return MR_CONFIG_USAGE;
+  }
+  cfg->script = argv[optind];
+  /* mr_addr_parse never stores an empty host, so an empty one was not given;
+   * listening for or dialling other nodes is what clustering means. */
+  cfg->has_cluster_listen = cfg->cluster_listen.host[0] != '\0';
+  cfg->cluster = cfg->has_cluster_listen || cfg->npeers > 0;
+  return cluster_cookie(cfg, err, errlen);
+}
+
+int mr_config_parse(mr_config *cfg, int argc, char **argv, char *err,
+                    size_t errlen, void *outp) {
+  struct option opts[sizeof mr_options / sizeof mr_options[0] + 1];
+  for (size_t i = 0; i < mr_noptions; i++)
+    opts[i] = (struct option){
+        mr_options[i].name, mr_options[i].arg ? required_argument : no_argument,
+        NULL, OPT_BASE + (int)i};
+  opts[mr_noptions] = (struct option){NULL, 0, NULL, 0};
+  if (set_defaults(cfg, err, errlen) != MR_CONFIG_RUN)
+    return MR_CONFIG_USAGE;
+  err[0] = '\0';
+
+  /* getopt keeps global state; reset it so the parser can run repeatedly
+   * (the unit tests call it many times in one process). */
+  optind = 0;
+  opterr = 0;
+  int c, li;
+  /* The leading ':' makes getopt report a missing value as ':'. */
+  while ((li = -1, c = getopt_long(argc, argv, ":", opts, &li)) != -1) {
+    if (c >= OPT_BASE && c < OPT_BASE + (int)mr_noptions) {
+      int r = take_option(&mr_options[c - OPT_BASE], optarg, cfg, outp, err,
+                          errlen);
+      if (r != MR_CONFIG_RUN)
+        return r;
+      continue;
+    }
+    char buf[64];
+    const char *name = rejected_name(buf, sizeof buf, argc, argv, li);
+    snprintf(err, errlen,
+             c == ':' ? "%s: missing value"
+                      : "unknown option '%s' (see --help)",
+             name);
+    return MR_CONFIG_USAGE;
+  }
+  return finish(cfg, argc, argv, err, errlen);
 }

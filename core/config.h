@@ -36,6 +36,37 @@ typedef struct {
 
 enum { MR_CONFIG_RUN = 0, MR_CONFIG_EXIT = 1, MR_CONFIG_USAGE = 2 };
 
+/* How an option's value is read and stored. The names say what the field in
+ * mr_config receives. */
+typedef enum {
+  MR_OPT_UINT,      /* a decimal number in [min, max], unsigned field */
+  MR_OPT_ADDR,      /* HOST:PORT into an mr_addr */
+  MR_OPT_ADDR_LIST, /* HOST:PORT appended to an mr_addr array (repeatable) */
+  MR_OPT_STRING,    /* 1 to size-1 bytes copied into a char array */
+  MR_OPT_LOG_LEVEL, /* debug, info, warn or error into an int */
+  MR_OPT_OFF,       /* a flag that clears an int that is 1 by default */
+  MR_OPT_HELP,      /* prints the generated help and exits */
+  MR_OPT_VERSION    /* prints the version and exits */
+} mr_option_type;
+
+/* One command-line option. The parser, the defaults and --help are all
+ * driven by the table of these, so an option is added in one place. */
+typedef struct {
+  const char *name;    /* without the leading "--" */
+  const char *arg;     /* the value's name in --help; NULL for a flag */
+  mr_option_type type; /* how the value is read and stored */
+  size_t off, size;    /* the field of mr_config that receives the value */
+  size_t count_off;    /* MR_OPT_ADDR_LIST: offset of the int count */
+  unsigned long long min, max; /* MR_OPT_UINT: the accepted range */
+  const char *def;    /* default, parsed like a given value; NULL: zero */
+  const char *expect; /* what a usage error says was expected */
+  const char *help;   /* --help text; "(default DEF)" is appended */
+} mr_option;
+
+/* The options in --help order; the unit tests walk it. */
+extern const mr_option mr_options[];
+extern const size_t mr_noptions;
+
 /* Fills defaults, then parses argv. Returns MR_CONFIG_RUN to start the
  * server, MR_CONFIG_EXIT after printing --help or --version to out, or
  * MR_CONFIG_USAGE with a one-line message in err. getenv is consulted for

@@ -3,6 +3,7 @@
  * Every case runs the real parser over a fresh, writable argv (getopt may
  * permute it) and captures --help/--version output in a memory stream. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,8 +80,7 @@ static void check_bad(const char *opt, const char *value, const char *want) {
   if (!test_record(rc == MR_CONFIG_USAGE, __FILE__, __LINE__,
                    "bad value gives MR_CONFIG_USAGE"))
     fprintf(stderr, "  %s %s: got %d\n", opt, value, rc);
-  if (!test_record(strcmp(err, want) == 0, __FILE__, __LINE__,
-                   "usage message"))
+  if (!test_record(strcmp(err, want) == 0, __FILE__, __LINE__, "usage message"))
     fprintf(stderr, "  %s %s: got \"%s\", expected \"%s\"\n", opt, value, err,
             want);
 }
@@ -121,8 +121,7 @@ static void test_options(void) {
   CHECK_EQ_INT(parse("--listen=[::1]:9000", "app.lua", NULL), MR_CONFIG_RUN);
   CHECK_STR(cfg.listen.host, "::1");
   CHECK_EQ_INT(cfg.listen.port, 9000);
-  CHECK_EQ_INT(parse("--listen", "[::1]:9000", "app.lua", NULL),
-               MR_CONFIG_RUN);
+  CHECK_EQ_INT(parse("--listen", "[::1]:9000", "app.lua", NULL), MR_CONFIG_RUN);
   CHECK_STR(cfg.listen.host, "::1");
   CHECK_EQ_INT(cfg.listen.port, 9000);
 
@@ -153,8 +152,7 @@ static void test_options(void) {
   CHECK_EQ_INT(parse("--max-head", "1048576", "app.lua", NULL), MR_CONFIG_RUN);
   CHECK_EQ_INT(cfg.max_head, 1048576);
 
-  CHECK_EQ_INT(parse("--max-connections", "0", "app.lua", NULL),
-               MR_CONFIG_RUN);
+  CHECK_EQ_INT(parse("--max-connections", "0", "app.lua", NULL), MR_CONFIG_RUN);
   CHECK_EQ_INT(cfg.max_connections, 0);
   CHECK_EQ_INT(parse("--max-connections", "100000000", "app.lua", NULL),
                MR_CONFIG_RUN);
@@ -247,8 +245,10 @@ static void test_options(void) {
 /* ---- bad values ---- */
 
 static void test_bad_values(void) {
-  check_bad("--listen", "nocolon", "--listen: expected HOST:PORT, got 'nocolon'");
-  check_bad("--listen", "h:70000", "--listen: expected HOST:PORT, got 'h:70000'");
+  check_bad("--listen", "nocolon",
+            "--listen: expected HOST:PORT, got 'nocolon'");
+  check_bad("--listen", "h:70000",
+            "--listen: expected HOST:PORT, got 'h:70000'");
   check_bad("--listen", "[::1]", "--listen: expected HOST:PORT, got '[::1]'");
   check_bad("--max-message", "0",
             "--max-message: expected 1..2147483648 bytes, got '0'");
@@ -297,8 +297,7 @@ static void test_bad_values(void) {
   check_bad("--cookie", "", "--cookie: expected a secret of 1..255 bytes");
 
   /* The "--opt=value" spelling names the option too. */
-  CHECK_EQ_INT(parse("--ping-interval=soon", "app.lua", NULL),
-               MR_CONFIG_USAGE);
+  CHECK_EQ_INT(parse("--ping-interval=soon", "app.lua", NULL), MR_CONFIG_USAGE);
   CHECK(strncmp(err, "--ping-interval", 15) == 0);
   CHECK_CONTAINS(err, "got 'soon'");
   CHECK_EQ_INT(parse("--max-head=1", "app.lua", NULL), MR_CONFIG_USAGE);
@@ -378,22 +377,32 @@ static void test_args(void) {
 static void test_help_version(void) {
   CHECK_EQ_INT(parse("--help", NULL), MR_CONFIG_EXIT);
   CHECK_STR(err, "");
-  CHECK(out_text != NULL && strncmp(out_text, "Usage: moonroom [options] SCRIPT\n",
-                                    33) == 0);
-  static const char *const opts[] = {
-      "--listen HOST:PORT", "--max-message BYTES", "--max-backpressure BYTES",
-      "--max-head BYTES", "--max-connections N", "--idle-timeout SECONDS",
-      "--ping-interval SECONDS", "--handshake-timeout SECONDS", "--no-reload",
-      "--log-level LEVEL", "--cluster-listen HOST:PORT", "--peer HOST:PORT",
-      "--node NAME", "--cookie SECRET", "--help", "--version",
-      "MOONROOM_COOKIE", "(default 127.0.0.1:8080)"};
+  CHECK(out_text != NULL &&
+        strncmp(out_text, "Usage: moonroom [options] SCRIPT\n", 33) == 0);
+  static const char *const opts[] = {"--listen HOST:PORT",
+                                     "--max-message BYTES",
+                                     "--max-backpressure BYTES",
+                                     "--max-head BYTES",
+                                     "--max-connections N",
+                                     "--idle-timeout SECONDS",
+                                     "--ping-interval SECONDS",
+                                     "--handshake-timeout SECONDS",
+                                     "--no-reload",
+                                     "--log-level LEVEL",
+                                     "--cluster-listen HOST:PORT",
+                                     "--peer HOST:PORT",
+                                     "--node NAME",
+                                     "--cookie SECRET",
+                                     "--help",
+                                     "--version",
+                                     "MOONROOM_COOKIE",
+                                     "(default 127.0.0.1:8080)"};
   for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
     CHECK_CONTAINS(out_text, opts[i]);
   CHECK(out_len > 0 && out_text[out_len - 1] == '\n');
 
   /* --help wins over a script and other options given before it. */
-  CHECK_EQ_INT(parse("--no-reload", "app.lua", "--help", NULL),
-               MR_CONFIG_EXIT);
+  CHECK_EQ_INT(parse("--no-reload", "app.lua", "--help", NULL), MR_CONFIG_EXIT);
   CHECK_CONTAINS(out_text, "Usage: moonroom");
 
   CHECK_EQ_INT(parse("--version", NULL), MR_CONFIG_EXIT);
@@ -418,6 +427,46 @@ static void test_help_version(void) {
     free(argv[0]);
     free(argv[1]);
   }
+}
+
+/* The whole --help text, byte for byte, so that any change to its wording,
+ * defaults or layout is a deliberate one: README.md's command-line table
+ * documents the same options and must be kept in step. */
+static const char help_golden[] =
+    "Usage: moonroom [options] SCRIPT\n"
+    "\n"
+    "Runs a WebSocket room server whose behaviour is the Lua handler SCRIPT.\n"
+    "\n"
+    "Options:\n"
+    "  --listen HOST:PORT        address to accept WebSocket clients on\n"
+    "                            (default 127.0.0.1:8080)\n"
+    "  --max-message BYTES       largest message a client may send; larger\n"
+    "                            ones close the connection with 1009\n"
+    "                            (default 1048576)\n"
+    "  --max-backpressure BYTES  unsent bytes allowed per connection before\n"
+    "                            it is closed with 1008 (default 1048576)\n"
+    "  --max-head BYTES          largest HTTP request head; larger gets 431\n"
+    "                            (default 8192)\n"
+    "  --max-connections N       connections accepted at once, 0 = only the\n"
+    "                            open-file limit (default 0)\n"
+    "  --idle-timeout SECONDS    close a client that sends nothing for this\n"
+    "                            long, 0 = never (default 120)\n"
+    "  --ping-interval SECONDS   ping every client this often and close one\n"
+    "                            that does not answer, 0 = never (default 30)\n"
+    "  --handshake-timeout SECONDS  time allowed for the HTTP upgrade\n"
+    "                            (default 10)\n"
+    "  --no-reload               do not watch SCRIPT for changes\n"
+    "  --log-level LEVEL         debug, info, warn or error (default info)\n"
+    "  --cluster-listen HOST:PORT  accept links from other nodes here\n"
+    "  --peer HOST:PORT          dial this node (repeatable)\n"
+    "  --node NAME               this node's name (default: host-pid-random)\n"
+    "  --cookie SECRET           shared cluster secret (or MOONROOM_COOKIE)\n"
+    "  --help                    print this help and exit\n"
+    "  --version                 print the version and exit\n";
+
+static void test_help_text(void) {
+  CHECK_EQ_INT(parse("--help", NULL), MR_CONFIG_EXIT);
+  CHECK_STR(out_text, help_golden);
 }
 
 /* ---- clustering ---- */
@@ -505,6 +554,326 @@ static void test_cluster(void) {
   CHECK_EQ_INT(cfg.peers[MR_MAX_PEERS - 1].port, 7063);
 }
 
+/* ---- the option table ----
+ *
+ * These walk mr_options[] rather than naming options, so every row, one
+ * added later included, gets the same checks, and a row the parser cannot
+ * reach fails here. test_table_shape pins which rows exist. */
+
+/* The field that row o fills in the last parse's cfg. */
+static const char *field_of(const mr_option *o) {
+  return (const char *)&cfg + o->off;
+}
+
+static unsigned long long load_uint(const mr_option *o) {
+  if (o->size == sizeof(uint64_t)) {
+    uint64_t x;
+    memcpy(&x, field_of(o), sizeof x);
+    return x;
+  }
+  uint32_t x;
+  memcpy(&x, field_of(o), sizeof x);
+  return x;
+}
+
+static int load_int(const mr_option *o) {
+  int x;
+  memcpy(&x, field_of(o), sizeof x);
+  return x;
+}
+
+static int row_takes_value(const mr_option *o) {
+  return o->type != MR_OPT_OFF && o->type != MR_OPT_HELP &&
+         o->type != MR_OPT_VERSION;
+}
+
+/* Parses "--NAME VALUE" (or "--NAME" when value is NULL) with a cookie given
+ * first, so that the cluster options can run and --cookie's own row still
+ * has the last word. */
+static int parse_row(const mr_option *o, const char *value) {
+  char opt[64];
+  snprintf(opt, sizeof opt, "--%s", o->name);
+  if (!value)
+    return parse("--cookie", "k", opt, "app.lua", NULL);
+  return parse("--cookie", "k", opt, value, "app.lua", NULL);
+}
+
+/* Expects value to be refused with exactly "--NAME: expected EXPECT, got
+ * 'VALUE'". */
+static void check_row_bad(const mr_option *o, const char *value) {
+  char want[256];
+  snprintf(want, sizeof want, "--%s: expected %s, got '%s'", o->name, o->expect,
+           value);
+  int rc = parse_row(o, value);
+  if (!test_record(rc == MR_CONFIG_USAGE && strcmp(err, want) == 0, __FILE__,
+                   __LINE__, "row rejects a bad value"))
+    fprintf(stderr, "  --%s %s: got %d \"%s\", expected \"%s\"\n", o->name,
+            value, rc, err, want);
+}
+
+/* The table's shape: the documented options in --help order, each row
+ * complete, and each field the right kind and size for its type. */
+static void test_table_shape(void) {
+  static const char *const names[] = {"listen",
+                                      "max-message",
+                                      "max-backpressure",
+                                      "max-head",
+                                      "max-connections",
+                                      "idle-timeout",
+                                      "ping-interval",
+                                      "handshake-timeout",
+                                      "no-reload",
+                                      "log-level",
+                                      "cluster-listen",
+                                      "peer",
+                                      "node",
+                                      "cookie",
+                                      "help",
+                                      "version"};
+  size_t n = sizeof names / sizeof names[0];
+  CHECK_EQ_INT(mr_noptions, n);
+  for (size_t i = 0; i < mr_noptions && i < n; i++)
+    CHECK_STR(mr_options[i].name, names[i]);
+  for (size_t i = 0; i < mr_noptions; i++) {
+    const mr_option *o = &mr_options[i];
+    CHECK(o->help && *o->help);
+    CHECK((o->arg != NULL) == row_takes_value(o));
+    CHECK((o->expect != NULL) == row_takes_value(o));
+    CHECK(o->off + o->size <= sizeof(mr_config));
+    switch (o->type) {
+    case MR_OPT_UINT:
+      CHECK(o->size == sizeof(uint64_t) || o->size == sizeof(uint32_t));
+      CHECK(o->min <= o->max);
+      CHECK(o->size == sizeof(uint64_t) || o->max <= UINT32_MAX);
+      break;
+    case MR_OPT_ADDR:
+      CHECK_EQ_INT(o->size, sizeof(mr_addr));
+      break;
+    case MR_OPT_ADDR_LIST:
+      CHECK(o->size >= sizeof(mr_addr) && o->size % sizeof(mr_addr) == 0);
+      CHECK(o->count_off + sizeof(int) <= sizeof(mr_config));
+      CHECK(o->def == NULL);
+      break;
+    case MR_OPT_STRING:
+      CHECK(o->size >= 2);
+      break;
+    case MR_OPT_LOG_LEVEL:
+    case MR_OPT_OFF:
+      CHECK_EQ_INT(o->size, sizeof(int));
+      break;
+    case MR_OPT_HELP:
+    case MR_OPT_VERSION:
+      CHECK(o->def == NULL);
+      break;
+    }
+    for (size_t j = 0; j < i; j++)
+      CHECK(strcmp(o->name, mr_options[j].name) != 0);
+  }
+}
+
+static void check_uint_row(const mr_option *o) {
+  char v[32];
+  unsigned long long ends[2] = {o->min, o->max};
+  for (int k = 0; k < 2; k++) {
+    snprintf(v, sizeof v, "%llu", ends[k]);
+    CHECK_EQ_INT(parse_row(o, v), MR_CONFIG_RUN);
+    CHECK(load_uint(o) == ends[k]);
+  }
+  snprintf(v, sizeof v, "%llu", o->max + 1);
+  check_row_bad(o, v);
+  if (o->min > 0) {
+    snprintf(v, sizeof v, "%llu", o->min - 1);
+    check_row_bad(o, v);
+  }
+  check_row_bad(o, "-1"); /* never wrapped around into a huge value */
+  check_row_bad(o, "");
+  check_row_bad(o, "12k");
+}
+
+static void check_addr_list_row(const mr_option *o) {
+  size_t cap = o->size / sizeof(mr_addr);
+  static char addrs[MAXARGS][64];
+  const char *v[MAXARGS];
+  char opt[64];
+  snprintf(opt, sizeof opt, "--%s", o->name);
+  int n = 0;
+  v[n++] = "--cookie";
+  v[n++] = "k";
+  for (size_t i = 0; i <= cap && n + 3 <= MAXARGS; i++) {
+    snprintf(addrs[i], sizeof addrs[i], "[fd00::%zx]:%zu", i, 1000 + i);
+    v[n++] = opt;
+    v[n++] = addrs[i];
+  }
+  if (!CHECK(n == 2 + 2 * ((int)cap + 1)))
+    return;
+  /* Exactly cap values fill the array in order and count them. */
+  v[n - 2] = "app.lua";
+  CHECK_EQ_INT(parse_v(n - 1, v), MR_CONFIG_RUN);
+  const mr_addr *list = (const mr_addr *)field_of(o);
+  int count;
+  memcpy(&count, (const char *)&cfg + o->count_off, sizeof count);
+  CHECK_EQ_INT(count, cap);
+  CHECK_EQ_INT(list[cap - 1].port, 1000 + cap - 1);
+  /* One more is refused, naming the option. */
+  v[n - 2] = opt;
+  v[n] = "app.lua";
+  CHECK_EQ_INT(parse_v(n + 1, v), MR_CONFIG_USAGE);
+  char want[128];
+  snprintf(want, sizeof want, "--%s: at most %zu %ss", o->name, cap, o->name);
+  CHECK_STR(err, want);
+  check_row_bad(o, "h:-1");
+  check_row_bad(o, "h:65536");
+}
+
+static void check_string_row(const mr_option *o) {
+  char *s = malloc(o->size + 1);
+  if (!CHECK(s != NULL))
+    return;
+  memset(s, 's', o->size);
+  s[o->size - 1] = '\0';
+  CHECK_EQ_INT(parse_row(o, s), MR_CONFIG_RUN);
+  CHECK_STR(field_of(o), s);
+  char want[128];
+  snprintf(want, sizeof want, "--%s: expected %s of 1..%zu bytes", o->name,
+           o->expect, o->size - 1);
+  s[o->size - 1] = 's';
+  s[o->size] = '\0';
+  CHECK_EQ_INT(parse_row(o, s), MR_CONFIG_USAGE);
+  CHECK_STR(err, want); /* the value itself, maybe a secret, is not echoed */
+  CHECK_EQ_INT(parse_row(o, ""), MR_CONFIG_USAGE);
+  CHECK_STR(err, want);
+  free(s);
+}
+
+/* Parses one valid and at least one invalid value for row o, and checks that
+ * the valid one lands in the row's field. There is no default case, so
+ * -Wswitch makes a new option type add its check here. */
+static void check_row(const mr_option *o) {
+  char opt[64];
+  snprintf(opt, sizeof opt, "--%s=x", o->name);
+  switch (o->type) {
+  case MR_OPT_UINT:
+    check_uint_row(o);
+    break;
+  case MR_OPT_ADDR:
+    CHECK_EQ_INT(parse_row(o, "[::1]:65535"), MR_CONFIG_RUN);
+    CHECK_STR(((const mr_addr *)field_of(o))->host, "::1");
+    CHECK_EQ_INT(((const mr_addr *)field_of(o))->port, 65535);
+    check_row_bad(o, "h:-1"); /* signed ports are refused */
+    check_row_bad(o, "h:65536");
+    check_row_bad(o, "nocolon");
+    break;
+  case MR_OPT_ADDR_LIST:
+    check_addr_list_row(o);
+    break;
+  case MR_OPT_STRING:
+    check_string_row(o);
+    break;
+  case MR_OPT_LOG_LEVEL: {
+    static const char *const levels[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++) {
+      CHECK_EQ_INT(parse_row(o, levels[i]), MR_CONFIG_RUN);
+      CHECK_EQ_INT(load_int(o), mr_log_parse_level(levels[i]));
+    }
+    check_row_bad(o, "verbose");
+    break;
+  }
+  case MR_OPT_OFF:
+    CHECK_EQ_INT(parse_row(o, NULL), MR_CONFIG_RUN);
+    CHECK_EQ_INT(load_int(o), 0);
+    CHECK_EQ_INT(parse(opt, "app.lua", NULL), MR_CONFIG_USAGE);
+    CHECK_CONTAINS(err, opt); /* a flag takes no value */
+    break;
+  case MR_OPT_HELP:
+  case MR_OPT_VERSION:
+    CHECK_EQ_INT(parse_row(o, NULL), MR_CONFIG_EXIT);
+    CHECK_CONTAINS(out_text, o->type == MR_OPT_HELP ? "Usage: moonroom"
+                                                    : MOONROOM_VERSION);
+    CHECK_EQ_INT(parse(opt, "app.lua", NULL), MR_CONFIG_USAGE);
+    CHECK_CONTAINS(err, opt);
+    break;
+  }
+}
+
+static void test_table_rows(void) {
+  unsetenv("MOONROOM_COOKIE");
+  for (size_t i = 0; i < mr_noptions; i++)
+    check_row(&mr_options[i]);
+}
+
+/* The defaults come from the table: a row's default, given explicitly,
+ * leaves its field as a bare command line does, and a row without one
+ * leaves its field zero (a flag's field one). */
+static void test_table_defaults(void) {
+  static mr_config defaults;
+  CHECK_EQ_INT(parse("app.lua", NULL), MR_CONFIG_RUN);
+  defaults = cfg;
+  for (size_t i = 0; i < mr_noptions; i++) {
+    const mr_option *o = &mr_options[i];
+    const char *dflt = (const char *)&defaults + o->off;
+    if (o->def) {
+      CHECK_EQ_INT(parse_row(o, o->def), MR_CONFIG_RUN);
+      if (!CHECK_MEM(field_of(o), dflt, o->size))
+        fprintf(stderr, "  --%s default is not '%s'\n", o->name, o->def);
+    } else if (o->type == MR_OPT_OFF) {
+      int on;
+      memcpy(&on, dflt, sizeof on);
+      CHECK_EQ_INT(on, 1);
+    } else {
+      size_t nonzero = 0;
+      for (size_t j = 0; j < o->size; j++)
+        nonzero += dflt[j] != 0;
+      CHECK_EQ_INT(nonzero, 0);
+    }
+  }
+}
+
+/* Copies s with each run of spaces and newlines made one space, so that a
+ * wrapped --help entry can be compared with its row's help text. */
+static void squash(const char *s, size_t n, char *out) {
+  size_t o = 0;
+  for (size_t i = 0; i < n; i++) {
+    int blank = s[i] == ' ' || s[i] == '\n';
+    if (!blank || (o > 0 && out[o - 1] != ' '))
+      out[o++] = blank ? ' ' : s[i];
+  }
+  out[o] = '\0';
+}
+
+/* The generated --help has an entry for every row, with its value name,
+ * its whole help text and its default, in lines of at most 80 columns. */
+static void test_table_help(void) {
+  CHECK_EQ_INT(parse("--help", NULL), MR_CONFIG_EXIT);
+  if (!CHECK(out_text != NULL))
+    return;
+  for (size_t i = 0; i < mr_noptions; i++) {
+    const mr_option *o = &mr_options[i];
+    char head[64], entry[512], want[160];
+    snprintf(head, sizeof head, "\n  --%s%s%s ", o->name, o->arg ? " " : "",
+             o->arg ? o->arg : "");
+    const char *start = strstr(out_text, head);
+    if (!test_record(start != NULL, __FILE__, __LINE__, "--help has the row"))
+      fprintf(stderr, "  no \"%s\" in --help\n", head + 1);
+    if (!start)
+      continue;
+    const char *end = strstr(start + 1, "\n  --");
+    size_t len = end ? (size_t)(end - start) : strlen(start);
+    if (!CHECK(len < sizeof entry))
+      continue;
+    squash(start, len, entry);
+    CHECK_CONTAINS(entry, o->help);
+    if (o->def) {
+      snprintf(want, sizeof want, " (default %s)", o->def);
+      CHECK_CONTAINS(entry, want);
+    }
+  }
+  for (const char *line = out_text; *line;) {
+    size_t len = strcspn(line, "\n");
+    CHECK(len <= 80);
+    line += len + (line[len] == '\n');
+  }
+}
+
 /* ---- mr_addr_parse ---- */
 
 static void check_addr(const char *s, const char *host, int port) {
@@ -584,8 +953,13 @@ int main(void) {
   test_missing_value();
   test_args();
   test_help_version();
+  test_help_text();
   test_cluster();
   test_addr();
+  test_table_shape();
+  test_table_rows();
+  test_table_defaults();
+  test_table_help();
   reset();
   return test_report();
 }
