@@ -123,7 +123,7 @@ const mr_option mr_options[] = {
      .type = MR_OPT_STRING,
      FIELD(node),
      .expect = "a name",
-     .help = "this node's name (default: host-pid-random)"},
+     .help = "this node's name (default: HOSTNAME-PID)"},
     {.name = "cookie",
      .arg = "SECRET",
      .type = MR_OPT_STRING,

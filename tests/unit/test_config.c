@@ -459,7 +459,7 @@ static const char help_golden[] =
     "  --log-level LEVEL         debug, info, warn or error (default info)\n"
     "  --cluster-listen HOST:PORT  accept links from other nodes here\n"
     "  --peer HOST:PORT          dial this node (repeatable)\n"
-    "  --node NAME               this node's name (default: host-pid-random)\n"
+    "  --node NAME               this node's name (default: HOSTNAME-PID)\n"
     "  --cookie SECRET           shared cluster secret (or MOONROOM_COOKIE)\n"
     "  --help                    print this help and exit\n"
     "  --version                 print the version and exit\n";
