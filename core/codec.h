@@ -1,4 +1,5 @@
-/* Server-side WebSocket frame encoding, and the wslay event callbacks glue.
+/* WebSocket frame encoding (server frames, and client frames for the tests
+ * and the kit) and the frame-header tracker; the wslay adapter is ws.c.
  *
  * Outgoing data frames are encoded here once, into a refcounted block that
  * any number of connections can queue; wslay is used for everything it is

@@ -347,6 +347,37 @@ static void refuse(mr_conn *c, int status, const char *reason) {
     uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
+/* on_connect refused the upgrade, closed the connection, or it was doomed
+ * while the handler ran: undo the open and answer with an HTTP error. */
+static void refuse_after_connect(mr_conn *c, int ok, int status,
+                                 const char *body) {
+  mr_server *srv = c->srv;
+  mr_rooms_leave_all(&srv->rooms, &c->member);
+  srv->conn_events->refused(srv, c);
+  mr_outq_clear(&c->tx.outq);
+  /* Refused by the handler, or closed by it (conn:close() in on_connect
+   * refuses with the default 403); doomed while it ran (out of memory,
+   * over the backpressure limit) is a server-side failure, 500. */
+  if (ok && (c->flags & MR_CF_DOOMED)) {
+    status = 500;
+  } else {
+    srv->stats.handler_refusals++;
+    if (ok)
+      status = 403;
+  }
+  doomed_remove(c);
+  /* A refused upgrade never opened: forget any close recorded while
+   * on_connect ran. */
+  c->close_code = 0;
+  free(c->close_reason);
+  c->close_reason = NULL;
+  c->close_reason_len = 0;
+  mr_info("conn %llu (%s): upgrade refused %d by on_connect",
+          (unsigned long long)c->id, mr_conn_remote(c), status);
+  refuse(c, status,
+         body[0] ? body : (status == 500 ? "internal error" : "forbidden"));
+}
+
 static void handshake(mr_conn *c, const char *data, size_t n) {
   mr_server *srv = c->srv;
   size_t cap = srv->cfg.max_head + 1;
@@ -389,30 +420,7 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
   int ok = srv->conn_events->connect(srv, c, &req, &status, body, sizeof body);
   c->flags &= ~MR_CF_HOLD;
   if (!ok || (c->flags & MR_CF_DOOMED) || c->state != MR_CONN_OPEN) {
-    mr_rooms_leave_all(&srv->rooms, &c->member);
-    srv->conn_events->refused(srv, c);
-    mr_outq_clear(&c->tx.outq);
-    /* Refused by the handler, or closed by it (conn:close() in on_connect
-     * refuses with the default 403); doomed while it ran (out of memory,
-     * over the backpressure limit) is a server-side failure, 500. */
-    if (ok && (c->flags & MR_CF_DOOMED)) {
-      status = 500;
-    } else {
-      srv->stats.handler_refusals++;
-      if (ok)
-        status = 403;
-    }
-    doomed_remove(c);
-    /* A refused upgrade never opened: forget any close recorded while
-     * on_connect ran. */
-    c->close_code = 0;
-    free(c->close_reason);
-    c->close_reason = NULL;
-    c->close_reason_len = 0;
-    mr_info("conn %llu (%s): upgrade refused %d by on_connect",
-            (unsigned long long)c->id, mr_conn_remote(c), status);
-    refuse(c, status,
-           body[0] ? body : (status == 500 ? "internal error" : "forbidden"));
+    refuse_after_connect(c, ok, status, body);
     return;
   }
   c->flags |= MR_CF_LUA;
@@ -633,7 +641,9 @@ void mr_conn_accept(mr_server *srv) {
 
 void mr_conn_sweep(mr_conn *c, uint64_t now) {
   mr_server *srv = c->srv;
-  if (c->state == MR_CONN_CLOSED || (c->flags & (MR_CF_DOOMED | MR_CF_VIRTUAL)))
+  /* Virtual connections are swept too when a test asks (the kit runs no
+   * sweep timer). */
+  if (c->state == MR_CONN_CLOSED || (c->flags & MR_CF_DOOMED))
     return;
   if (c->state == MR_CONN_HANDSHAKE) {
     if (now >= c->deadline) {

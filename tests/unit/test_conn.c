@@ -6,6 +6,18 @@
  * connections through the harness in tests/unit/virtual_server.h. */
 #include "virtual_server.h"
 
+/* malloc is wrapped at link time (-Wl,--wrap=malloc, see CMakeLists.txt)
+ * so that a test can make the core's next allocation fail. */
+static int fail_next_malloc;
+void *__real_malloc(size_t n);
+void *__wrap_malloc(size_t n) {
+  if (fail_next_malloc) {
+    fail_next_malloc = 0;
+    return NULL;
+  }
+  return __real_malloc(n);
+}
+
 /* ---- handshake ----------------------------------------------------------- */
 
 static void test_upgrade(void) {
@@ -332,6 +344,30 @@ static void test_too_big(void) {
   expect_close_queued(&h, id, 1009, "message larger than --max-message");
   CHECK_EQ_INT(h.srv->stats.messages_too_big, 2);
   CHECK_EQ_INT(h.srv->stats.messages_in, 1);
+  h_stop(&h);
+}
+
+/* A ping the sweep cannot queue (out of memory) is counted and logged, and
+ * the connection is not marked as waiting for a pong it was never sent: the
+ * next sweep pings it. (The failure was once silent, and the connection
+ * was then closed for "no pong".) */
+static void test_ping_queue_failure_is_counted(void) {
+  harness h;
+  if (!CHECK(h_start(&h, fixture("echo_observed.lua"), no_opts) == 0))
+    return;
+  uint64_t id = open_ws(&h, "/");
+  mr_conn *c = mr_conn_find(h.srv, id);
+  uint64_t due = c->next_ping;
+  fail_next_malloc = 1;
+  mr_conn_sweep(c, due);
+  CHECK_EQ_INT(fail_next_malloc, 0);
+  CHECK_EQ_INT(h.srv->stats.internal_errors, 1);
+  CHECK(!(c->flags & MR_CF_PINGED));
+  CHECK(queue_empty(&h, id));
+  mr_conn_sweep(c, due);
+  CHECK(c->flags & MR_CF_PINGED);
+  expect_frame(&h, id, MR_OP_PING, "", 0, __LINE__);
+  CHECK_EQ_INT(h.srv->stats.internal_errors, 1);
   h_stop(&h);
 }
 
@@ -729,5 +765,6 @@ int main(void) {
   test_big_frame_to_drained();
   test_send_when_not_open();
   test_ws_pool();
+  test_ping_queue_failure_is_counted();
   return test_report();
 }
