@@ -34,6 +34,7 @@
 #include "log.h"
 #include "rooms.h"
 #include "server.h"
+#include "testkit_codec.h"
 
 #define SIM_MT "moonroom.sim.server"
 #define MAX_ARGS 64
@@ -525,138 +526,6 @@ static int s_tostring(lua_State *L) {
   return 1;
 }
 
-/* ---- client-side frame codec -----------------------------------------------
- */
-
-static const uint8_t default_mask[4] = {0x9e, 0x37, 0x79, 0xb9};
-
-/* encode(opcode, payload [, fin=true [, mask=true [, rsv=0]]]) -> bytes
- * A client frame: masked (with a fixed key, so runs are repeatable) unless
- * mask is false; mask may also be a 4-byte key. */
-static int l_encode(lua_State *L) {
-  int op = luaL_checkint(L, 1);
-  size_t len;
-  const uint8_t *p = (const uint8_t *)luaL_checklstring(L, 2, &len);
-  int fin = lua_isnoneornil(L, 3) ? 1 : lua_toboolean(L, 3);
-  int masked = 1;
-  uint8_t key[4];
-  memcpy(key, default_mask, 4);
-  if (lua_type(L, 4) == LUA_TSTRING) {
-    size_t klen;
-    const char *k = lua_tolstring(L, 4, &klen);
-    luaL_argcheck(L, klen == 4, 4, "mask key must be 4 bytes");
-    memcpy(key, k, 4);
-  } else if (!lua_isnoneornil(L, 4)) {
-    masked = lua_toboolean(L, 4);
-  }
-  int rsv = luaL_optint(L, 5, 0);
-  luaL_argcheck(L, op >= 0 && op <= 15, 1, "opcode must be 0..15");
-  luaL_argcheck(L, rsv >= 0 && rsv <= 7, 5, "rsv must be 0..7");
-
-  uint8_t h[MR_FRAME_HEADER_MAX];
-  size_t hl =
-      mr_frame_write_client_header(h, fin, rsv, op, len, masked ? key : NULL);
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  luaL_addlstring(&b, (const char *)h, hl);
-  if (!masked) {
-    luaL_addlstring(&b, (const char *)p, len);
-  } else {
-    /* The buffer hands out at most LUAL_BUFFERSIZE bytes at a time, so the
-     * payload is masked straight into it piece by piece. */
-    for (size_t i = 0; i < len;) {
-      size_t n = len - i < LUAL_BUFFERSIZE ? len - i : LUAL_BUFFERSIZE;
-      mr_frame_mask((uint8_t *)luaL_prepbuffer(&b), p + i, n, key, i);
-      luaL_addsize(&b, n);
-      i += n;
-    }
-  }
-  luaL_pushresult(&b);
-  return 1;
-}
-
-/* decode(bytes [, pos=1]) -> { frame, ... }, next_pos
- * Each frame: { opcode=, fin=, rsv=, masked=, minimal=, payload= }; decoding
- * stops at the first incomplete frame, whose start is next_pos. */
-static int l_decode(lua_State *L) {
-  size_t len;
-  const uint8_t *p = (const uint8_t *)luaL_checklstring(L, 1, &len);
-  lua_Integer start = luaL_optinteger(L, 2, 1);
-  luaL_argcheck(L, start >= 1 && (size_t)start <= len + 1, 2,
-                "position out of range");
-  size_t pos = (size_t)start - 1;
-  lua_newtable(L);
-  int nframes = 0;
-  while (len - pos >= 2) {
-    uint8_t b0 = p[pos], b1 = p[pos + 1];
-    size_t hl = 2;
-    uint64_t plen = b1 & 0x7f;
-    int minimal = 1;
-    if (plen == 126) {
-      if (len - pos < 4)
-        break;
-      plen = (uint64_t)p[pos + 2] << 8 | p[pos + 3];
-      minimal = plen >= 126;
-      hl = 4;
-    } else if (plen == 127) {
-      if (len - pos < 10)
-        break;
-      plen = 0;
-      for (int i = 0; i < 8; i++)
-        plen = plen << 8 | p[pos + 2 + i];
-      minimal = plen > 0xffff && !(plen >> 63);
-      hl = 10;
-    }
-    int masked = (b1 & 0x80) != 0;
-    uint8_t key[4] = {0, 0, 0, 0};
-    if (masked) {
-      if (len - pos < hl + 4)
-        break;
-      memcpy(key, p + pos + hl, 4);
-      hl += 4;
-    }
-    if (len - pos - hl < plen)
-      break;
-    lua_createtable(L, 0, 6);
-    lua_pushinteger(L, b0 & 0x0f);
-    lua_setfield(L, -2, "opcode");
-    lua_pushboolean(L, (b0 & 0x80) != 0);
-    lua_setfield(L, -2, "fin");
-    lua_pushinteger(L, (b0 >> 4) & 7);
-    lua_setfield(L, -2, "rsv");
-    lua_pushboolean(L, masked);
-    lua_setfield(L, -2, "masked");
-    lua_pushboolean(L, minimal);
-    lua_setfield(L, -2, "minimal");
-    const uint8_t *data = p + pos + hl;
-    if (masked) {
-      luaL_Buffer b;
-      luaL_buffinit(L, &b);
-      for (size_t i = 0; i < plen; i++)
-        luaL_addchar(&b, (char)(data[i] ^ key[i & 3]));
-      luaL_pushresult(&b);
-    } else {
-      lua_pushlstring(L, (const char *)data, (size_t)plen);
-    }
-    lua_setfield(L, -2, "payload");
-    lua_rawseti(L, -2, ++nframes);
-    pos += hl + (size_t)plen;
-  }
-  lua_pushinteger(L, (lua_Integer)pos + 1);
-  return 2;
-}
-
-/* accept_key(key) -> the Sec-WebSocket-Accept value the server must send */
-static int l_accept_key(lua_State *L) {
-  size_t len;
-  const char *key = luaL_checklstring(L, 1, &len);
-  char out[29];
-  if (mr_http_accept_key(key, len, out) != 0)
-    return luaL_error(L, "out of memory");
-  lua_pushstring(L, out);
-  return 1;
-}
-
 /* log_level(name): the core's log threshold for the whole process;
  * "debug", "info", "warn", "error" or "off". Returns the previous one. */
 static int l_log_level(lua_State *L) {
@@ -699,12 +568,8 @@ static const luaL_Reg server_methods[] = {
     {"free", s_free},
     {NULL, NULL}};
 
-static const luaL_Reg module_funcs[] = {{"new", l_new},
-                                        {"encode", l_encode},
-                                        {"decode", l_decode},
-                                        {"accept_key", l_accept_key},
-                                        {"log_level", l_log_level},
-                                        {NULL, NULL}};
+static const luaL_Reg module_funcs[] = {
+    {"new", l_new}, {"log_level", l_log_level}, {NULL, NULL}};
 
 int luaopen_moonroom_sim(lua_State *L);
 
@@ -721,6 +586,7 @@ int luaopen_moonroom_sim(lua_State *L) {
   lua_pop(L, 1);
   lua_newtable(L);
   luaL_register(L, NULL, module_funcs);
+  luaL_register(L, NULL, mr_testkit_codec_funcs);
   lua_pushliteral(L, "moonroom " MOONROOM_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

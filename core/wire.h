@@ -160,14 +160,6 @@ typedef struct {
   };
 } mr_wire_msg;
 
-/* ---- UTF-8 ---- */
-
-/* Returns 1 when s[0..len) is well-formed UTF-8 per Unicode table 3-7:
- * no overlong forms, no surrogates (U+D800..U+DFFF), nothing above
- * U+10FFFF, no truncated sequence at the end. Returns 0 otherwise. An
- * empty string is valid. */
-int mr_utf8_valid(const uint8_t *s, size_t len);
-
 /* ---- Output buffer ---- */
 
 /* Sets an empty buffer that owns no memory. */
