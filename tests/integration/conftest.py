@@ -19,6 +19,7 @@ Tests import helpers with ``from conftest import ...`` (pytest's default
 import asyncio
 import base64
 import hashlib
+import inspect
 import os
 import re
 import signal
@@ -98,6 +99,58 @@ def new_key():
 
 
 # --------------------------------------------------------------------------
+# Bounded waiting
+# --------------------------------------------------------------------------
+
+# Polling returns as soon as its condition holds, so bounds are generous
+# (sanitizer builds on a busy 2-core machine are slow); they only decide
+# how long a broken build takes to fail.
+POLL_INTERVAL = 0.02
+
+
+def poll(predicate, timeout, interval=POLL_INTERVAL):
+    """Calls predicate() until it returns something truthy or `timeout`
+    seconds have passed; returns its last value (falsy on timeout).
+
+    This is the one place where the tests sleep while waiting for a
+    condition: between two looks at it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return value
+        time.sleep(min(interval, remaining))
+
+
+def _describe(predicate):
+    try:
+        src = inspect.getsource(predicate).strip()
+    except (OSError, TypeError):
+        return repr(predicate)
+    return src if len(src) <= 200 else src[:200] + "..."
+
+
+def wait_until(predicate, timeout=5.0, interval=POLL_INTERVAL, what=None):
+    """Waits until predicate() returns something truthy and returns it.
+
+    After `timeout` seconds raises AssertionError naming what was awaited:
+    `what` (a string, or a callable called then, so that it can describe the
+    state at that moment), else the predicate's source, and its last value.
+    Exceptions from the predicate propagate at once."""
+    value = poll(predicate, timeout, interval)
+    if value:
+        return value
+    desc = what() if callable(what) else what
+    if desc is None:
+        desc = _describe(predicate)
+    raise AssertionError(f"timed out after {timeout}s waiting for {desc} "
+                         f"(last value {value!r})")
+
+
+# --------------------------------------------------------------------------
 # Server process management
 # --------------------------------------------------------------------------
 
@@ -128,8 +181,8 @@ class Server:
         self.proc = subprocess.Popen(
             self.argv(), stdin=subprocess.DEVNULL, stdout=self._log_file,
             stderr=self._log_file, cwd=str(REPO_ROOT))
-        deadline = time.monotonic() + ready_timeout
-        while True:
+
+        def accepting():
             if self.proc.poll() is not None:
                 raise ServerStartError(
                     f"moonroom exited with {self.proc.returncode} before "
@@ -137,14 +190,15 @@ class Server:
             try:
                 with socket.create_connection(("127.0.0.1", self.port),
                                               timeout=0.5):
-                    return self
+                    return True
             except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise ServerStartError(
-                    f"moonroom did not accept on port {self.port} within "
-                    f"{ready_timeout}s:\n{self.log()}")
-            time.sleep(0.02)
+                return False
+
+        if not poll(accepting, ready_timeout):
+            raise ServerStartError(
+                f"moonroom did not accept on port {self.port} within "
+                f"{ready_timeout}s:\n{self.log()}")
+        return self
 
     def log(self):
         try:
@@ -154,13 +208,8 @@ class Server:
 
     def wait_log(self, pattern, timeout=5.0):
         """Waits until the log matches a regex; returns the match or None."""
-        deadline = time.monotonic() + timeout
         rx = re.compile(pattern)
-        while True:
-            m = rx.search(self.log())
-            if m or time.monotonic() > deadline:
-                return m
-            time.sleep(0.05)
+        return poll(lambda: rx.search(self.log()), timeout)
 
     def pid(self):
         return self.proc.pid

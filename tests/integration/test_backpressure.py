@@ -116,9 +116,12 @@ def test_output_under_limit_is_not_closed(server):
     late = RawClient.connect(srv.port)
     join(late, "late")
     pub = RawClient.connect(srv.port)
+    # Each "sent:1" reply comes after the server queued that message for
+    # `late` and judged the backpressure limit (it does so when queuing, not
+    # later), so once the 8 replies are in, everything a close could depend
+    # on has happened; `late` has read nothing yet.
     for i in range(8):
         assert pub.cmd(f"bcast:late:{i}:" + "y" * 4000) == "sent:1"
-    time.sleep(0.2)
     for i in range(8):
         assert late.recv_text().startswith(f"{i}:")
     assert late.cmd("still") == "still"

@@ -2,12 +2,12 @@
 conn:send/close, stale handles, ws.stats()."""
 
 import re
-import time
 
 import pytest
 
 from conftest import (CMD_SCRIPT, RawClient, conn_id, observer, stats,
-                      upgrade_request, new_key, wait_closed_report)
+                      upgrade_request, new_key, wait_closed_report,
+                      wait_until)
 
 
 def line_of(marker, path=CMD_SCRIPT):
@@ -366,7 +366,11 @@ def test_stats_connections_tracks_open_connections(cmd_server):
         o.send_close(1000)
         o.expect_close()
         o.close()
-    time.sleep(0.3)
+    # The server counts a connection as closed once it has torn it down,
+    # which may be a moment after the close handshake.
+    want = (base,) if key == "connections_open" else (base, base + 3)
+    wait_until(lambda: stats(c)[key] in want, timeout=10,
+               what=lambda: f"{key} in {want} (now {stats(c)[key]})")
     now = stats(c)[key]
     if key == "connections_open":
         assert now == base, (base, now)
@@ -384,7 +388,11 @@ def test_protocol_errors_counted(cmd_server):
         bad.send_frame(0x3, b"")
         bad.expect_close()
         bad.close()
-    time.sleep(0.2)
+    # Counted when the error is detected, before the close frame goes out;
+    # poll anyway rather than rely on that, then insist on exactly 3.
+    wait_until(lambda: stats(c)["protocol_errors"] >= before + 3, timeout=10,
+               what=lambda: f"protocol_errors to reach {before + 3} "
+               f"(now {stats(c)['protocol_errors']})")
     assert stats(c)["protocol_errors"] == before + 3
     c.close()
 

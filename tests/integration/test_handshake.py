@@ -186,6 +186,9 @@ def test_head_split_into_tiny_packets(cmd_server):
     c = RawClient(cmd_server.port)
     for i in range(0, len(req), 7):
         c.send(req[i:i + 7])
+        # Pacing, not waiting for anything: a pause between the pieces lets
+        # the server read them one by one rather than coalesced into one
+        # read. Nothing on our side can observe its read boundaries.
         time.sleep(0.002)
     resp = c.read_http_response(read_body=False)
     assert resp.status == 101
@@ -241,7 +244,16 @@ def test_handshake_timeout_does_not_affect_upgraded_connections(server):
     srv = server(args=["--handshake-timeout", "1", "--idle-timeout", "0",
                        "--ping-interval", "0"])
     c = RawClient.connect(srv.port)
-    time.sleep(2.0)
+    # A silent connection opened after c's must be dropped by the handshake
+    # timeout (both are judged by the same periodic sweep), so once it has
+    # been, c has outlived its own handshake deadline as an upgraded
+    # connection.
+    ref = RawClient(srv.port)
+    try:
+        assert ref.wait_eof(10.0), \
+            "the silent reference connection was not dropped within 10 s"
+    finally:
+        ref.close()
     assert c.cmd("alive") == "alive"
     c.close()
 

@@ -112,23 +112,68 @@ def test_idle_connection_closed(server):
     c.close()
 
 
+def idle_closed_within(ref, seconds):
+    """Waits at most `seconds` for the server to close `ref` (a connection
+    that stays silent); True once it has."""
+    try:
+        code, _ = ref.expect_close(timeout=seconds)
+    except TimeoutError:
+        return False
+    assert code in (1001, None), code
+    return True
+
+
+def keep_active_until_reference_idles_out(srv, c, activity, limit=10.0):
+    """Calls activity(i) on c at most 0.35 s apart, well within the 1 s idle
+    timeout, until a silent reference connection, opened just after c's
+    first activity, has been closed for being idle; then once more.
+
+    Every connection is judged in the same periodic sweep, and the
+    reference's last activity is later than c's first, so if activity did
+    not reset c's timer, c would have been closed no later than the
+    reference: the last activity(i) on c would then fail."""
+    activity(0)
+    ref = RawClient.connect(srv.port)
+    try:
+        t0 = time.monotonic()
+        i = 1
+        # The 0.35 s bound is the pacing of c's activity, spent waiting for
+        # the condition that ends the loop.
+        while not idle_closed_within(ref, 0.35):
+            assert time.monotonic() - t0 < limit, \
+                f"the silent reference connection was not closed within " \
+                f"{limit}s"
+            activity(i)
+            i += 1
+    finally:
+        ref.close()
+    activity(i)
+    return i + 1
+
+
 def test_activity_resets_idle_timer(server):
     srv = server(args=["--ping-interval", "0", "--idle-timeout", "1"])
     c = RawClient.connect(srv.port)
-    for i in range(8):
+
+    def tick(i):
         assert c.cmd(f"tick{i}") == f"tick{i}"
-        time.sleep(0.35)
+
+    n = keep_active_until_reference_idles_out(srv, c, tick)
+    assert n >= 3, n  # the reference's 1 s took several 0.35 s rounds
     c.close()
 
 
 def test_client_pings_count_as_activity(server):
     srv = server(args=["--ping-interval", "0", "--idle-timeout", "1"])
     c = RawClient.connect(srv.port)
-    for i in range(7):
+
+    def ping(i):
         c.send_frame(0x9, f"p{i}".encode())
         f = c.recv_frame()
         assert (f.opcode, f.payload) == (0xA, f"p{i}".encode())
-        time.sleep(0.35)
+
+    n = keep_active_until_reference_idles_out(srv, c, ping)
+    assert n >= 3, n
     assert c.cmd("alive") == "alive"
     c.close()
 

@@ -14,11 +14,15 @@ import re
 import signal
 import time
 
-from conftest import RawClient
+from conftest import RawClient, poll, wait_until
 
 # Reloads must show up within this long of a save (the watcher debounces
 # for a fraction of a second).
 RELOAD_WITHIN = 2.0
+
+# What the watcher logs, at debug level, when events changed nothing.
+UNCHANGED = "content unchanged, not reloading"
+DEBUG = ("--log-level", "debug")
 
 TEMPLATE = r'''-- reload test script, version __TAG__
 local ws = require "moonroom"
@@ -118,30 +122,43 @@ def wait_tag(client, tag, timeout=RELOAD_WITHIN):
     """Pings until a reply comes from version `tag`; returns (reply,
     seconds waited). Fails after timeout."""
     t0 = time.monotonic()
-    deadline = t0 + timeout
-    last = None
-    while True:
-        last = ping(client)
-        if last.startswith(tag + ":"):
-            return last, time.monotonic() - t0
-        if time.monotonic() > deadline:
-            raise AssertionError(f"version {tag} not running after "
-                                 f"{timeout}s; last reply {last!r}")
-        time.sleep(0.05)
+    replies = []
+
+    def running():
+        replies.append(ping(client))
+        return replies[-1].startswith(tag + ":") and replies[-1]
+
+    reply = wait_until(running, timeout, what=lambda: f"version {tag} to "
+                       f"run; last reply {replies[-1]!r}")
+    return reply, time.monotonic() - t0
 
 
 def count_reloads(srv):
     return len(re.findall(r"now running version \d+", srv.log()))
 
 
-def stays_tag(client, tag, seconds):
-    """Checks for `seconds` that every reply still comes from `tag`."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        reply = ping(client)
-        assert reply.startswith(tag + ":"), \
-            f"expected version {tag} to keep running, got {reply!r}"
-        time.sleep(0.1)
+def unchanged_after(srv, save, timeout=RELOAD_WITHIN + 3):
+    """Does save() (something that leaves every watched file's content as
+    it is) and waits until the watcher logs that it found nothing changed.
+    The server must run with --log-level debug.
+
+    The watcher handles events in order, in bursts, DEBOUNCE after a
+    burst's last event, and it either reloads or logs UNCHANGED. So once
+    the line comes, every save before save() has been dealt with, and had
+    any of them (or this one) led to a reload, its line would be in the
+    log: the positive sign that stands in for "wait and see that nothing
+    happens"."""
+    n = srv.log().count(UNCHANGED)
+    save()
+    wait_until(lambda: srv.log().count(UNCHANGED) > n, timeout,
+               what=lambda: f"the watcher to log {UNCHANGED!r} after a "
+               f"save that changed nothing; log:\n{srv.log()}")
+
+
+def settle(srv, script):
+    """Touches the script and waits until the watcher has handled that
+    (see unchanged_after): every earlier save has then been dealt with."""
+    unchanged_after(srv, lambda: os.utime(script))
 
 
 # -- (1) in-place edit --------------------------------------------------------
@@ -221,10 +238,9 @@ def test_broken_script_keeps_old_version_then_fix_loads(server, tmp_path):
                          r"keeping version 1 sha256:\w+: .*handler\.lua:3:.*$",
                          timeout=RELOAD_WITHIN + 1)
         assert m, srv.log()
-        deadline = time.monotonic() + RELOAD_WITHIN + 1
-        while srv.log().count("failed, keeping version 1") < n:
-            assert time.monotonic() < deadline, srv.log()
-            time.sleep(0.05)
+        wait_until(lambda: srv.log().count("failed, keeping version 1") >= n,
+                   RELOAD_WITHIN + 1,
+                   what=lambda: f"failed reload #{n} in the log:\n{srv.log()}")
         # Still serving, with the old handlers, on old and new connections.
         assert ping(a) == "v1:pong"
         c = RawClient.connect(srv.port)
@@ -276,7 +292,7 @@ end
 
 
 def test_on_reload_migrates_state(server, tmp_path):
-    srv, script = start(server, tmp_path,
+    srv, script = start(server, tmp_path, args=DEBUG,
                         extra="H.tag_for_migration = TAG")
     a = RawClient.connect(srv.port)
     for i in range(1, 4):
@@ -292,7 +308,8 @@ def test_on_reload_migrates_state(server, tmp_path):
     assert srv.wait_log(r"cannot migrate from v2", timeout=RELOAD_WITHIN + 1)
     assert srv.wait_log(r"reload of .*handler\.lua failed, keeping version 2",
                         timeout=2)
-    stays_tag(a, "v2", 0.5)
+    settle(srv, script)
+    assert ping(a) == "v2:pong"
     assert a.cmd("hit") == "v2:hits:5:from-v1"
 
     # v4 migrates from v2 (v3 never ran).
@@ -312,8 +329,13 @@ def test_no_reload_ignores_edits_sighup_reloads(server, tmp_path):
 
     write_in_place(script, script_source("v2"))
     write_editor_style(script, script_source("v3"))
-    # Well past the time a watcher would have taken.
-    stays_tag(a, "v1", 1.5)
+    # A bounded negative wait: without a watcher nothing happens, so there
+    # is nothing to wait for. A watcher would have reloaded DEBOUNCE
+    # (0.15 s) after these saves; with it the other tests see the new
+    # version within about 0.2 s. Versions only move forward, so one ping
+    # after the wait tells whether any reload happened during it.
+    time.sleep(0.5)
+    assert ping(a) == "v1:pong"
     assert count_reloads(srv) == 0
 
     srv.proc.send_signal(signal.SIGHUP)
@@ -349,26 +371,36 @@ def test_reload_during_broadcast_stream_loses_nothing(server, tmp_path):
         assert s.cmd("join:feed") == "v1:joined:feed"
     pub = RawClient.connect(srv.port, timeout=10)
 
-    # ~20 messages every 15 ms (about 1.5 s in all); the script is rewritten
-    # every 300 ms meanwhile, so reloads land in the middle of the stream.
+    # The script is rewritten REWRITES times, each time once the previous
+    # version runs (so that each save is its own reload), while a stream of
+    # ~20 messages every 15 ms goes on, so reloads land in the middle of
+    # it. The stream is paced by waiting for the pending reload.
     batch = 20
     sent = 0
-    rewrites = 0
-    next_rewrite = time.monotonic() + 0.2
-    while sent < N:
+
+    def send_batch():
+        nonlocal sent
         for i in range(sent, min(N, sent + batch)):
             pub.send_text(f"pub:feed:{i}")
         sent = min(N, sent + batch)
-        if rewrites < REWRITES and time.monotonic() >= next_rewrite:
-            rewrites += 1
-            writer = write_editor_style if rewrites % 2 else write_in_place
-            writer(script, script_source(f"v{rewrites + 1}"))
-            next_rewrite = time.monotonic() + 0.3
-        time.sleep(0.015)
-    while rewrites < REWRITES:  # the stream ended early on a fast machine
-        rewrites += 1
-        write_in_place(script, script_source(f"v{rewrites + 1}"))
-        time.sleep(0.3)
+
+    send_batch()
+    assert ping(pub) == "v1:pong"  # v1 has handled the first batch
+    for rewrites in range(1, REWRITES + 1):
+        writer = write_editor_style if rewrites % 2 else write_in_place
+        writer(script, script_source(f"v{rewrites + 1}"))
+        deadline = time.monotonic() + RELOAD_WITHIN + 3
+        while count_reloads(srv) < rewrites:
+            assert time.monotonic() < deadline, \
+                f"version {rewrites + 1} not loaded:\n{srv.log()}"
+            if sent < N:
+                send_batch()
+            poll(lambda: count_reloads(srv) >= rewrites, 0.015)
+    while sent < N:  # the reloads were done before the stream was
+        send_batch()
+    # A last message after the whole stream, from the last version.
+    pub.send_text("pub:feed:end")
+    last = f"v{REWRITES + 1}"
 
     for s in subs:
         seen_tags = []
@@ -382,15 +414,14 @@ def test_reload_during_broadcast_stream_loses_nothing(server, tmp_path):
         nums = [int(t[1:]) for t in seen_tags]
         assert nums == sorted(nums), seen_tags
         assert len(seen_tags) >= 2, seen_tags
-        # Nothing more: each message exactly once.
-        s.sock.settimeout(0.3)
-        try:
-            extra = s.sock.recv(1)
-        except OSError:
-            extra = b""
-        assert extra == b"" and not s.buf, "extra data after the stream"
+        # Nothing more: each message exactly once. Every copy of a stream
+        # message would have been queued before the last message, which
+        # was broadcast after the whole stream.
+        after = s.recv_text(timeout=10)
+        assert after == f"{last}:end", f"extra data after the stream: " \
+            f"{after!r}"
+        assert not s.buf, "extra data after the stream"
 
-    last = f"v{REWRITES + 1}"
     wait_tag(pub, last, timeout=RELOAD_WITHIN + 1)
     assert srv.wait_log(rf"now running version {REWRITES + 1} ")
     assert "failed" not in srv.log()
@@ -412,19 +443,15 @@ def test_changed_module_triggers_reload(server, tmp_path):
     # Only the module changes: the script is reloaded and requires the new
     # module code (package.loaded does not keep the old one).
     write_in_place(mod, 'return { tag = "m2" }\n')
-    t0 = time.monotonic()
-    while ping(a) != "v1:pong:m2":
-        assert time.monotonic() - t0 < RELOAD_WITHIN, srv.log()
-        time.sleep(0.05)
+    wait_until(lambda: ping(a) == "v1:pong:m2", RELOAD_WITHIN,
+               what=lambda: f"module m2 in use; log:\n{srv.log()}")
     assert srv.wait_log(r"reload_mod\.lua changed: reloading")
     assert a.cmd("get") == "v1:get:y:v1"
 
     # Editor-style save of the module works too.
     write_editor_style(mod, 'return { tag = "m3" }\n')
-    t0 = time.monotonic()
-    while ping(a) != "v1:pong:m3":
-        assert time.monotonic() - t0 < RELOAD_WITHIN, srv.log()
-        time.sleep(0.05)
+    wait_until(lambda: ping(a) == "v1:pong:m3", RELOAD_WITHIN,
+               what=lambda: f"module m3 in use; log:\n{srv.log()}")
 
     # A broken module keeps what runs, with the module's file and line.
     write_in_place(mod, 'local t = {\nreturn t\n')
@@ -432,21 +459,20 @@ def test_changed_module_triggers_reload(server, tmp_path):
                         timeout=RELOAD_WITHIN + 1), srv.log()
     assert ping(a) == "v1:pong:m3"
     write_in_place(mod, 'return { tag = "m4" }\n')
-    t0 = time.monotonic()
-    while ping(a) != "v1:pong:m4":
-        assert time.monotonic() - t0 < RELOAD_WITHIN, srv.log()
-        time.sleep(0.05)
+    wait_until(lambda: ping(a) == "v1:pong:m4", RELOAD_WITHIN,
+               what=lambda: f"module m4 in use; log:\n{srv.log()}")
     a.close()
 
 
 def test_other_files_in_directory_are_ignored(server, tmp_path):
-    srv, script = start(server, tmp_path)
+    srv, script = start(server, tmp_path, args=DEBUG)
     a = RawClient.connect(srv.port)
     d = app_dir(tmp_path)
     (d / "notes.txt").write_text("not Lua\n")
     (d / "data.json").write_text("{}\n")
     (d / "notes.txt").write_text("still not Lua\n")
-    stays_tag(a, "v1", 0.8)
+    settle(srv, script)
+    assert ping(a) == "v1:pong"
     assert count_reloads(srv) == 0
     a.close()
 
@@ -472,15 +498,20 @@ def test_log_names_running_version(server, tmp_path):
 
 
 def test_unchanged_saves_do_not_reload(server, tmp_path):
-    srv, script = start(server, tmp_path)
+    srv, script = start(server, tmp_path, args=DEBUG)
     a = RawClient.connect(srv.port)
     src = script.read_text()
-    os.utime(script)                       # touch
-    write_in_place(script, src)            # same bytes, in place
-    write_editor_style(script, src)        # same bytes, new inode
-    stays_tag(a, "v1", 1.0)
+    # Each save on its own, each seen by the watcher as changing nothing.
+    unchanged_after(srv, lambda: os.utime(script))              # touch
+    unchanged_after(srv, lambda: write_in_place(script, src))   # in place
+    unchanged_after(srv, lambda: write_editor_style(script, src))  # rename
+    assert ping(a) == "v1:pong"
     assert count_reloads(srv) == 0
-    assert "reload" not in srv.log().split("watching", 1)[1]
+    # Nothing about reloading was logged, apart from the debug lines that
+    # say that nothing was reloaded.
+    said = [line for line in srv.log().split("watching", 1)[1].splitlines()
+            if "reload" in line and UNCHANGED not in line]
+    assert not said, said
     # A real change afterwards still reloads.
     write_in_place(script, script_source("v2"))
     wait_tag(a, "v2")
@@ -489,7 +520,7 @@ def test_unchanged_saves_do_not_reload(server, tmp_path):
 
 
 def test_burst_of_writes_is_one_reload(server, tmp_path):
-    srv, script = start(server, tmp_path)
+    srv, script = start(server, tmp_path, args=DEBUG)
     a = RawClient.connect(srv.port)
     # Many small writes in quick succession (an editor writing in chunks).
     src = script_source("v2")
@@ -497,9 +528,12 @@ def test_burst_of_writes_is_one_reload(server, tmp_path):
         for i in range(0, len(src), 64):
             f.write(src[i:i + 64])
             f.flush()
+            # Pacing, not waiting for anything: the writes are spread out
+            # in time, as an editor's are, but closer together than the
+            # watcher's debounce.
             time.sleep(0.002)
     wait_tag(a, "v2")
-    time.sleep(0.5)
+    settle(srv, script)  # instead of waiting to see no second reload
     assert count_reloads(srv) == 1, srv.log()
     assert "failed" not in srv.log()
     a.close()

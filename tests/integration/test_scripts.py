@@ -11,20 +11,24 @@ ECHO = REPO_ROOT / "scripts" / "echo.lua"
 CHAT = REPO_ROOT / "scripts" / "chat.lua"
 
 
-def need(path):
+def shipped(path):
+    """The path of a shipped example script. A missing one fails the test:
+    these scripts are part of the product, and a test that skips when its
+    subject is gone can never fail."""
     if not path.exists():
-        pytest.skip(f"{path.relative_to(REPO_ROOT)} does not exist yet")
+        pytest.fail(f"{path.relative_to(REPO_ROOT)} does not exist",
+                    pytrace=False)
     return path
 
 
 @pytest.fixture
 def echo_server(server):
-    return server(script=need(ECHO))
+    return server(script=shipped(ECHO))
 
 
 @pytest.fixture
 def chat_server(server):
-    return server(script=need(CHAT))
+    return server(script=shipped(CHAT))
 
 
 # -- echo.lua -------------------------------------------------------------------

@@ -7,6 +7,10 @@
 --   leave:ROOM         -> "left:ROOM"
 --   bcast:ROOM:TEXT    -> ws.broadcast(ROOM, TEXT), then "sent:N"
 --   bcastx:ROOM:TEXT   -> ws.broadcast_except(ROOM, TEXT, conn), "sent:N"
+--   probe:ROOM:TEXT    -> ws.broadcast(ROOM, TEXT), then "sent:N,forwarded:F"
+--                         where F is how many peer links it was queued on
+--                         (the growth of ws.stats().cluster_broadcasts_out):
+--                         the nodes this node knows to have members in ROOM
 --   bbin:ROOM:TEXT     -> ws.broadcast(ROOM, TEXT, true) (binary), "sent:N"
 --   big:ROOM:N         -> broadcasts a text message of exactly N bytes,
 --                         "sent:N"; see big_text below for its content
@@ -74,6 +78,15 @@ function H.on_message(conn, msg, is_binary)
   a, b = msg:match("^bcastx:([^:]*):(.*)$")
   if a then
     conn:send("sent:" .. tostring(ws.broadcast_except(a, b, conn)))
+    return
+  end
+
+  a, b = msg:match("^probe:([^:]*):(.*)$")
+  if a then
+    local before = ws.stats().cluster_broadcasts_out
+    local n = ws.broadcast(a, b)
+    local forwarded = ws.stats().cluster_broadcasts_out - before
+    conn:send(string.format("sent:%d,forwarded:%d", n, forwarded))
     return
   end
 
