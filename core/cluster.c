@@ -7,9 +7,9 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "context.h"
 #include "error.h"
 #include "log.h"
-#include "context.h"
 #include "wire.h"
 
 /* Timings, in milliseconds. */
@@ -863,8 +863,11 @@ size_t mr_cluster_peers(const mr_cluster *cl, const char **names, size_t max) {
   return n;
 }
 
-int mr_cluster_start(mr_server *srv, mr_cluster_deliver_cb deliver,
-                     void *ud) {
+/* Frees a cluster whose listener failed to start (the handle is its
+ * first use of the loop, so nothing else of it is live). */
+static void on_failed_listener_closed(uv_handle_t *h) { free(h->data); }
+
+int mr_cluster_start(mr_server *srv, mr_cluster_deliver_cb deliver, void *ud) {
   mr_cluster *cl = calloc(1, sizeof *cl);
   if (!cl)
     return MR_ENOMEM;
@@ -893,8 +896,9 @@ int mr_cluster_start(mr_server *srv, mr_cluster_deliver_cb deliver,
     if (r != 0) {
       mr_error("cannot listen for cluster links on %s:%d: %s", a->host, a->port,
                uv_strerror(r));
-      uv_close((uv_handle_t *)&cl->listener, NULL);
-      free(cl);
+      /* The listener's memory is the cluster's: both go in its close
+       * callback, never before (libuv still holds the handle). */
+      uv_close((uv_handle_t *)&cl->listener, on_failed_listener_closed);
       return r;
     }
     cl->listening = 1;
