@@ -71,14 +71,7 @@ struct mr_cluster {
 static session *sess(mr_link *l) { return mr_link_data(l); }
 static mr_cluster *cluster_of(const mr_link *l) { return l->env->data; }
 
-/* ---- lookups ------------------------------------------------------------ */
-
-static mr_link *find_up(mr_cluster *cl, const char *name, mr_link *except) {
-  for (mr_link *l = cl->links.links; l; l = l->next)
-    if (l != except && l->state == MR_LINK_UP && strcmp(l->name, name) == 0)
-      return l;
-  return NULL;
-}
+/* ---- peers: dialing and backoff ----------------------------------------- */
 
 static peer *peer_find_addr(mr_cluster *cl, const char *addr, size_t len) {
   for (peer *p = cl->peers; p; p = p->next)
@@ -86,8 +79,6 @@ static peer *peer_find_addr(mr_cluster *cl, const char *addr, size_t len) {
       return p;
   return NULL;
 }
-
-/* ---- peers: dialing and backoff ----------------------------------------- */
 
 /* Fills ss from a numeric HOST:PORT. Returns 0 or a negative error code. */
 static int sockaddr_of(const mr_addr *a, struct sockaddr_storage *ss) {
@@ -117,7 +108,7 @@ static void peer_dial(peer *p) {
   mr_cluster *cl = p->cl;
   if (cl->closing || p->link)
     return;
-  if (p->name[0] && find_up(cl, p->name, NULL))
+  if (p->name[0] && mr_link_env_find_up(&cl->links, p->name, NULL))
     return; /* already linked (the other node dialed us) */
   mr_addr a;
   struct sockaddr_storage ss;
@@ -138,9 +129,11 @@ static void peer_dial(peer *p) {
 
 static void on_peer_timer(uv_timer_t *t) { peer_dial(t->data); }
 
-/* Adds a peer to dial at once. The cluster owns it; it is freed in its
- * timer's close callback. */
-static peer *peer_add(mr_cluster *cl, const char *addr, size_t len) {
+/* Adds a peer at addr (len bytes), named name when known (else ""), to
+ * dial at once. The cluster owns it; it is freed in its timer's close
+ * callback. */
+static peer *peer_add(mr_cluster *cl, const char *addr, size_t len,
+                      const char *name) {
   if (len == 0 || len > MR_WIRE_MAX_NAME)
     return NULL;
   peer *p = calloc(1, sizeof *p);
@@ -149,27 +142,13 @@ static peer *peer_add(mr_cluster *cl, const char *addr, size_t len) {
   p->cl = cl;
   memcpy(p->addr, addr, len);
   p->addr[len] = '\0';
+  snprintf(p->name, sizeof p->name, "%s", name);
   uv_timer_init(cl->srv->loop, &p->timer);
   p->timer.data = p;
   p->next = cl->peers;
   cl->peers = p;
   uv_timer_start(&p->timer, on_peer_timer, 0, 0);
   return p;
-}
-
-/* ---- sending ------------------------------------------------------------ */
-
-/* Queues what an encoder left in w, or closes the link when encoding
- * failed (for handshake and peer frames that is only ever out of memory:
- * names were checked when configured or received). Frees w's memory.
- * Returns 0, or a negative error code when the link is now closed. */
-static int send_encoded(mr_link *l, mr_wbuf *w, int r) {
-  if (r == 0)
-    r = mr_link_send_wbuf(l, w);
-  else
-    mr_link_close(l, mr_strerror(r), 0);
-  mr_wire_buf_free(w);
-  return r;
 }
 
 /* ---- handshake ---------------------------------------------------------- */
@@ -180,7 +159,7 @@ static int send_hello(mr_link *l, const uint8_t nonce[32]) {
   mr_wire_buf_init(&w);
   int r = mr_wire_encode_hello(&w, cl->name, strlen(cl->name), cl->addr,
                                strlen(cl->addr), nonce);
-  return send_encoded(l, &w, r);
+  return mr_link_send_encoded(l, &w, r);
 }
 
 /* Computes this node's proof for the peer (mine), or the proof expected
@@ -192,12 +171,11 @@ static int make_proof(mr_link *l, int mine, uint8_t mac[32]) {
   const char *cookie = cl->srv->cfg.cookie;
   int by_dialer = mine ? l->dialer : !l->dialer;
   const char *me = cl->name, *them = l->name;
-  if (mr_wire_auth_mac(
-          cookie, strlen(cookie),
-          by_dialer ? MR_WIRE_LABEL_DIALER : MR_WIRE_LABEL_ACCEPTOR, s->nonce_d,
-          s->nonce_a, mine ? me : them, mine ? them : me, mac) != 0)
-    return MR_EAUTH;
-  return 0;
+  const char *label = by_dialer ? MR_WIRE_LABEL_DIALER : MR_WIRE_LABEL_ACCEPTOR;
+  return mr_wire_auth_mac(cookie, strlen(cookie), label, s->nonce_d, s->nonce_a,
+                          mine ? me : them, mine ? them : me, mac) != 0
+             ? MR_EAUTH
+             : 0;
 }
 
 /* Sends this node's proof: CHALLENGE from the acceptor, AUTH from the
@@ -210,7 +188,7 @@ static int send_proof(mr_link *l) {
   mr_wire_buf_init(&w);
   int r = l->dialer ? mr_wire_encode_auth(&w, mac)
                     : mr_wire_encode_challenge(&w, mac);
-  return send_encoded(l, &w, r);
+  return mr_link_send_encoded(l, &w, r);
 }
 
 /* The dialer opens the handshake: its HELLO with a fresh nonce. */
@@ -235,7 +213,7 @@ static void send_peers(mr_link *to) {
       r = mr_wire_encode_peers_add(&w, frame, l->name, strlen(l->name), addr,
                                    strlen(addr));
   }
-  send_encoded(to, &w, r);
+  mr_link_send_encoded(to, &w, r);
 }
 
 /* Tells a new peer every room this node has members in. */
@@ -249,7 +227,7 @@ static void send_interest_all(mr_link *to) {
        room = mr_rooms_next(room))
     if (room->name_len <= MR_WIRE_MAX_ROOM)
       mr_wire_encode_interest_all_add(&w, frame, room->name, room->name_len);
-  send_encoded(to, &w, r);
+  mr_link_send_encoded(to, &w, r);
 }
 
 /* Two nodes that dial each other at once end up with two links; both keep
@@ -257,7 +235,7 @@ static void send_interest_all(mr_link *to) {
  * the one that goes (it is then closed). */
 static int resolve_duplicate(mr_link *l) {
   mr_cluster *cl = cluster_of(l);
-  mr_link *dup = find_up(cl, l->name, l);
+  mr_link *dup = mr_link_env_find_up(&cl->links, l->name, l);
   if (!dup)
     return 0;
   const char *dialer_of_l = l->dialer ? cl->name : l->name;
@@ -283,7 +261,7 @@ static void remember_peer(mr_link *l) {
     /* While this link is up the record stays idle. */
     p = peer_find_addr(cl, s->addr, strlen(s->addr));
     if (!p)
-      p = peer_add(cl, s->addr, strlen(s->addr));
+      p = peer_add(cl, s->addr, strlen(s->addr), l->name);
     if (p)
       uv_timer_stop(&p->timer);
   }
@@ -420,16 +398,15 @@ static void on_peers(mr_link *l, const mr_wire_msg *m) {
     char name[MR_WIRE_MAX_NAME + 1];
     memcpy(name, p.name, p.name_len);
     name[p.name_len] = '\0';
-    if (strcmp(name, cl->name) == 0 || find_up(cl, name, NULL))
+    if (strcmp(name, cl->name) == 0 ||
+        mr_link_env_find_up(&cl->links, name, NULL))
       continue;
     if (p.addr_len == 1 && p.addr[0] == '-')
       continue;
     if (!peer_find_addr(cl, p.addr, p.addr_len)) {
       mr_info("cluster: learned of node %s at %.*s from %s", name,
               (int)p.addr_len, p.addr, l->name);
-      peer *np = peer_add(cl, p.addr, p.addr_len);
-      if (np)
-        snprintf(np->name, sizeof np->name, "%s", name);
+      peer_add(cl, p.addr, p.addr_len, name);
     }
   }
 }
@@ -506,7 +483,7 @@ static void on_link_closed(mr_link *l, mr_link_state was, const char *why,
   interest_clear(s);
   /* The losing half of a duplicate pair can be closed by the other node
    * first; with another link to that node up, nothing was lost. */
-  if (was == MR_LINK_UP && find_up(cl, l->name, l))
+  if (was == MR_LINK_UP && mr_link_env_find_up(&cl->links, l->name, l))
     s->quiet = 1;
   report_close(l, was, why, refused);
   /* Redial the node: the one we dialed, or one that dialed us and that we
@@ -554,12 +531,7 @@ void mr_cluster_interest(mr_cluster *cl, const char *room, size_t len,
   mr_wire_buf_free(&w);
   if (r != 0)
     return;
-  mr_link *next;
-  for (mr_link *l = cl->links.links; l; l = next) {
-    next = l->next;
-    if (l->state == MR_LINK_UP)
-      mr_link_send(l, b);
-  }
+  mr_link_env_send_up(&cl->links, b);
   mr_buf_release(b);
 }
 
@@ -608,11 +580,7 @@ void mr_cluster_forward(mr_cluster *cl, const char *room, size_t room_len,
 const char *mr_cluster_node(const mr_cluster *cl) { return cl->name; }
 
 size_t mr_cluster_peers(const mr_cluster *cl, const char **names, size_t max) {
-  size_t n = 0;
-  for (mr_link *l = cl->links.links; l && n < max; l = l->next)
-    if (l->state == MR_LINK_UP)
-      names[n++] = l->name;
-  return n;
+  return mr_link_env_names(&cl->links, names, max);
 }
 
 mr_link *mr_cluster_link_virtual(mr_cluster *cl, int dialer) {
@@ -655,7 +623,7 @@ static void add_seed_peers(mr_cluster *cl) {
     char addr[300];
     format_addr(addr, sizeof addr, &cfg->peers[i]);
     if (strcmp(addr, cl->addr) != 0 && !peer_find_addr(cl, addr, strlen(addr)))
-      peer_add(cl, addr, strlen(addr));
+      peer_add(cl, addr, strlen(addr), "");
   }
 }
 

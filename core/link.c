@@ -108,11 +108,13 @@ mr_buf *mr_link_frame(const mr_wbuf *w) {
   return b;
 }
 
-int mr_link_send_wbuf(mr_link *l, const mr_wbuf *w) {
-  mr_buf *b = mr_link_frame(w);
+int mr_link_send_encoded(mr_link *l, mr_wbuf *w, int encoded) {
+  mr_buf *b = encoded == 0 ? mr_link_frame(w) : NULL;
+  mr_wire_buf_free(w);
   if (!b) {
-    mr_link_close(l, "out of memory", 0);
-    return MR_ENOMEM;
+    int r = encoded ? encoded : MR_ENOMEM;
+    mr_link_close(l, mr_strerror(r), 0);
+    return r;
   }
   int r = mr_link_send(l, b);
   mr_buf_release(b);
@@ -140,12 +142,7 @@ static int reserve(mr_link *l, size_t room) {
 static void send_pong(mr_link *l, uint64_t token) {
   mr_wbuf w;
   mr_wire_buf_init(&w);
-  int r = mr_wire_encode_pong(&w, token);
-  if (r == 0)
-    mr_link_send_wbuf(l, &w);
-  else
-    mr_link_close(l, mr_strerror(r), 0);
-  mr_wire_buf_free(&w);
+  mr_link_send_encoded(l, &w, mr_wire_encode_pong(&w, token));
 }
 
 /* Decodes one frame: the link itself drops a malformed one, skips an
@@ -437,10 +434,14 @@ void mr_link_set_up(mr_link *l) {
 static void send_ping(mr_link *l, uint64_t now) {
   mr_wbuf w;
   mr_wire_buf_init(&w);
-  int r = mr_wire_encode_ping(&w, now);
-  if (r == 0)
-    mr_link_send_wbuf(l, &w);
+  mr_buf *ping = NULL;
+  if (mr_wire_encode_ping(&w, now) == 0)
+    ping = mr_link_frame(&w);
   mr_wire_buf_free(&w);
+  if (ping) {
+    mr_link_send(l, ping);
+    mr_buf_release(ping);
+  }
 }
 
 void mr_link_tick(mr_link *l, uint64_t now) {
@@ -467,6 +468,34 @@ void mr_link_env_tick(mr_link_env *env, uint64_t now) {
   for (mr_link *l = env->links; l; l = next) {
     next = l->next;
     mr_link_tick(l, now);
+  }
+}
+
+mr_link *mr_link_env_find_up(const mr_link_env *env, const char *name,
+                             const mr_link *except) {
+  for (mr_link *l = env->links; l; l = l->next)
+    if (l != except && l->state == MR_LINK_UP && strcmp(l->name, name) == 0)
+      return l;
+  return NULL;
+}
+
+size_t mr_link_env_names(const mr_link_env *env, const char **names,
+                         size_t max) {
+  size_t n = 0;
+  for (mr_link *l = env->links; l && n < max; l = l->next)
+    if (l->state == MR_LINK_UP)
+      names[n++] = l->name;
+  return n;
+}
+
+void mr_link_env_send_up(mr_link_env *env, mr_buf *frame) {
+  /* A link dropped here (queue full) leaves the list without touching
+   * the others, so the saved next pointer stays valid. */
+  mr_link *next;
+  for (mr_link *l = env->links; l; l = next) {
+    next = l->next;
+    if (l->state == MR_LINK_UP)
+      mr_link_send(l, frame);
   }
 }
 

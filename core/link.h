@@ -122,6 +122,19 @@ void mr_link_env_close(mr_link_env *env);
  * calls it with the loop's time, tests with the time they need. */
 void mr_link_env_tick(mr_link_env *env, uint64_t now);
 
+/* The established link to the node named name, other than except (may be
+ * NULL); NULL when there is none. */
+mr_link *mr_link_env_find_up(const mr_link_env *env, const char *name,
+                             const mr_link *except);
+
+/* Fills names with the names of up to max established links; returns how
+ * many. The strings live as long as their links. */
+size_t mr_link_env_names(const mr_link_env *env, const char **names,
+                         size_t max);
+
+/* Queues a shared frame on every established link (mr_link_send). */
+void mr_link_env_send_up(mr_link_env *env, mr_buf *frame);
+
 /* Accepts a connection from listener as a link in the handshake state,
  * already reading. Returns 0 with *out set, or a negative error code, in
  * which case nothing is reported and nothing is left to free. */
@@ -163,9 +176,11 @@ int mr_link_send(mr_link *l, mr_buf *frame);
  * Returns NULL when out of memory; the caller owns the block. */
 mr_buf *mr_link_frame(const mr_wbuf *w);
 
-/* Queues a copy of the frames encoded in w (the caller keeps owning w).
- * Returns what mr_link_send returns, or MR_ENOMEM after closing the link. */
-int mr_link_send_wbuf(mr_link *l, const mr_wbuf *w);
+/* Queues a copy of what an encoder left in w, given the encoder's result
+ * (encoded): a failed encoding closes the link instead, with the error as
+ * the reason. Takes w: its memory is freed either way. Returns 0, or a
+ * negative error code when the link is (now) closed. */
+int mr_link_send_encoded(mr_link *l, mr_wbuf *w, int encoded);
 
 /* Sets the peer's node name used in logs (len bytes, cut to fit). */
 void mr_link_set_name(mr_link *l, const char *name, size_t len);
