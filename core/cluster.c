@@ -20,6 +20,8 @@
 #define REFUSAL_WARN_MS 30000
 /* A frame carries one message plus its room name and headers. */
 #define FRAME_HEADROOM (MR_WIRE_MAX_ROOM + 64)
+/* Room names are cut to this many bytes in log lines. */
+#define LOG_ROOM 64
 
 typedef struct interest {
   UT_hash_handle hh;
@@ -151,6 +153,18 @@ static peer *peer_add(mr_cluster *cl, const char *addr, size_t len,
   return p;
 }
 
+/* ---- what could not be sent --------------------------------------------- */
+
+/* Counts and logs a frame about a room that the cluster could not build or
+ * keep, so that nothing is dropped silently. */
+static void dropped(mr_cluster *cl, const char *what, const char *room,
+                    size_t room_len, int err) {
+  cl->srv->stats.internal_errors++;
+  mr_warn("cluster: %s for room %.*s%s (%zu bytes) dropped: %s", what,
+          (int)(room_len > LOG_ROOM ? LOG_ROOM : room_len), room,
+          room_len > LOG_ROOM ? "..." : "", room_len, mr_strerror(err));
+}
+
 /* ---- handshake ---------------------------------------------------------- */
 
 static int send_hello(mr_link *l, const uint8_t nonce[32]) {
@@ -216,7 +230,9 @@ static void send_peers(mr_link *to) {
   mr_link_send_encoded(to, &w, r);
 }
 
-/* Tells a new peer every room this node has members in. */
+/* Tells a new peer every room this node has members in. A room the wire
+ * cannot name is left out, counted and logged; the peer then never
+ * forwards that room's broadcasts here. */
 static void send_interest_all(mr_link *to) {
   mr_cluster *cl = cluster_of(to);
   mr_wbuf w;
@@ -224,9 +240,13 @@ static void send_interest_all(mr_link *to) {
   mr_wire_buf_init(&w);
   int r = mr_wire_encode_interest_all_begin(&w, &frame);
   for (mr_room *room = mr_rooms_first(&cl->srv->rooms); room && r == 0;
-       room = mr_rooms_next(room))
-    if (room->name_len <= MR_WIRE_MAX_ROOM)
-      mr_wire_encode_interest_all_add(&w, frame, room->name, room->name_len);
+       room = mr_rooms_next(room)) {
+    r = mr_wire_encode_interest_all_add(&w, frame, room->name, room->name_len);
+    if (r == MR_EINVAL || r == MR_EUTF8) {
+      dropped(cl, "interest", room->name, room->name_len, r);
+      r = 0;
+    }
+  }
   mr_link_send_encoded(to, &w, r);
 }
 
@@ -368,8 +388,14 @@ static void interest_set(mr_link *l, const char *room, size_t len, int add) {
   interest *it = NULL;
   HASH_FIND(hh, s->rooms, room, len, it);
   if (add && !it) {
-    if (!(it = malloc(sizeof *it + len)))
+    if (!(it = malloc(sizeof *it + len))) {
+      /* The node then misses this room's broadcasts until it announces
+       * the room again (or the link is re-established). */
+      char what[MR_WIRE_MAX_NAME + 32];
+      snprintf(what, sizeof what, "interest of node %s", l->name);
+      dropped(cluster_of(l), what, room, len, MR_ENOMEM);
       return;
+    }
     it->len = len;
     memcpy(it->name, room, len);
     HASH_ADD_KEYPTR(hh, s->rooms, it->name, len, it);
@@ -520,8 +546,6 @@ void mr_cluster_tick(mr_cluster *cl, uint64_t now) {
 
 void mr_cluster_interest(mr_cluster *cl, const char *room, size_t len,
                          int created) {
-  if (len > MR_WIRE_MAX_ROOM)
-    return;
   mr_wbuf w;
   mr_wire_buf_init(&w);
   mr_buf *b = NULL;
@@ -529,16 +553,19 @@ void mr_cluster_interest(mr_cluster *cl, const char *room, size_t len,
   if (r == 0 && !(b = mr_link_frame(&w)))
     r = MR_ENOMEM;
   mr_wire_buf_free(&w);
-  if (r != 0)
+  if (r != 0) {
+    dropped(cl, created ? "interest" : "end of interest", room, len, r);
     return;
+  }
   mr_link_env_send_up(&cl->links, b);
   mr_buf_release(b);
 }
 
 /* Encodes a room broadcast once, for every interested link to share.
- * Returns the block (owned by the caller), or NULL. */
-static mr_buf *encode_room(const char *room, size_t room_len, const void *msg,
-                           size_t len, int binary) {
+ * Returns the block (owned by the caller), or NULL after counting and
+ * logging the drop. */
+static mr_buf *encode_room(mr_cluster *cl, const char *room, size_t room_len,
+                           const void *msg, size_t len, int binary) {
   mr_wbuf w;
   mr_wire_buf_init(&w);
   mr_buf *frame = NULL;
@@ -550,31 +577,43 @@ static mr_buf *encode_room(const char *room, size_t room_len, const void *msg,
     memcpy(frame->data + w.len, msg, len);
   }
   mr_wire_buf_free(&w);
+  if (r != 0)
+    dropped(cl, "a broadcast", room, room_len, r);
   return frame;
 }
 
 void mr_cluster_forward(mr_cluster *cl, const char *room, size_t room_len,
                         const void *msg, size_t len, int binary) {
-  if (room_len > MR_WIRE_MAX_ROOM)
-    return;
   /* The frame is encoded once, when the first interested link is found. */
   mr_buf *frame = NULL;
+  int any_up = 0;
   mr_link *next;
   for (mr_link *l = cl->links.links; l; l = next) {
     next = l->next;
     if (l->state != MR_LINK_UP)
       continue;
+    any_up = 1;
     interest *it = NULL;
     HASH_FIND(hh, sess(l)->rooms, room, room_len, it);
     if (!it)
       continue;
-    if (!frame && !(frame = encode_room(room, room_len, msg, len, binary)))
+    if (!frame && !(frame = encode_room(cl, room, room_len, msg, len, binary)))
       return;
     if (mr_link_send(l, frame) == 0)
       cl->srv->stats.cluster_broadcasts_out++;
   }
-  if (frame)
+  if (frame) {
     mr_buf_release(frame);
+    return;
+  }
+  /* No node can announce interest in a room the wire cannot name, though
+   * one may well have members in it: the broadcast is lost to them. */
+  if (!any_up)
+    return;
+  if (room_len == 0 || room_len > MR_WIRE_MAX_ROOM)
+    dropped(cl, "a broadcast", room, room_len, MR_EINVAL);
+  else if (!mr_utf8_valid((const uint8_t *)room, room_len))
+    dropped(cl, "a broadcast", room, room_len, MR_EUTF8);
 }
 
 const char *mr_cluster_node(const mr_cluster *cl) { return cl->name; }

@@ -438,10 +438,15 @@ static void send_ping(mr_link *l, uint64_t now) {
   if (mr_wire_encode_ping(&w, now) == 0)
     ping = mr_link_frame(&w);
   mr_wire_buf_free(&w);
-  if (ping) {
-    mr_link_send(l, ping);
-    mr_buf_release(ping);
+  if (!ping) {
+    /* Not fatal by itself: the next tick tries again, and the peer only
+     * gives up after several missed pings. */
+    l->env->srv->stats.internal_errors++;
+    mr_warn("cluster: cannot ping %s: %s", who(l), mr_strerror(MR_ENOMEM));
+    return;
   }
+  mr_link_send(l, ping);
+  mr_buf_release(ping);
 }
 
 void mr_link_tick(mr_link *l, uint64_t now) {

@@ -600,6 +600,107 @@ static void test_queue_limit(void) {
   node_stop(b);
 }
 
+/* ---- what cannot be sent is counted and logged -----------------------------
+ */
+
+static FILE *log_file;
+static int saved_stderr = -1;
+
+/* Sends what the server logs at warn level and above to a temporary file
+ * until log_end. */
+static void log_begin(void) {
+  fflush(stderr);
+  log_file = tmpfile();
+  saved_stderr = dup(2);
+  if (!log_file || saved_stderr < 0 || dup2(fileno(log_file), 2) < 0)
+    abort();
+  mr_log_set_level(MR_LOG_WARN);
+}
+
+/* Restores stderr and returns what was logged since log_begin. */
+static const char *log_end(void) {
+  static char text[8192];
+  fflush(stderr);
+  dup2(saved_stderr, 2);
+  close(saved_stderr);
+  mr_log_set_level(MR_LOG_ERROR);
+  rewind(log_file);
+  size_t n = fread(text, 1, sizeof text - 1, log_file);
+  text[n] = '\0';
+  fclose(log_file);
+  return text;
+}
+
+/* A room name longer than the wire can carry (MR_WIRE_MAX_ROOM). */
+static char *long_room(size_t *len) {
+  *len = MR_WIRE_MAX_ROOM + 1;
+  char *room = malloc(*len + 1);
+  memset(room, 'L', *len);
+  room[*len] = '\0';
+  memcpy(room, "toolong", 7);
+  return room;
+}
+
+/* A broadcast to a room the wire cannot name (too long, or not UTF-8)
+ * cannot reach a peer that may have members in it: with a link up it is
+ * counted as an internal error and logged with the room's name. */
+static void test_unforwardable_broadcast(void) {
+  node *a = node_start("a", "secret"), *b = node_start("b", "secret");
+  size_t len;
+  char *room = long_room(&len);
+  mr_cluster_forward(a->cl, room, len, "x", 1, 0); /* no link: no loss */
+  CHECK_EQ_INT(stats(a)->internal_errors, 0);
+  net_connect(a, b);
+  net_pump();
+  log_begin();
+  mr_cluster_forward(a->cl, room, len, "x", 1, 0);
+  const char *log = log_end();
+  CHECK_EQ_INT(stats(a)->internal_errors, 1);
+  CHECK(strstr(log, "warn") && strstr(log, "broadcast") &&
+        strstr(log, "toolongLLL"));
+  log_begin();
+  mr_cluster_forward(a->cl, "\xff", 1, "x", 1, 0);
+  log = log_end();
+  CHECK_EQ_INT(stats(a)->internal_errors, 2);
+  CHECK(strstr(log, "broadcast") && strstr(log, "\xff"));
+  CHECK_EQ_INT(stats(a)->cluster_broadcasts_out, 0);
+  free(room);
+  net_cut();
+  node_stop(a);
+  node_stop(b);
+}
+
+/* A room the wire cannot name cannot be announced: neither when it gets
+ * its first member nor in the INTEREST_ALL to a new peer. Each is counted
+ * and logged with the room's name, and the rest still goes out. */
+static void test_unannounceable_interest(void) {
+  node *a = node_start("a", "secret"), *b = node_start("b", "secret");
+  size_t len;
+  char *room = long_room(&len);
+  log_begin();
+  join(b, room);
+  const char *log = log_end();
+  CHECK_EQ_INT(stats(b)->internal_errors, 1);
+  CHECK(strstr(log, "warn") && strstr(log, "interest") &&
+        strstr(log, "toolongLLL"));
+  join(b, "fine");
+  log_begin();
+  net_connect(a, b);
+  net_pump();
+  log = log_end();
+  CHECK_EQ_INT(stats(b)->internal_errors, 2);
+  CHECK(strstr(log, "interest") && strstr(log, "toolongLLL"));
+  CHECK_EQ_INT(peers(a, NULL), 1);
+  mr_cluster_forward(a->cl, "fine", 4, "ok", 2, 0);
+  net_pump();
+  CHECK_EQ_INT(b->deliveries, 1);
+  CHECK_EQ_INT(stats(a)->internal_errors, 0);
+  free(room);
+  net_cut();
+  node_stop(a);
+  node_stop(b);
+}
+
 int main(void) {
   mr_log_set_level(MR_LOG_ERROR);
   test_start_on_a_taken_port();
@@ -613,5 +714,7 @@ int main(void) {
   test_heartbeat();
   test_handshake_deadline();
   test_queue_limit();
+  test_unforwardable_broadcast();
+  test_unannounceable_interest();
   return test_report();
 }
