@@ -701,6 +701,98 @@ static void test_unannounceable_interest(void) {
   node_stop(b);
 }
 
+/* ---- out of memory ---------------------------------------------------------
+ *
+ * With MR_TEST_WRAP_MALLOC the test is linked with -Wl,--wrap=malloc (see
+ * the end of CMakeLists.txt), so every malloc of the core, the test's own
+ * included, goes through __wrap_malloc, which fails the next fail_mallocs
+ * calls. calloc and realloc are not wrapped. Without it these cases are
+ * skipped. */
+#ifdef MR_TEST_WRAP_MALLOC
+void *__real_malloc(size_t size);
+void *__wrap_malloc(size_t size);
+
+static int fail_mallocs;
+
+void *__wrap_malloc(size_t size) {
+  if (fail_mallocs > 0) {
+    fail_mallocs--;
+    return NULL;
+  }
+  return __real_malloc(size);
+}
+
+/* Feeds to to what from queued, with the next malloc failing. */
+static void feed_failing(mr_link *from, mr_link *to) {
+  uint8_t *bytes;
+  size_t n = take_all(from, &bytes);
+  fail_mallocs = 1;
+  mr_link_feed(to, bytes, n);
+  CHECK_EQ_INT(fail_mallocs, 0); /* the malloc was made, and failed */
+  fail_mallocs = 0;
+  free(bytes);
+}
+
+/* A peer's interest that cannot be stored is counted and logged (the node
+ * then misses that room's broadcasts until it announces it again). */
+static void test_interest_out_of_memory(void) {
+  node *a = node_start("a", "secret"), *b = node_start("b", "secret");
+  wire_t *w = net_connect(a, b);
+  net_pump();
+  join(b, "r");
+  log_begin();
+  feed_failing(w->a, w->d);
+  const char *log = log_end();
+  CHECK_EQ_INT(stats(a)->internal_errors, 1);
+  CHECK(strstr(log, "warn") && strstr(log, "interest of node b") &&
+        strstr(log, "room r ") && strstr(log, "out of memory"));
+  mr_cluster_forward(a->cl, "r", 1, "lost", 4, 0);
+  CHECK_EQ_INT(w->d->tx.outq.bytes, 0);
+  leave(b, "r");
+  join(b, "r");
+  net_pump();
+  mr_cluster_forward(a->cl, "r", 1, "found", 5, 0);
+  net_pump();
+  CHECK_EQ_INT(b->deliveries, 1);
+  CHECK_STR(b->msg, "found");
+  net_cut();
+  node_stop(a);
+  node_stop(b);
+}
+
+/* A broadcast, an interest and a ping whose frame cannot be allocated are
+ * each counted and logged, and nothing half-built is sent. */
+static void test_frames_out_of_memory(void) {
+  node *a = node_start("a", "secret"), *b = node_start("b", "secret");
+  wire_t *w = net_connect(a, b);
+  join(b, "r");
+  net_pump();
+  log_begin();
+  fail_mallocs = 1;
+  mr_cluster_forward(a->cl, "r", 1, "lost", 4, 0);
+  fail_mallocs = 1; /* as if a's room "mine" had just got its first member */
+  mr_cluster_interest(a->cl, "mine", 4, 1);
+  fail_mallocs = 1;
+  mr_cluster_tick(a->cl, now_of(a) + 1000);
+  fail_mallocs = 0;
+  const char *log = log_end();
+  CHECK_EQ_INT(stats(a)->internal_errors, 3);
+  CHECK_EQ_INT(stats(a)->cluster_broadcasts_out, 0);
+  CHECK(strstr(log, "a broadcast for room r ") &&
+        strstr(log, "interest for room mine ") &&
+        strstr(log, "cannot ping b: out of memory"));
+  CHECK_EQ_INT(w->d->tx.outq.bytes, 0);
+  CHECK_EQ_INT(w->d->state, MR_LINK_UP);
+  mr_cluster_forward(a->cl, "r", 1, "sent", 4, 0);
+  net_pump();
+  CHECK_EQ_INT(b->deliveries, 1);
+  CHECK_STR(b->msg, "sent");
+  net_cut();
+  node_stop(a);
+  node_stop(b);
+}
+#endif
+
 int main(void) {
   mr_log_set_level(MR_LOG_ERROR);
   test_start_on_a_taken_port();
@@ -716,5 +808,11 @@ int main(void) {
   test_queue_limit();
   test_unforwardable_broadcast();
   test_unannounceable_interest();
+#ifdef MR_TEST_WRAP_MALLOC
+  test_interest_out_of_memory();
+  test_frames_out_of_memory();
+#else
+  printf("skipped: the out-of-memory cases need -Wl,--wrap=malloc\n");
+#endif
   return test_report();
 }
