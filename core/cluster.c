@@ -383,6 +383,10 @@ static void interest_clear(session *s) {
   }
 }
 
+/* Records that the node at the other end of l has (add) or no longer has
+ * members in room. An entry belongs to the link's table and is freed when
+ * the room is removed, when the node resends all its rooms, or when the
+ * link closes (interest_clear). */
 static void interest_set(mr_link *l, const char *room, size_t len, int add) {
   session *s = sess(l);
   interest *it = NULL;

@@ -19,15 +19,22 @@ typedef int (*mr_cluster_deliver_cb)(void *ud, const char *room,
                                      size_t len, int binary);
 
 /* Starts the cluster from srv->cfg (listen and dial); broadcasts from peers
- * go to deliver. Returns 0, or a negative error code after logging why. */
+ * go to deliver. Returns 0 with the cluster in srv->cluster (the server
+ * frees it with mr_cluster_free), or a negative error code after logging
+ * why; a failed start leaves only a closing handle, which frees the
+ * cluster once the loop runs its close callback. */
 int mr_cluster_start(struct mr_server *srv, mr_cluster_deliver_cb deliver,
                      void *ud);
 
-/* A local room got its first member (created=1) or lost its last. */
+/* A local room got its first member (created=1) or lost its last. An
+ * announcement that cannot be built (a room the wire cannot name, no
+ * memory) is counted in internal_errors and logged. */
 void mr_cluster_interest(mr_cluster *cl, const char *room, size_t len,
                          int created);
 
-/* Forwards a room broadcast once to every linked node interested in room. */
+/* Forwards a room broadcast once to every linked node interested in room.
+ * A broadcast that cannot be built, or whose room the wire cannot name
+ * while a node is linked, is counted in internal_errors and logged. */
 void mr_cluster_forward(mr_cluster *cl, const char *room, size_t room_len,
                         const void *msg, size_t len, int binary);
 

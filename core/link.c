@@ -371,6 +371,8 @@ int mr_link_dial(mr_link_env *env, const struct sockaddr *addr,
   return 0;
 }
 
+/* Records the socket's peer address, which names the link in logs until
+ * the peer's node name is known. */
 static void name_remote(mr_link *l) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
@@ -467,8 +469,8 @@ void mr_link_tick(mr_link *l, uint64_t now) {
 /* ---- the set of links --------------------------------------------------- */
 
 void mr_link_env_tick(mr_link_env *env, uint64_t now) {
-  /* A link closed here leaves the list; its closed callback must not close
-   * other links, so the saved next pointer stays valid. */
+  /* A link closed here leaves the list, and the closed callback closes no
+   * other link (link.h), so the saved next pointer stays valid. */
   mr_link *next;
   for (mr_link *l = env->links; l; l = next) {
     next = l->next;
@@ -494,8 +496,8 @@ size_t mr_link_env_names(const mr_link_env *env, const char **names,
 }
 
 void mr_link_env_send_up(mr_link_env *env, mr_buf *frame) {
-  /* A link dropped here (queue full) leaves the list without touching
-   * the others, so the saved next pointer stays valid. */
+  /* A link dropped here (queue full) leaves the list, and the closed
+   * callback closes no other link, so the saved next pointer stays valid. */
   mr_link *next;
   for (mr_link *l = env->links; l; l = next) {
     next = l->next;

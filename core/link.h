@@ -44,8 +44,10 @@ typedef enum {
 typedef struct mr_link mr_link;
 typedef struct mr_link_env mr_link_env;
 
-/* What a link reports to its owner. Each callback may close the link (or
- * any other); the link's memory stays valid until the callback returns. */
+/* What a link reports to its owner. connected and frame may close the
+ * link, or any other; closed must not close another link, because links
+ * close while the heartbeat and mr_link_env_send_up walk the list. The
+ * link's memory stays valid until the callback returns. */
 typedef struct mr_link_events {
   /* A link we dialed is connected and in the handshake state. */
   void (*connected)(mr_link *l);
