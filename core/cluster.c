@@ -7,59 +7,27 @@
 #include <uv.h>
 
 #include "buf.h"
-#include "error.h"
-#include "log.h"
 #include "context.h"
+#include "error.h"
+#include "link.h"
+#include "log.h"
 #include "wire.h"
 
-/* Timings, in milliseconds. */
-#define HANDSHAKE_MS 5000   /* a link must authenticate within this */
-#define HEARTBEAT_MS 1000   /* PING on every link this often */
-#define SILENT_MS 5000      /* a link that says nothing this long is dead */
+/* Timings, in milliseconds. The heartbeat and the handshake deadline
+ * belong to the links (link.h). */
 #define BACKOFF_MIN_MS 100  /* first redial delay, doubling ... */
 #define BACKOFF_MAX_MS 2000 /* ... up to this */
-#define MAX_IOV 64
-
-typedef enum {
-  L_CONNECTING, /* TCP connect in progress (dialer) */
-  L_HELLO,      /* waiting for the peer's HELLO */
-  L_CHALLENGE,  /* dialer: waiting for the acceptor's proof */
-  L_AUTH,       /* acceptor: waiting for the dialer's proof */
-  L_UP,         /* authenticated; room traffic flows */
-  L_CLOSED
-} link_state;
+#define REFUSAL_WARN_MS 30000
+/* A frame carries one message plus its room name and headers. */
+#define FRAME_HEADROOM (MR_WIRE_MAX_ROOM + 64)
+/* Room names are cut to this many bytes in log lines. */
+#define LOG_ROOM 64
 
 typedef struct interest {
   UT_hash_handle hh;
   size_t len;
   char name[]; /* the room name, not NUL-terminated */
 } interest;
-
-struct peer;
-
-typedef struct mr_link {
-  uv_tcp_t tcp;
-  uv_connect_t creq;
-  mr_cluster *cl;
-  struct mr_link *prev, *next;
-  struct mr_link *pending_next;
-  struct peer *peer; /* the dial target, for a link we dialed */
-  link_state state;
-  int dialer;
-  int pending, writing_flag;
-  int quiet; /* closed on purpose (duplicate): nothing to count or report */
-  char name[MR_WIRE_MAX_NAME + 1];   /* the peer's node name, once known */
-  char addr[MR_WIRE_MAX_NAME + 1];   /* the peer's advertised address */
-  char remote[MR_WIRE_MAX_NAME + 1]; /* the socket's address, for logs */
-  uint8_t nonce_d[32], nonce_a[32];
-  uint8_t *rbuf;
-  size_t rlen, rcap;
-  mr_outq outq;
-  uv_write_t wreq;
-  size_t writing;
-  uint64_t deadline, last_rx;
-  interest *rooms; /* rooms the peer has members in */
-} mr_link;
 
 /* A node this one keeps a link to: from --peer, from a peer list, or a node
  * that dialed us. It is redialed with backoff whenever no link to it is
@@ -76,300 +44,36 @@ typedef struct peer {
   uint64_t last_warn;
 } peer;
 
+/* What the cluster knows about one link (its mr_link_data): the
+ * handshake, the node at the other end, and the rooms that node wants. */
+typedef struct session {
+  peer *peer; /* the dial target, for a link we dialed */
+  /* The handshake: the peer's HELLO came, so its proof comes next (the
+   * acceptor's CHALLENGE to a dialer, the dialer's AUTH to an acceptor). */
+  int got_hello;
+  int quiet; /* closed on purpose (duplicate): nothing to count or report */
+  char addr[MR_WIRE_MAX_NAME + 1]; /* the peer's advertised address */
+  uint8_t nonce_d[32], nonce_a[32];
+  interest *rooms; /* rooms the peer has members in */
+} session;
+
 struct mr_cluster {
   mr_server *srv;
   mr_cluster_deliver_cb deliver;
   void *deliver_ud;
   uv_tcp_t listener;
   int listening;
-  uv_timer_t heartbeat;
-  uv_prepare_t flush_prep;
+  mr_link_env links; /* every link that is not closed */
   char name[MR_WIRE_MAX_NAME + 1];
   char addr[MR_WIRE_MAX_NAME + 1]; /* "-" when this node does not listen */
-  mr_link *links;
-  mr_link *pending;
   peer *peers;
-  size_t max_frame;
-  size_t max_queue;
   int closing;
 };
 
-static void link_close(mr_link *l, const char *why, int refused);
-static void peer_schedule(peer *p);
-static mr_link *find_up(mr_cluster *cl, const char *name, mr_link *except);
-static peer *peer_find_addr(mr_cluster *cl, const char *addr, size_t len);
+static session *sess(mr_link *l) { return mr_link_data(l); }
+static mr_cluster *cluster_of(const mr_link *l) { return l->env->data; }
 
-/* ---- output ---------------------------------------------------------------
- */
-
-static void pending_add(mr_link *l) {
-  if (l->pending || l->state == L_CLOSED)
-    return;
-  l->pending = 1;
-  l->pending_next = l->cl->pending;
-  l->cl->pending = l;
-}
-
-/* Queues a shared frame; the link takes its own reference. A peer that
- * cannot keep up is dropped (and redialed) rather than allowed to grow the
- * queue without bound or to slow local delivery. */
-static void link_queue(mr_link *l, mr_buf *b) {
-  if (l->state == L_CLOSED)
-    return;
-  if (l->outq.bytes + b->len > l->cl->max_queue) {
-    l->cl->srv->stats.cluster_queue_drops++;
-    mr_warn("cluster: link %s %s dropped: %zu bytes queued exceed the %zu "
-            "byte link limit",
-            l->dialer ? "to" : "from", l->name[0] ? l->name : l->remote,
-            l->outq.bytes, l->cl->max_queue);
-    link_close(l, "send queue full", 0);
-    return;
-  }
-  if (mr_outq_push(&l->outq, b) != 0) {
-    link_close(l, "out of memory", 0);
-    return;
-  }
-  pending_add(l);
-}
-
-static void link_queue_wbuf(mr_link *l, mr_wbuf *w) {
-  mr_buf *b = mr_buf_new(w->len);
-  if (!b) {
-    link_close(l, "out of memory", 0);
-    return;
-  }
-  memcpy(b->data, w->data, w->len);
-  link_queue(l, b);
-  mr_buf_release(b);
-}
-
-static void on_link_write(uv_write_t *req, int status) {
-  mr_link *l = req->data;
-  l->writing_flag = 0;
-  if (l->state == L_CLOSED)
-    return;
-  if (status < 0) {
-    link_close(l, uv_strerror(status), 0);
-    return;
-  }
-  mr_outq_consume(&l->outq, l->writing);
-  l->writing = 0;
-  if (l->outq.count)
-    pending_add(l);
-}
-
-static void link_flush(mr_link *l) {
-  l->pending = 0;
-  if (l->state == L_CLOSED || l->state == L_CONNECTING || l->writing_flag ||
-      !l->outq.count)
-    return;
-  const uint8_t *ptrs[MAX_IOV];
-  size_t lens[MAX_IOV];
-  uv_buf_t iov[MAX_IOV];
-  size_t n = mr_outq_peek(&l->outq, ptrs, lens, MAX_IOV);
-  l->writing = 0;
-  for (size_t i = 0; i < n; i++) {
-    iov[i] = uv_buf_init((char *)ptrs[i], (unsigned)lens[i]);
-    l->writing += lens[i];
-  }
-  l->wreq.data = l;
-  int r = uv_write(&l->wreq, (uv_stream_t *)&l->tcp, iov, (unsigned)n,
-                   on_link_write);
-  if (r < 0) {
-    l->writing = 0;
-    link_close(l, uv_strerror(r), 0);
-    return;
-  }
-  l->writing_flag = 1;
-}
-
-static void on_flush(uv_prepare_t *p) {
-  mr_cluster *cl = p->data;
-  while (cl->pending) {
-    mr_link *l = cl->pending;
-    cl->pending = l->pending_next;
-    link_flush(l);
-  }
-}
-
-/* ---- lifetime ---------------------------------------------------------------
- */
-
-static void interest_clear(mr_link *l) {
-  interest *it, *tmp;
-  HASH_ITER(hh, l->rooms, it, tmp) {
-    HASH_DEL(l->rooms, it);
-    free(it);
-  }
-}
-
-static void on_link_closed(uv_handle_t *h) {
-  mr_link *l = h->data;
-  mr_outq_clear(&l->outq);
-  free(l->rbuf);
-  free(l);
-}
-
-/* Closes a link, counts it, and schedules a redial of its peer. The memory
- * goes in the close callback, after any write in flight is cancelled. */
-static void link_close(mr_link *l, const char *why, int refused) {
-  if (l->state == L_CLOSED)
-    return;
-  mr_cluster *cl = l->cl;
-  mr_server *srv = cl->srv;
-  link_state was = l->state;
-  l->state = L_CLOSED;
-  if (l->prev)
-    l->prev->next = l->next;
-  else
-    cl->links = l->next;
-  if (l->next)
-    l->next->prev = l->prev;
-  if (l->pending) {
-    for (mr_link **pp = &cl->pending; *pp; pp = &(*pp)->pending_next)
-      if (*pp == l) {
-        *pp = l->pending_next;
-        break;
-      }
-    l->pending = 0;
-  }
-  interest_clear(l);
-  const char *who = l->name[0] ? l->name : l->remote;
-  /* The losing half of a duplicate pair can be closed by the other node
-   * first; with another link to that node up, nothing was lost. */
-  if (was == L_UP && find_up(cl, l->name, l))
-    l->quiet = 1;
-  if (l->quiet) {
-    mr_debug("cluster: closed a duplicate link with %s", who);
-  } else if (was == L_UP) {
-    srv->stats.cluster_links_dropped++;
-    mr_warn("cluster: link %s node %s down: %s", l->dialer ? "to" : "from", who,
-            why);
-  } else if (refused || (was != L_CONNECTING && !cl->closing)) {
-    srv->stats.cluster_links_refused++;
-    peer *p = l->peer;
-    uint64_t now = uv_now(srv->loop);
-    /* A peer that keeps failing the same way is reported every 30 s, not on
-     * every redial. */
-    if (!p || !p->refused || now - p->last_warn > 30000) {
-      mr_warn("cluster: link %s %s refused: %s", l->dialer ? "to" : "from", who,
-              why);
-      if (p)
-        p->last_warn = now;
-    }
-    if (p)
-      p->refused = 1;
-  } else if (!cl->closing) {
-    mr_debug("cluster: cannot reach %s: %s", l->peer ? l->peer->addr : who,
-             why);
-  }
-  /* Redial the node: the one we dialed, or one that dialed us and that we
-   * remembered by its advertised address. */
-  peer *p = l->peer;
-  if (!p && was == L_UP && !l->quiet && strcmp(l->addr, "-") != 0)
-    p = peer_find_addr(cl, l->addr, strlen(l->addr));
-  if (p && (p->link == l || !p->link)) {
-    p->link = NULL;
-    if (!cl->closing && !l->quiet)
-      peer_schedule(p);
-  }
-
-  uv_close((uv_handle_t *)&l->tcp, on_link_closed);
-}
-
-static mr_link *link_new(mr_cluster *cl, int dialer) {
-  mr_link *l = calloc(1, sizeof *l);
-  if (!l)
-    return NULL;
-  l->cl = cl;
-  l->dialer = dialer;
-  l->tcp.data = l;
-  uv_tcp_init(cl->srv->loop, &l->tcp);
-  l->next = cl->links;
-  if (cl->links)
-    cl->links->prev = l;
-  cl->links = l;
-  l->last_rx = uv_now(cl->srv->loop);
-  l->deadline = l->last_rx + HANDSHAKE_MS;
-  return l;
-}
-
-static mr_link *find_up(mr_cluster *cl, const char *name, mr_link *except) {
-  for (mr_link *l = cl->links; l; l = l->next)
-    if (l != except && l->state == L_UP && strcmp(l->name, name) == 0)
-      return l;
-  return NULL;
-}
-
-/* ---- handshake --------------------------------------------------------------
- */
-
-static void send_hello(mr_link *l, const uint8_t nonce[32]) {
-  mr_cluster *cl = l->cl;
-  mr_wbuf w;
-  mr_wire_buf_init(&w);
-  if (mr_wire_encode_hello(&w, cl->name, strlen(cl->name), cl->addr,
-                           strlen(cl->addr), nonce) == 0)
-    link_queue_wbuf(l, &w);
-  mr_wire_buf_free(&w);
-}
-
-static int send_mac(mr_link *l, int tag, const char *label, const char *from,
-                    const char *to) {
-  mr_cluster *cl = l->cl;
-  const char *cookie = cl->srv->cfg.cookie;
-  uint8_t mac[32];
-  if (mr_wire_auth_mac(cookie, strlen(cookie), label, l->nonce_d, l->nonce_a,
-                       from, to, mac) != 0)
-    return MR_EAUTH;
-  mr_wbuf w;
-  mr_wire_buf_init(&w);
-  int r = tag == MR_WIRE_CHALLENGE ? mr_wire_encode_challenge(&w, mac)
-                                   : mr_wire_encode_auth(&w, mac);
-  if (r == 0)
-    link_queue_wbuf(l, &w);
-  mr_wire_buf_free(&w);
-  return r;
-}
-
-static int check_mac(mr_link *l, const uint8_t *got, const char *label,
-                     const char *from, const char *to) {
-  const char *cookie = l->cl->srv->cfg.cookie;
-  uint8_t want[32];
-  if (mr_wire_auth_mac(cookie, strlen(cookie), label, l->nonce_d, l->nonce_a,
-                       from, to, want) != 0)
-    return 0;
-  return mr_wire_mac_equal(want, got);
-}
-
-static void send_peers(mr_link *to) {
-  mr_cluster *cl = to->cl;
-  mr_wbuf w;
-  size_t frame;
-  mr_wire_buf_init(&w);
-  if (mr_wire_encode_peers_begin(&w, &frame) == 0) {
-    for (mr_link *l = cl->links; l; l = l->next)
-      if (l->state == L_UP && l != to && strcmp(l->addr, "-") != 0)
-        mr_wire_encode_peers_add(&w, frame, l->name, strlen(l->name), l->addr,
-                                 strlen(l->addr));
-    link_queue_wbuf(to, &w);
-  }
-  mr_wire_buf_free(&w);
-}
-
-static void send_interest_all(mr_link *to) {
-  mr_server *srv = to->cl->srv;
-  mr_wbuf w;
-  size_t frame;
-  mr_wire_buf_init(&w);
-  if (mr_wire_encode_interest_all_begin(&w, &frame) == 0) {
-    for (mr_room *r = mr_rooms_first(&srv->rooms); r; r = mr_rooms_next(r))
-      if (r->name_len <= MR_WIRE_MAX_ROOM)
-        mr_wire_encode_interest_all_add(&w, frame, r->name, r->name_len);
-    link_queue_wbuf(to, &w);
-  }
-  mr_wire_buf_free(&w);
-}
+/* ---- peers: dialing and backoff ----------------------------------------- */
 
 static peer *peer_find_addr(mr_cluster *cl, const char *addr, size_t len) {
   for (peer *p = cl->peers; p; p = p->next)
@@ -378,333 +82,20 @@ static peer *peer_find_addr(mr_cluster *cl, const char *addr, size_t len) {
   return NULL;
 }
 
-static peer *peer_add(mr_cluster *cl, const char *addr, size_t len);
-
-static void link_up(mr_link *l) {
-  mr_cluster *cl = l->cl;
-  mr_server *srv = cl->srv;
-  /* Two nodes that dial each other at once end up with two links; both
-   * keep the one dialed by the node whose name sorts first. */
-  mr_link *dup = find_up(cl, l->name, l);
-  if (dup) {
-    const char *dialer_of_l = l->dialer ? cl->name : l->name;
-    const char *dialer_of_dup = dup->dialer ? cl->name : dup->name;
-    mr_link *drop = strcmp(dialer_of_l, dialer_of_dup) < 0 ? dup : l;
-    if (drop->peer && drop->peer->link == drop) {
-      drop->peer->link = NULL; /* the other link serves this peer */
-      drop->peer = NULL;
-    }
-    drop->quiet = 1;
-    link_close(drop, "duplicate link", 0);
-    if (drop == l)
-      return;
-  }
-  l->state = L_UP;
-  l->last_rx = uv_now(srv->loop);
-  srv->stats.cluster_links_up++;
-  if (l->peer) {
-    l->peer->backoff = 0;
-    l->peer->refused = 0;
-    snprintf(l->peer->name, sizeof l->peer->name, "%s", l->name);
-  } else if (strcmp(l->addr, "-") != 0) {
-    /* Remember a node that dialed us, so that we redial it if the link
-     * goes; while this link is up the record stays idle. */
-    peer *p = peer_find_addr(cl, l->addr, strlen(l->addr));
-    if (!p)
-      p = peer_add(cl, l->addr, strlen(l->addr));
-    if (p) {
-      snprintf(p->name, sizeof p->name, "%s", l->name);
-      uv_timer_stop(&p->timer);
-      p->backoff = 0;
-      p->refused = 0;
-    }
-  }
-  mr_info("cluster: link %s node %s (%s) up", l->dialer ? "to" : "from",
-          l->name, l->addr);
-  send_peers(l);
-  send_interest_all(l);
-  /* Tell every other node about the new one, so the mesh closes. */
-  for (mr_link *o = cl->links; o; o = o->next)
-    if (o != l && o->state == L_UP)
-      send_peers(o);
+/* Fills ss from a numeric HOST:PORT. Returns 0 or a negative error code. */
+static int sockaddr_of(const mr_addr *a, struct sockaddr_storage *ss) {
+  return strchr(a->host, ':')
+             ? uv_ip6_addr(a->host, a->port, (struct sockaddr_in6 *)ss)
+             : uv_ip4_addr(a->host, a->port, (struct sockaddr_in *)ss);
 }
 
-static void on_hello(mr_link *l, const mr_wire_msg *m) {
-  mr_cluster *cl = l->cl;
-  if (m->hello.name_len == strlen(cl->name) &&
-      memcmp(m->hello.name, cl->name, m->hello.name_len) == 0) {
-    link_close(l, "the peer has this node's own name (dialed itself?)", 1);
-    return;
-  }
-  memcpy(l->name, m->hello.name, m->hello.name_len);
-  l->name[m->hello.name_len] = '\0';
-  memcpy(l->addr, m->hello.addr, m->hello.addr_len);
-  l->addr[m->hello.addr_len] = '\0';
-  if (l->dialer) {
-    memcpy(l->nonce_a, m->hello.nonce, 32);
-    l->state = L_CHALLENGE;
-    return;
-  }
-  memcpy(l->nonce_d, m->hello.nonce, 32);
-  if (mr_wire_nonce(l->nonce_a) != 0) {
-    link_close(l, "no random nonce", 0);
-    return;
-  }
-  send_hello(l, l->nonce_a);
-  if (send_mac(l, MR_WIRE_CHALLENGE, MR_WIRE_LABEL_ACCEPTOR, cl->name,
-               l->name) != 0) {
-    link_close(l, "cannot compute the proof", 0);
-    return;
-  }
-  l->state = L_AUTH;
+/* Writes a the way other nodes dial it ([HOST]:PORT for IPv6). */
+static void format_addr(char *out, size_t cap, const mr_addr *a) {
+  snprintf(out, cap, strchr(a->host, ':') ? "[%s]:%d" : "%s:%d", a->host,
+           a->port);
 }
 
-/* ---- frames ----------------------------------------------------------------
- */
-
-static void interest_set(mr_link *l, const char *room, size_t len, int add) {
-  interest *it = NULL;
-  HASH_FIND(hh, l->rooms, room, len, it);
-  if (add && !it) {
-    it = malloc(sizeof *it + len);
-    if (!it)
-      return;
-    it->len = len;
-    memcpy(it->name, room, len);
-    HASH_ADD_KEYPTR(hh, l->rooms, it->name, len, it);
-  } else if (!add && it) {
-    HASH_DEL(l->rooms, it);
-    free(it);
-  }
-}
-
-static void on_peers(mr_link *l, const mr_wire_msg *m) {
-  mr_cluster *cl = l->cl;
-  mr_wire_iter it;
-  mr_wire_peer p;
-  mr_wire_iter_init(&it, m);
-  while (mr_wire_peers_next(&it, &p) == 1) {
-    char name[MR_WIRE_MAX_NAME + 1];
-    memcpy(name, p.name, p.name_len);
-    name[p.name_len] = '\0';
-    if (strcmp(name, cl->name) == 0 || find_up(cl, name, NULL))
-      continue;
-    if (p.addr_len == 1 && p.addr[0] == '-')
-      continue;
-    if (!peer_find_addr(cl, p.addr, p.addr_len)) {
-      mr_info("cluster: learned of node %s at %.*s from %s", name,
-              (int)p.addr_len, p.addr, l->name);
-      peer *np = peer_add(cl, p.addr, p.addr_len);
-      if (np)
-        snprintf(np->name, sizeof np->name, "%s", name);
-    }
-  }
-}
-
-/* Handles one frame; returns 0, or -1 when the link was closed. */
-static int on_frame(mr_link *l, const uint8_t *payload, size_t len) {
-  mr_cluster *cl = l->cl;
-  mr_server *srv = cl->srv;
-  mr_wire_msg m;
-  int r = mr_wire_decode(payload, len, &m);
-  if (r == MR_ENOTFOUND && l->state == L_UP) {
-    /* A newer node may speak tags this one does not know; skip them. */
-    srv->stats.cluster_unknown_tags++;
-    mr_debug("cluster: skipped unknown tag 0x%02x from %s", m.tag, l->name);
-    return 0;
-  }
-  if (r != 0) {
-    srv->stats.cluster_frames_malformed++;
-    char why[160];
-    snprintf(why, sizeof why, "malformed frame (tag 0x%02x): %s", m.tag,
-             m.error ? m.error : mr_strerror(r));
-    link_close(l, why, l->state != L_UP);
-    return -1;
-  }
-  l->last_rx = uv_now(srv->loop);
-  if (l->state != L_UP) {
-    if (l->state == L_HELLO && m.tag == MR_WIRE_HELLO) {
-      on_hello(l, &m);
-    } else if (l->state == L_CHALLENGE && m.tag == MR_WIRE_CHALLENGE) {
-      if (!check_mac(l, m.auth.mac, MR_WIRE_LABEL_ACCEPTOR, l->name,
-                     cl->name)) {
-        link_close(l, "authentication failed: node has a different cookie", 1);
-        return -1;
-      }
-      if (send_mac(l, MR_WIRE_AUTH, MR_WIRE_LABEL_DIALER, cl->name, l->name)) {
-        link_close(l, "cannot compute the proof", 0);
-        return -1;
-      }
-      link_up(l);
-    } else if (l->state == L_AUTH && m.tag == MR_WIRE_AUTH) {
-      if (!check_mac(l, m.auth.mac, MR_WIRE_LABEL_DIALER, l->name, cl->name)) {
-        link_close(l, "authentication failed: node has a different cookie", 1);
-        return -1;
-      }
-      link_up(l);
-    } else {
-      srv->stats.cluster_frames_malformed++;
-      char why[96];
-      snprintf(why, sizeof why, "unexpected tag 0x%02x during the handshake",
-               m.tag);
-      link_close(l, why, 1);
-      return -1;
-    }
-    return l->state == L_CLOSED ? -1 : 0;
-  }
-  switch (m.tag) {
-  case MR_WIRE_ROOM_TEXT:
-  case MR_WIRE_ROOM_BINARY:
-    /* Delivered to this node's members only, never forwarded again: every
-     * node forwards only what its own scripts broadcast. */
-    cl->deliver(cl->deliver_ud, m.room.room, m.room.room_len, m.room.data,
-                m.room.data_len, m.room.binary);
-    break;
-  case MR_WIRE_INTEREST:
-    interest_set(l, m.interest.room, m.interest.room_len, m.interest.add);
-    break;
-  case MR_WIRE_INTEREST_ALL: {
-    interest_clear(l);
-    mr_wire_iter it;
-    const char *room;
-    size_t rlen;
-    mr_wire_iter_init(&it, &m);
-    while (mr_wire_rooms_next(&it, &room, &rlen) == 1)
-      interest_set(l, room, rlen, 1);
-    break;
-  }
-  case MR_WIRE_PEERS:
-    on_peers(l, &m);
-    break;
-  case MR_WIRE_PING: {
-    mr_wbuf w;
-    mr_wire_buf_init(&w);
-    if (mr_wire_encode_pong(&w, m.ping.token) == 0)
-      link_queue_wbuf(l, &w);
-    mr_wire_buf_free(&w);
-    break;
-  }
-  case MR_WIRE_PONG:
-    break;
-  default:
-    srv->stats.cluster_frames_malformed++;
-    link_close(l, "handshake message on an established link", 0);
-    return -1;
-  }
-  return l->state == L_CLOSED ? -1 : 0;
-}
-
-static void on_link_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  (void)suggested;
-  mr_link *l = h->data;
-  if (l->rcap - l->rlen < 65536) {
-    size_t ncap = l->rcap ? l->rcap * 2 : 65536;
-    while (ncap - l->rlen < 65536)
-      ncap *= 2;
-    uint8_t *n = realloc(l->rbuf, ncap);
-    if (!n) {
-      *buf = uv_buf_init(NULL, 0);
-      return;
-    }
-    l->rbuf = n;
-    l->rcap = ncap;
-  }
-  *buf = uv_buf_init((char *)l->rbuf + l->rlen, (unsigned)(l->rcap - l->rlen));
-}
-
-static void on_link_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  (void)buf;
-  mr_link *l = s->data;
-  if (n == 0)
-    return;
-  if (n < 0) {
-    link_close(l, n == UV_EOF ? "closed by the peer" : uv_strerror((int)n), 0);
-    return;
-  }
-  l->rlen += (size_t)n;
-  size_t off = 0;
-  while (l->state != L_CLOSED) {
-    const uint8_t *payload;
-    size_t plen, used;
-    int r = mr_wire_next_frame(l->rbuf + off, l->rlen - off, l->cl->max_frame,
-                               &payload, &plen, &used);
-    if (r == MR_EAGAIN)
-      break;
-    if (r != 0) {
-      l->cl->srv->stats.cluster_frames_malformed++;
-      link_close(l,
-                 r == MR_ETOOBIG ? "frame larger than the limit"
-                                 : "malformed frame (empty)",
-                 l->state != L_UP);
-      return;
-    }
-    if (on_frame(l, payload, plen) != 0)
-      return;
-    off += used;
-  }
-  if (l->state == L_CLOSED)
-    return;
-  /* Keep the unread tail at the front; give back memory a large frame took. */
-  memmove(l->rbuf, l->rbuf + off, l->rlen - off);
-  l->rlen -= off;
-  if (l->rlen == 0 && l->rcap > 262144) {
-    free(l->rbuf);
-    l->rbuf = NULL;
-    l->rcap = 0;
-  }
-}
-
-/* ---- dialing and accepting ------------------------------------------------
- */
-
-static void on_connected(uv_connect_t *req, int status) {
-  mr_link *l = req->data;
-  if (l->state == L_CLOSED)
-    return;
-  if (status < 0) {
-    link_close(l, uv_strerror(status), 0);
-    return;
-  }
-  l->state = L_HELLO;
-  uv_tcp_nodelay(&l->tcp, 1);
-  if (mr_wire_nonce(l->nonce_d) != 0) {
-    link_close(l, "no random nonce", 0);
-    return;
-  }
-  send_hello(l, l->nonce_d);
-  uv_read_start((uv_stream_t *)&l->tcp, on_link_alloc, on_link_read);
-}
-
-static void peer_dial(peer *p) {
-  mr_cluster *cl = p->cl;
-  if (cl->closing || p->link)
-    return;
-  if (p->name[0] && find_up(cl, p->name, NULL))
-    return; /* already linked (the other node dialed us) */
-  mr_addr a;
-  struct sockaddr_storage ss;
-  if (mr_addr_parse(p->addr, &a) != 0 ||
-      (strchr(a.host, ':')
-           ? uv_ip6_addr(a.host, a.port, (struct sockaddr_in6 *)&ss)
-           : uv_ip4_addr(a.host, a.port, (struct sockaddr_in *)&ss)) != 0) {
-    mr_warn("cluster: cannot dial '%s': not a numeric HOST:PORT", p->addr);
-    return;
-  }
-  mr_link *l = link_new(cl, 1);
-  if (!l)
-    return;
-  l->peer = p;
-  p->link = l;
-  snprintf(l->remote, sizeof l->remote, "%s", p->addr);
-  l->state = L_CONNECTING;
-  l->creq.data = l;
-  int r =
-      uv_tcp_connect(&l->creq, &l->tcp, (struct sockaddr *)&ss, on_connected);
-  if (r != 0)
-    link_close(l, uv_strerror(r), 0);
-}
-
-static void on_peer_timer(uv_timer_t *t) { peer_dial(t->data); }
+static void on_peer_timer(uv_timer_t *t);
 
 static void peer_schedule(peer *p) {
   p->backoff = p->backoff ? p->backoff * 2 : BACKOFF_MIN_MS;
@@ -715,7 +106,36 @@ static void peer_schedule(peer *p) {
   uv_timer_start(&p->timer, on_peer_timer, delay, 0);
 }
 
-static peer *peer_add(mr_cluster *cl, const char *addr, size_t len) {
+static void peer_dial(peer *p) {
+  mr_cluster *cl = p->cl;
+  if (cl->closing || p->link)
+    return;
+  if (p->name[0] && mr_link_env_find_up(&cl->links, p->name, NULL))
+    return; /* already linked (the other node dialed us) */
+  mr_addr a;
+  struct sockaddr_storage ss;
+  if (mr_addr_parse(p->addr, &a) != 0 || sockaddr_of(&a, &ss) != 0) {
+    mr_warn("cluster: cannot dial '%s': not a numeric HOST:PORT", p->addr);
+    return;
+  }
+  mr_link *l;
+  int r = mr_link_dial(&cl->links, (struct sockaddr *)&ss, p->addr, &l);
+  if (r != 0) {
+    mr_debug("cluster: cannot reach %s: %s", p->addr, mr_strerror(r));
+    peer_schedule(p);
+    return;
+  }
+  sess(l)->peer = p;
+  p->link = l;
+}
+
+static void on_peer_timer(uv_timer_t *t) { peer_dial(t->data); }
+
+/* Adds a peer at addr (len bytes), named name when known (else ""), to
+ * dial at once. The cluster owns it; it is freed in its timer's close
+ * callback. */
+static peer *peer_add(mr_cluster *cl, const char *addr, size_t len,
+                      const char *name) {
   if (len == 0 || len > MR_WIRE_MAX_NAME)
     return NULL;
   peer *p = calloc(1, sizeof *p);
@@ -724,6 +144,7 @@ static peer *peer_add(mr_cluster *cl, const char *addr, size_t len) {
   p->cl = cl;
   memcpy(p->addr, addr, len);
   p->addr[len] = '\0';
+  snprintf(p->name, sizeof p->name, "%s", name);
   uv_timer_init(cl->srv->loop, &p->timer);
   p->timer.data = p;
   p->next = cl->peers;
@@ -732,139 +153,524 @@ static peer *peer_add(mr_cluster *cl, const char *addr, size_t len) {
   return p;
 }
 
-static void on_link_accept(uv_stream_t *s, int status) {
-  mr_cluster *cl = s->data;
-  if (status < 0) {
-    mr_warn("cluster: accept failed: %s", uv_strerror(status));
-    return;
-  }
-  mr_link *l = link_new(cl, 0);
-  if (!l)
-    return;
-  if (uv_accept(s, (uv_stream_t *)&l->tcp) != 0) {
-    link_close(l, "accept failed", 0);
-    return;
-  }
-  struct sockaddr_storage ss;
-  int len = sizeof ss;
-  char ip[48] = "?";
-  if (uv_tcp_getpeername(&l->tcp, (struct sockaddr *)&ss, &len) == 0) {
-    if (ss.ss_family == AF_INET6)
-      uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
-    else
-      uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
-  }
-  snprintf(l->remote, sizeof l->remote, "%s", ip);
-  l->state = L_HELLO;
-  uv_tcp_nodelay(&l->tcp, 1);
-  uv_read_start((uv_stream_t *)&l->tcp, on_link_alloc, on_link_read);
+/* ---- what could not be sent --------------------------------------------- */
+
+/* Counts and logs a frame about a room that the cluster could not build or
+ * keep, so that nothing is dropped silently. */
+static void dropped(mr_cluster *cl, const char *what, const char *room,
+                    size_t room_len, int err) {
+  cl->srv->stats.internal_errors++;
+  mr_warn("cluster: %s for room %.*s%s (%zu bytes) dropped: %s", what,
+          (int)(room_len > LOG_ROOM ? LOG_ROOM : room_len), room,
+          room_len > LOG_ROOM ? "..." : "", room_len, mr_strerror(err));
 }
 
-/* ---- heartbeat ------------------------------------------------------------
- */
+/* ---- handshake ---------------------------------------------------------- */
 
-static void on_heartbeat(uv_timer_t *t) {
-  mr_cluster *cl = t->data;
-  uint64_t now = uv_now(cl->srv->loop);
+static int send_hello(mr_link *l, const uint8_t nonce[32]) {
+  mr_cluster *cl = cluster_of(l);
   mr_wbuf w;
   mr_wire_buf_init(&w);
-  mr_buf *ping = NULL;
-  if (mr_wire_encode_ping(&w, now) == 0 && (ping = mr_buf_new(w.len)))
-    memcpy(ping->data, w.data, w.len);
-  mr_wire_buf_free(&w);
-  mr_link *next;
-  for (mr_link *l = cl->links; l; l = next) {
-    next = l->next;
-    if (l->state == L_CONNECTING)
-      continue;
-    if (l->state != L_UP) {
-      if (now >= l->deadline)
-        link_close(l, "handshake timed out", 1);
-      continue;
-    }
-    if (now - l->last_rx >= SILENT_MS) {
-      link_close(l, "no heartbeat", 0);
-      continue;
-    }
-    if (ping)
-      link_queue(l, ping);
-  }
-  if (ping)
-    mr_buf_release(ping);
+  int r = mr_wire_encode_hello(&w, cl->name, strlen(cl->name), cl->addr,
+                               strlen(cl->addr), nonce);
+  return mr_link_send_encoded(l, &w, r);
 }
 
-/* ---- the public side
- * --------------------------------------------------------- */
+/* Computes this node's proof for the peer (mine), or the proof expected
+ * from the peer. The label names the prover's role, so that neither proof
+ * can be reflected back as the other. Returns 0 or MR_EAUTH. */
+static int make_proof(mr_link *l, int mine, uint8_t mac[32]) {
+  mr_cluster *cl = cluster_of(l);
+  session *s = sess(l);
+  const char *cookie = cl->srv->cfg.cookie;
+  int by_dialer = mine ? l->dialer : !l->dialer;
+  const char *me = cl->name, *them = l->name;
+  const char *label = by_dialer ? MR_WIRE_LABEL_DIALER : MR_WIRE_LABEL_ACCEPTOR;
+  return mr_wire_auth_mac(cookie, strlen(cookie), label, s->nonce_d, s->nonce_a,
+                          mine ? me : them, mine ? them : me, mac) != 0
+             ? MR_EAUTH
+             : 0;
+}
+
+/* Sends this node's proof: CHALLENGE from the acceptor, AUTH from the
+ * dialer. Returns 0, or a negative error code (the link may be closed). */
+static int send_proof(mr_link *l) {
+  uint8_t mac[32];
+  if (make_proof(l, 1, mac) != 0)
+    return MR_EAUTH;
+  mr_wbuf w;
+  mr_wire_buf_init(&w);
+  int r = l->dialer ? mr_wire_encode_auth(&w, mac)
+                    : mr_wire_encode_challenge(&w, mac);
+  return mr_link_send_encoded(l, &w, r);
+}
+
+/* The dialer opens the handshake: its HELLO with a fresh nonce. */
+static void on_link_connected(mr_link *l) {
+  session *s = sess(l);
+  if (mr_wire_nonce(s->nonce_d) != 0) {
+    mr_link_close(l, "no random nonce", 0);
+    return;
+  }
+  send_hello(l, s->nonce_d);
+}
+
+static void send_peers(mr_link *to) {
+  mr_cluster *cl = cluster_of(to);
+  mr_wbuf w;
+  size_t frame;
+  mr_wire_buf_init(&w);
+  int r = mr_wire_encode_peers_begin(&w, &frame);
+  for (mr_link *l = cl->links.links; l && r == 0; l = l->next) {
+    const char *addr = sess(l)->addr;
+    if (l->state == MR_LINK_UP && l != to && strcmp(addr, "-") != 0)
+      r = mr_wire_encode_peers_add(&w, frame, l->name, strlen(l->name), addr,
+                                   strlen(addr));
+  }
+  mr_link_send_encoded(to, &w, r);
+}
+
+/* Tells a new peer every room this node has members in. A room the wire
+ * cannot name is left out, counted and logged; the peer then never
+ * forwards that room's broadcasts here. */
+static void send_interest_all(mr_link *to) {
+  mr_cluster *cl = cluster_of(to);
+  mr_wbuf w;
+  size_t frame;
+  mr_wire_buf_init(&w);
+  int r = mr_wire_encode_interest_all_begin(&w, &frame);
+  for (mr_room *room = mr_rooms_first(&cl->srv->rooms); room && r == 0;
+       room = mr_rooms_next(room)) {
+    r = mr_wire_encode_interest_all_add(&w, frame, room->name, room->name_len);
+    if (r == MR_EINVAL || r == MR_EUTF8) {
+      dropped(cl, "interest", room->name, room->name_len, r);
+      r = 0;
+    }
+  }
+  mr_link_send_encoded(to, &w, r);
+}
+
+/* Two nodes that dial each other at once end up with two links; both keep
+ * the one dialed by the node whose name sorts first. Returns 1 when l is
+ * the one that goes (it is then closed). */
+static int resolve_duplicate(mr_link *l) {
+  mr_cluster *cl = cluster_of(l);
+  mr_link *dup = mr_link_env_find_up(&cl->links, l->name, l);
+  if (!dup)
+    return 0;
+  const char *dialer_of_l = l->dialer ? cl->name : l->name;
+  const char *dialer_of_dup = dup->dialer ? cl->name : dup->name;
+  mr_link *drop = strcmp(dialer_of_l, dialer_of_dup) < 0 ? dup : l;
+  session *d = sess(drop);
+  if (d->peer && d->peer->link == drop) {
+    d->peer->link = NULL; /* the other link serves this peer */
+    d->peer = NULL;
+  }
+  d->quiet = 1;
+  mr_link_close(drop, "duplicate link", 0);
+  return drop == l;
+}
+
+/* Remembers the node at the other end of a new link as a peer to redial:
+ * the one we dialed, or one that dialed us and advertised an address. */
+static void remember_peer(mr_link *l) {
+  mr_cluster *cl = cluster_of(l);
+  session *s = sess(l);
+  peer *p = s->peer;
+  if (!p && strcmp(s->addr, "-") != 0) {
+    /* While this link is up the record stays idle. */
+    p = peer_find_addr(cl, s->addr, strlen(s->addr));
+    if (!p)
+      p = peer_add(cl, s->addr, strlen(s->addr), l->name);
+    if (p)
+      uv_timer_stop(&p->timer);
+  }
+  if (!p)
+    return;
+  p->backoff = 0;
+  p->refused = 0;
+  snprintf(p->name, sizeof p->name, "%s", l->name);
+}
+
+/* The handshake succeeded: room traffic may flow. */
+static void link_up(mr_link *l) {
+  mr_cluster *cl = cluster_of(l);
+  if (l->state != MR_LINK_HANDSHAKE || resolve_duplicate(l))
+    return;
+  mr_link_set_up(l);
+  cl->srv->stats.cluster_links_up++;
+  remember_peer(l);
+  mr_info("cluster: link %s node %s (%s) up", l->dialer ? "to" : "from",
+          l->name, sess(l)->addr);
+  send_peers(l);
+  if (l->state == MR_LINK_UP)
+    send_interest_all(l);
+  /* Tell every other node about the new one, so the mesh closes. */
+  mr_link *next;
+  for (mr_link *o = cl->links.links; o; o = next) {
+    next = o->next;
+    if (o != l && o->state == MR_LINK_UP)
+      send_peers(o);
+  }
+}
+
+static void on_hello(mr_link *l, const mr_wire_msg *m) {
+  mr_cluster *cl = cluster_of(l);
+  session *s = sess(l);
+  if (m->hello.name_len == strlen(cl->name) &&
+      memcmp(m->hello.name, cl->name, m->hello.name_len) == 0) {
+    mr_link_close(l, "the peer has this node's own name (dialed itself?)", 1);
+    return;
+  }
+  mr_link_set_name(l, m->hello.name, m->hello.name_len);
+  memcpy(s->addr, m->hello.addr, m->hello.addr_len);
+  s->addr[m->hello.addr_len] = '\0';
+  s->got_hello = 1;
+  if (l->dialer) {
+    memcpy(s->nonce_a, m->hello.nonce, 32);
+    return;
+  }
+  /* The acceptor answers with its own HELLO and proves itself first. */
+  memcpy(s->nonce_d, m->hello.nonce, 32);
+  if (mr_wire_nonce(s->nonce_a) != 0) {
+    mr_link_close(l, "no random nonce", 0);
+    return;
+  }
+  if (send_hello(l, s->nonce_a) != 0 || send_proof(l) != 0)
+    mr_link_close(l, "cannot send the proof", 0);
+}
+
+/* The peer's proof. The dialer checks the acceptor's before it proves
+ * itself, so that it never proves anything to a node without the cookie. */
+static void on_proof(mr_link *l, const mr_wire_msg *m) {
+  uint8_t want[32];
+  if (make_proof(l, 0, want) != 0 || !mr_wire_mac_equal(want, m->auth.mac)) {
+    mr_link_close(l, "authentication failed: node has a different cookie", 1);
+    return;
+  }
+  if (l->dialer && send_proof(l) != 0) {
+    mr_link_close(l, "cannot send the proof", 0);
+    return;
+  }
+  link_up(l);
+}
+
+/* Before a link is established only the next step of the handshake is
+ * acceptable; anything else refuses the peer. */
+static void on_handshake_frame(mr_link *l, const mr_wire_msg *m) {
+  session *s = sess(l);
+  int proof = l->dialer ? MR_WIRE_CHALLENGE : MR_WIRE_AUTH;
+  if (!s->got_hello && m->tag == MR_WIRE_HELLO) {
+    on_hello(l, m);
+  } else if (s->got_hello && m->tag == proof) {
+    on_proof(l, m);
+  } else {
+    cluster_of(l)->srv->stats.cluster_frames_malformed++;
+    char why[96];
+    snprintf(why, sizeof why, "unexpected tag 0x%02x during the handshake",
+             m->tag);
+    mr_link_close(l, why, 1);
+  }
+}
+
+/* ---- established links -------------------------------------------------- */
+
+static void interest_clear(session *s) {
+  interest *it, *tmp;
+  HASH_ITER(hh, s->rooms, it, tmp) {
+    HASH_DEL(s->rooms, it);
+    free(it);
+  }
+}
+
+/* Records that the node at the other end of l has (add) or no longer has
+ * members in room. An entry belongs to the link's table and is freed when
+ * the room is removed, when the node resends all its rooms, or when the
+ * link closes (interest_clear). */
+static void interest_set(mr_link *l, const char *room, size_t len, int add) {
+  session *s = sess(l);
+  interest *it = NULL;
+  HASH_FIND(hh, s->rooms, room, len, it);
+  if (add && !it) {
+    if (!(it = malloc(sizeof *it + len))) {
+      /* The node then misses this room's broadcasts until it announces
+       * the room again (or the link is re-established). */
+      char what[MR_WIRE_MAX_NAME + 32];
+      snprintf(what, sizeof what, "interest of node %s", l->name);
+      dropped(cluster_of(l), what, room, len, MR_ENOMEM);
+      return;
+    }
+    it->len = len;
+    memcpy(it->name, room, len);
+    HASH_ADD_KEYPTR(hh, s->rooms, it->name, len, it);
+  } else if (!add && it) {
+    HASH_DEL(s->rooms, it);
+    free(it);
+  }
+}
+
+static void on_interest_all(mr_link *l, const mr_wire_msg *m) {
+  interest_clear(sess(l));
+  mr_wire_iter it;
+  const char *room;
+  size_t len;
+  mr_wire_iter_init(&it, m);
+  while (mr_wire_rooms_next(&it, &room, &len) == 1)
+    interest_set(l, room, len, 1);
+}
+
+static void on_peers(mr_link *l, const mr_wire_msg *m) {
+  mr_cluster *cl = cluster_of(l);
+  mr_wire_iter it;
+  mr_wire_peer p;
+  mr_wire_iter_init(&it, m);
+  while (mr_wire_peers_next(&it, &p) == 1) {
+    char name[MR_WIRE_MAX_NAME + 1];
+    memcpy(name, p.name, p.name_len);
+    name[p.name_len] = '\0';
+    if (strcmp(name, cl->name) == 0 ||
+        mr_link_env_find_up(&cl->links, name, NULL))
+      continue;
+    if (p.addr_len == 1 && p.addr[0] == '-')
+      continue;
+    if (!peer_find_addr(cl, p.addr, p.addr_len)) {
+      mr_info("cluster: learned of node %s at %.*s from %s", name,
+              (int)p.addr_len, p.addr, l->name);
+      peer_add(cl, p.addr, p.addr_len, name);
+    }
+  }
+}
+
+static void on_established_frame(mr_link *l, const mr_wire_msg *m) {
+  mr_cluster *cl = cluster_of(l);
+  switch (m->tag) {
+  case MR_WIRE_ROOM_TEXT:
+  case MR_WIRE_ROOM_BINARY:
+    /* Delivered to this node's members only, never forwarded again: every
+     * node forwards only what its own scripts broadcast. */
+    cl->deliver(cl->deliver_ud, m->room.room, m->room.room_len, m->room.data,
+                m->room.data_len, m->room.binary);
+    break;
+  case MR_WIRE_INTEREST:
+    interest_set(l, m->interest.room, m->interest.room_len, m->interest.add);
+    break;
+  case MR_WIRE_INTEREST_ALL:
+    on_interest_all(l, m);
+    break;
+  case MR_WIRE_PEERS:
+    on_peers(l, m);
+    break;
+  default:
+    cl->srv->stats.cluster_frames_malformed++;
+    mr_link_close(l, "handshake message on an established link", 0);
+  }
+}
+
+static void on_link_frame(mr_link *l, const mr_wire_msg *m) {
+  if (l->state == MR_LINK_UP)
+    on_established_frame(l, m);
+  else
+    on_handshake_frame(l, m);
+}
+
+/* ---- closed links ------------------------------------------------------- */
+
+/* Counts and logs why a link ended. A peer that keeps failing the same way
+ * is reported every REFUSAL_WARN_MS, not on every redial. */
+static void report_close(mr_link *l, mr_link_state was, const char *why,
+                         int refused) {
+  mr_cluster *cl = cluster_of(l);
+  mr_server *srv = cl->srv;
+  session *s = sess(l);
+  const char *who = l->name[0] ? l->name : l->remote;
+  const char *dir = l->dialer ? "to" : "from";
+  if (s->quiet) {
+    mr_debug("cluster: closed a duplicate link with %s", who);
+  } else if (was == MR_LINK_UP) {
+    srv->stats.cluster_links_dropped++;
+    mr_warn("cluster: link %s node %s down: %s", dir, who, why);
+  } else if (refused || (was != MR_LINK_CONNECTING && !cl->closing)) {
+    srv->stats.cluster_links_refused++;
+    peer *p = s->peer;
+    uint64_t now = uv_now(srv->loop);
+    if (!p || !p->refused || now - p->last_warn > REFUSAL_WARN_MS) {
+      mr_warn("cluster: link %s %s refused: %s", dir, who, why);
+      if (p)
+        p->last_warn = now;
+    }
+    if (p)
+      p->refused = 1;
+  } else if (!cl->closing) {
+    mr_debug("cluster: cannot reach %s: %s", s->peer ? s->peer->addr : who,
+             why);
+  }
+}
+
+static void on_link_closed(mr_link *l, mr_link_state was, const char *why,
+                           int refused) {
+  mr_cluster *cl = cluster_of(l);
+  session *s = sess(l);
+  interest_clear(s);
+  /* The losing half of a duplicate pair can be closed by the other node
+   * first; with another link to that node up, nothing was lost. */
+  if (was == MR_LINK_UP && mr_link_env_find_up(&cl->links, l->name, l))
+    s->quiet = 1;
+  report_close(l, was, why, refused);
+  /* Redial the node: the one we dialed, or one that dialed us and that we
+   * remembered by its advertised address. */
+  peer *p = s->peer;
+  if (!p && was == MR_LINK_UP && !s->quiet && strcmp(s->addr, "-") != 0)
+    p = peer_find_addr(cl, s->addr, strlen(s->addr));
+  if (p && (p->link == l || !p->link)) {
+    p->link = NULL;
+    if (!cl->closing && !s->quiet)
+      peer_schedule(p);
+  }
+}
+
+static const mr_link_events link_events = {on_link_connected, on_link_frame,
+                                           on_link_closed};
+
+/* ---- accepting ---------------------------------------------------------- */
+
+static void on_link_accept(uv_stream_t *s, int status) {
+  mr_cluster *cl = s->data;
+  mr_link *l;
+  if (status == 0)
+    status = mr_link_accept(&cl->links, s, &l);
+  if (status != 0)
+    mr_warn("cluster: accept failed: %s", mr_strerror(status));
+}
+
+/* ---- the public side ---------------------------------------------------- */
+
+void mr_cluster_tick(mr_cluster *cl, uint64_t now) {
+  mr_link_env_tick(&cl->links, now);
+}
 
 void mr_cluster_interest(mr_cluster *cl, const char *room, size_t len,
                          int created) {
-  if (len > MR_WIRE_MAX_ROOM)
-    return;
   mr_wbuf w;
   mr_wire_buf_init(&w);
-  if (mr_wire_encode_interest(&w, created, room, len) == 0) {
-    mr_buf *b = mr_buf_new(w.len);
-    if (b) {
-      memcpy(b->data, w.data, w.len);
-      mr_link *next;
-      for (mr_link *l = cl->links; l; l = next) {
-        next = l->next;
-        if (l->state == L_UP)
-          link_queue(l, b);
-      }
-      mr_buf_release(b);
-    }
+  mr_buf *b = NULL;
+  int r = mr_wire_encode_interest(&w, created, room, len);
+  if (r == 0 && !(b = mr_link_frame(&w)))
+    r = MR_ENOMEM;
+  mr_wire_buf_free(&w);
+  if (r != 0) {
+    dropped(cl, created ? "interest" : "end of interest", room, len, r);
+    return;
+  }
+  mr_link_env_send_up(&cl->links, b);
+  mr_buf_release(b);
+}
+
+/* Encodes a room broadcast once, for every interested link to share.
+ * Returns the block (owned by the caller), or NULL after counting and
+ * logging the drop. */
+static mr_buf *encode_room(mr_cluster *cl, const char *room, size_t room_len,
+                           const void *msg, size_t len, int binary) {
+  mr_wbuf w;
+  mr_wire_buf_init(&w);
+  mr_buf *frame = NULL;
+  int r = mr_wire_encode_room_header(&w, binary, room, room_len, len);
+  if (r == 0 && !(frame = mr_buf_new(w.len + len)))
+    r = MR_ENOMEM;
+  if (r == 0) {
+    memcpy(frame->data, w.data, w.len);
+    memcpy(frame->data + w.len, msg, len);
   }
   mr_wire_buf_free(&w);
+  if (r != 0)
+    dropped(cl, "a broadcast", room, room_len, r);
+  return frame;
 }
 
 void mr_cluster_forward(mr_cluster *cl, const char *room, size_t room_len,
                         const void *msg, size_t len, int binary) {
-  if (room_len > MR_WIRE_MAX_ROOM)
-    return;
-  /* The frame is encoded once, when the first interested link is found,
-   * and shared by reference across every link. */
+  /* The frame is encoded once, when the first interested link is found. */
   mr_buf *frame = NULL;
+  int any_up = 0;
   mr_link *next;
-  for (mr_link *l = cl->links; l; l = next) {
+  for (mr_link *l = cl->links.links; l; l = next) {
     next = l->next;
-    if (l->state != L_UP)
+    if (l->state != MR_LINK_UP)
       continue;
+    any_up = 1;
     interest *it = NULL;
-    HASH_FIND(hh, l->rooms, room, room_len, it);
+    HASH_FIND(hh, sess(l)->rooms, room, room_len, it);
     if (!it)
       continue;
-    if (!frame) {
-      mr_wbuf w;
-      mr_wire_buf_init(&w);
-      if (mr_wire_encode_room_header(&w, binary, room, room_len, len) != 0 ||
-          !(frame = mr_buf_new(w.len + len))) {
-        mr_wire_buf_free(&w);
-        return;
-      }
-      memcpy(frame->data, w.data, w.len);
-      memcpy(frame->data + w.len, msg, len);
-      mr_wire_buf_free(&w);
-    }
-    link_queue(l, frame);
-    cl->srv->stats.cluster_broadcasts_out++;
+    if (!frame && !(frame = encode_room(cl, room, room_len, msg, len, binary)))
+      return;
+    if (mr_link_send(l, frame) == 0)
+      cl->srv->stats.cluster_broadcasts_out++;
   }
-  if (frame)
+  if (frame) {
     mr_buf_release(frame);
+    return;
+  }
+  /* No node can announce interest in a room the wire cannot name, though
+   * one may well have members in it: the broadcast is lost to them. */
+  if (!any_up)
+    return;
+  if (room_len == 0 || room_len > MR_WIRE_MAX_ROOM)
+    dropped(cl, "a broadcast", room, room_len, MR_EINVAL);
+  else if (!mr_utf8_valid((const uint8_t *)room, room_len))
+    dropped(cl, "a broadcast", room, room_len, MR_EUTF8);
 }
 
 const char *mr_cluster_node(const mr_cluster *cl) { return cl->name; }
 
 size_t mr_cluster_peers(const mr_cluster *cl, const char **names, size_t max) {
-  size_t n = 0;
-  for (mr_link *l = cl->links; l && n < max; l = l->next)
-    if (l->state == L_UP)
-      names[n++] = l->name;
-  return n;
+  return mr_link_env_names(&cl->links, names, max);
 }
 
-int mr_cluster_start(mr_server *srv, mr_cluster_deliver_cb deliver,
-                     void *ud) {
+mr_link *mr_cluster_link_virtual(mr_cluster *cl, int dialer) {
+  mr_link *l = mr_link_new_virtual(&cl->links, dialer, "virtual");
+  if (l && dialer)
+    on_link_connected(l);
+  return l;
+}
+
+/* A listener that never started is closed; the cluster around it may be
+ * freed only in its close callback. */
+static void on_failed_listener_closed(uv_handle_t *h) { free(h->data); }
+
+/* Binds and listens on --cluster-listen. On failure the listener is closed
+ * and the cluster freed (in the close callback), and the error returned. */
+static int listen_links(mr_cluster *cl) {
+  mr_addr *a = &cl->srv->cfg.cluster_listen;
+  struct sockaddr_storage ss;
+  int r = sockaddr_of(a, &ss);
+  uv_tcp_init(cl->srv->loop, &cl->listener);
+  cl->listener.data = cl;
+  if (r == 0)
+    r = uv_tcp_bind(&cl->listener, (struct sockaddr *)&ss, 0);
+  if (r == 0)
+    r = uv_listen((uv_stream_t *)&cl->listener, 128, on_link_accept);
+  if (r != 0) {
+    mr_error("cannot listen for cluster links on %s:%d: %s", a->host, a->port,
+             uv_strerror(r));
+    uv_close((uv_handle_t *)&cl->listener, on_failed_listener_closed);
+    return r;
+  }
+  cl->listening = 1;
+  format_addr(cl->addr, sizeof cl->addr, a);
+  return 0;
+}
+
+static void add_seed_peers(mr_cluster *cl) {
+  mr_config *cfg = &cl->srv->cfg;
+  for (int i = 0; i < cfg->npeers; i++) {
+    char addr[300];
+    format_addr(addr, sizeof addr, &cfg->peers[i]);
+    if (strcmp(addr, cl->addr) != 0 && !peer_find_addr(cl, addr, strlen(addr)))
+      peer_add(cl, addr, strlen(addr), "");
+  }
+}
+
+int mr_cluster_start(mr_server *srv, mr_cluster_deliver_cb deliver, void *ud) {
   mr_cluster *cl = calloc(1, sizeof *cl);
   if (!cl)
     return MR_ENOMEM;
@@ -872,51 +678,22 @@ int mr_cluster_start(mr_server *srv, mr_cluster_deliver_cb deliver,
   cl->deliver = deliver;
   cl->deliver_ud = ud;
   snprintf(cl->name, sizeof cl->name, "%s", srv->node_name);
-  /* A frame carries one message plus its room name and headers. */
-  cl->max_frame = srv->cfg.max_message + MR_WIRE_MAX_ROOM + 64;
-  cl->max_queue = 64u << 20;
-  if (cl->max_queue < 4 * cl->max_frame)
-    cl->max_queue = 4 * cl->max_frame;
   strcpy(cl->addr, "-");
   if (srv->cfg.has_cluster_listen) {
-    mr_addr *a = &srv->cfg.cluster_listen;
-    struct sockaddr_storage ss;
-    int r = strchr(a->host, ':')
-                ? uv_ip6_addr(a->host, a->port, (struct sockaddr_in6 *)&ss)
-                : uv_ip4_addr(a->host, a->port, (struct sockaddr_in *)&ss);
-    uv_tcp_init(srv->loop, &cl->listener);
-    cl->listener.data = cl;
-    if (r == 0)
-      r = uv_tcp_bind(&cl->listener, (struct sockaddr *)&ss, 0);
-    if (r == 0)
-      r = uv_listen((uv_stream_t *)&cl->listener, 128, on_link_accept);
-    if (r != 0) {
-      mr_error("cannot listen for cluster links on %s:%d: %s", a->host, a->port,
-               uv_strerror(r));
-      uv_close((uv_handle_t *)&cl->listener, NULL);
-      free(cl);
+    int r = listen_links(cl);
+    if (r != 0)
       return r;
-    }
-    cl->listening = 1;
-    snprintf(cl->addr, sizeof cl->addr,
-             strchr(a->host, ':') ? "[%s]:%d" : "%s:%d", a->host, a->port);
   }
-  uv_timer_init(srv->loop, &cl->heartbeat);
-  cl->heartbeat.data = cl;
-  uv_timer_start(&cl->heartbeat, on_heartbeat, HEARTBEAT_MS, HEARTBEAT_MS);
-  uv_prepare_init(srv->loop, &cl->flush_prep);
-  cl->flush_prep.data = cl;
-  uv_prepare_start(&cl->flush_prep, on_flush);
+  size_t max_frame = srv->cfg.max_message + FRAME_HEADROOM;
+  size_t max_queue = 64u << 20;
+  if (max_queue < 4 * max_frame)
+    max_queue = 4 * max_frame;
+  mr_link_env_init(&cl->links, srv, &link_events, max_frame, max_queue,
+                   sizeof(session));
+  cl->links.data = cl;
   srand((unsigned)uv_hrtime());
   srv->cluster = cl;
-  for (int i = 0; i < srv->cfg.npeers; i++) {
-    char addr[300];
-    mr_addr *a = &srv->cfg.peers[i];
-    snprintf(addr, sizeof addr, strchr(a->host, ':') ? "[%s]:%d" : "%s:%d",
-             a->host, a->port);
-    if (strcmp(addr, cl->addr) != 0 && !peer_find_addr(cl, addr, strlen(addr)))
-      peer_add(cl, addr, strlen(addr));
-  }
+  add_seed_peers(cl);
   mr_info("cluster: node %s, links on %s, %d seed peer(s)", cl->name,
           cl->listening ? cl->addr : "(dial only)", srv->cfg.npeers);
   return 0;
@@ -928,19 +705,14 @@ void mr_cluster_close(mr_cluster *cl) {
   if (cl->closing)
     return;
   cl->closing = 1;
-  while (cl->links)
-    link_close(cl->links, "shutting down", 0);
-  peer *p = cl->peers;
-  while (p) {
-    peer *next = p->next;
+  mr_link_env_close(&cl->links);
+  for (peer *p = cl->peers, *next; p; p = next) {
+    next = p->next;
     uv_close((uv_handle_t *)&p->timer, on_peer_timer_closed);
-    p = next;
   }
   cl->peers = NULL;
   if (cl->listening)
     uv_close((uv_handle_t *)&cl->listener, NULL);
-  uv_close((uv_handle_t *)&cl->heartbeat, NULL);
-  uv_close((uv_handle_t *)&cl->flush_prep, NULL);
 }
 
 void mr_cluster_free(mr_cluster *cl) { free(cl); }
