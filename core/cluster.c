@@ -11,6 +11,7 @@
 #include "error.h"
 #include "link.h"
 #include "log.h"
+#include "utf8.h"
 #include "wire.h"
 
 /* Timings, in milliseconds. The heartbeat and the handshake deadline
