@@ -316,6 +316,20 @@ static mr_link *link_new(mr_link_env *env, int dialer) {
   return l;
 }
 
+/* A new link with a TCP handle on the server's loop; *err says why not. */
+static mr_link *link_new_tcp(mr_link_env *env, int dialer, int *err) {
+  mr_link *l = link_new(env, dialer);
+  if (!l) {
+    *err = MR_ENOMEM;
+    return NULL;
+  }
+  if ((*err = uv_tcp_init(env->srv->loop, &l->tcp)) != 0) {
+    free(l);
+    return NULL;
+  }
+  return l;
+}
+
 /* Lists a new link with its owner in the handshake state (or connecting)
  * and starts the handshake deadline. */
 static void link_list(mr_link *l, mr_link_state state) {
@@ -352,14 +366,10 @@ static void on_connect(uv_connect_t *req, int status) {
 
 int mr_link_dial(mr_link_env *env, const struct sockaddr *addr,
                  const char *remote, mr_link **out) {
-  mr_link *l = link_new(env, 1);
+  int r;
+  mr_link *l = link_new_tcp(env, 1, &r);
   if (!l)
-    return MR_ENOMEM;
-  int r = uv_tcp_init(env->srv->loop, &l->tcp);
-  if (r != 0) {
-    free(l);
     return r;
-  }
   snprintf(l->remote, sizeof l->remote, "%s", remote);
   r = uv_tcp_connect(&l->creq, &l->tcp, addr, on_connect);
   if (r != 0) {
@@ -386,14 +396,10 @@ static void name_remote(mr_link *l) {
 }
 
 int mr_link_accept(mr_link_env *env, uv_stream_t *listener, mr_link **out) {
-  mr_link *l = link_new(env, 0);
+  int r;
+  mr_link *l = link_new_tcp(env, 0, &r);
   if (!l)
-    return MR_ENOMEM;
-  int r = uv_tcp_init(env->srv->loop, &l->tcp);
-  if (r != 0) {
-    free(l);
     return r;
-  }
   if ((r = uv_accept(listener, (uv_stream_t *)&l->tcp)) != 0 ||
       (r = uv_read_start((uv_stream_t *)&l->tcp, on_alloc, on_read)) != 0) {
     uv_close((uv_handle_t *)&l->tcp, on_closed);

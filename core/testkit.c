@@ -383,10 +383,14 @@ static int s_members(lua_State *L) {
   const char *name = check_room(L, 2, &len);
   mr_room *r = mr_rooms_find(&s->srv->rooms, name, len);
   lua_createtable(L, r ? (int)r->count : 0, 0);
-  for (uint32_t i = 0; r && i < r->count; i++) {
-    const mr_conn *c = r->members[i].member->owner;
+  int n = 0;
+  mr_room_iter it;
+  mr_member *m;
+  mr_room_iter_init(&it, r);
+  while ((m = mr_room_iter_next(&it))) {
+    const mr_conn *c = m->owner;
     lua_pushnumber(L, (lua_Number)c->id);
-    lua_rawseti(L, -2, (int)i + 1);
+    lua_rawseti(L, -2, ++n);
   }
   return 1;
 }

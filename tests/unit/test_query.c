@@ -10,21 +10,11 @@
 #include "query.h"
 #include "test_util.h"
 
-static char *dup_exact(const char *s, size_t len) {
-  char *p = malloc(len ? len : 1);
-  if (!p) {
-    fprintf(stderr, "out of memory\n");
-    exit(2);
-  }
-  memcpy(p, s, len);
-  return p;
-}
-
 /* Decodes all of q (len bytes) and compares the pairs with want, a list of
  * key, value strings ending with NULL. Buffers are generous. */
 static void check_pairs_n(const char *q, size_t len, const char *const *want,
                           int line) {
-  char *copy = dup_exact(q, len);
+  char *copy = (char *)dup_exact((const uint8_t *)q, len);
   mr_query_iter it;
   mr_query_init(&it, copy, len);
   char key[256], val[256];
@@ -154,7 +144,7 @@ static void test_binary_bytes(void) {
 
 static void test_truncation(void) {
   const char *q = "longkey=abcdefgh&k=%41%42%43%44&x=1";
-  char *copy = dup_exact(q, strlen(q));
+  char *copy = (char *)dup_exact((const uint8_t *)q, strlen(q));
   mr_query_iter it;
   mr_query_init(&it, copy, strlen(q));
   /* Canaries past the small buffers catch any overflow. */
@@ -215,7 +205,7 @@ static void test_all_bytes(void) {
   n = 2;
   for (int c = 0; c < 256; c++)
     n += (size_t)sprintf(q + n, "%%%02X", c);
-  char *copy = dup_exact(q, n);
+  char *copy = (char *)dup_exact((const uint8_t *)q, n);
   mr_query_iter it;
   mr_query_init(&it, copy, n);
   char key[8], val[300];

@@ -9,19 +9,6 @@
 #include "test_util.h"
 #include "utf8.h"
 
-/* Returns a malloc'ed copy of exactly len bytes, so that a sanitizer build
- * catches a read past the end. The caller frees it. */
-static uint8_t *dup_exact(const uint8_t *p, size_t len) {
-  uint8_t *q = malloc(len ? len : 1);
-  if (!q) {
-    fprintf(stderr, "out of memory\n");
-    exit(2);
-  }
-  if (len)
-    memcpy(q, p, len);
-  return q;
-}
-
 static int valid_str(const char *s) {
   return mr_utf8_valid((const uint8_t *)s, strlen(s));
 }

@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int test_passed;
@@ -91,6 +92,20 @@ static inline uint64_t test_rng(void) {
 static inline int test_report(void) {
   printf("%d passed, %d failed\n", test_passed, test_failed);
   return test_failed ? 1 : 0;
+}
+
+/* Returns a malloc'ed copy of exactly len bytes (at least one byte is
+ * allocated, so an empty copy is still a valid pointer), so that a
+ * sanitizer build catches a read past the end. The caller frees it. */
+static inline uint8_t *dup_exact(const uint8_t *p, size_t len) {
+  uint8_t *q = malloc(len ? len : 1);
+  if (!q) {
+    fprintf(stderr, "out of memory\n");
+    exit(2);
+  }
+  if (len)
+    memcpy(q, p, len);
+  return q;
 }
 
 #endif

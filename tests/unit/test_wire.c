@@ -15,20 +15,6 @@
 #include "test_util.h"
 #include "wire.h"
 
-/* Returns a malloc'ed copy of exactly len bytes (at least one byte is
- * allocated so that an empty copy is still a valid pointer). The caller
- * frees it. */
-static uint8_t *dup_exact(const uint8_t *p, size_t len) {
-  uint8_t *q = malloc(len ? len : 1);
-  if (!q) {
-    fprintf(stderr, "out of memory\n");
-    exit(2);
-  }
-  if (len)
-    memcpy(q, p, len);
-  return q;
-}
-
 /* Returns 1 when [p, p + n) lies inside [base, base + len). */
 static int inside(const void *p, size_t n, const uint8_t *base, size_t len) {
   const uint8_t *q = p;
