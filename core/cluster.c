@@ -23,6 +23,13 @@
 #define FRAME_HEADROOM (MR_WIRE_MAX_ROOM + 64)
 /* Room names are cut to this many bytes in log lines. */
 #define LOG_ROOM 64
+/* The largest INTEREST_ALL frame sent (see send_interest_all). */
+#define INTEREST_ALL_MAX 65536
+/* A link must stay up this long before its peer's redial backoff starts
+ * again from the minimum: a link that comes up and drops at once (a peer
+ * that refuses what it is sent) is redialed ever more slowly, not every
+ * 100 ms forever. */
+#define STABLE_MS 5000
 
 typedef struct interest {
   UT_hash_handle hh;
@@ -40,6 +47,7 @@ typedef struct peer {
   char name[MR_WIRE_MAX_NAME + 1]; /* known after the first handshake */
   uv_timer_t timer;
   unsigned backoff;
+  uint64_t up_since; /* loop time its last link came up; 0 none */
   mr_link *link;
   int refused; /* the last attempt failed authentication */
   uint64_t last_warn;
@@ -233,16 +241,31 @@ static void send_peers(mr_link *to) {
 
 /* Tells a new peer every room this node has members in. A room the wire
  * cannot name is left out, counted and logged; the peer then never
- * forwards that room's broadcasts here. */
+ * forwards that room's broadcasts here.
+ *
+ * One INTEREST_ALL frame is kept under the frame size every node accepts
+ * (a node refuses a frame over its --max-message plus FRAME_HEADROOM, and
+ * drops the link): the rooms that do not fit follow as INTEREST frames in
+ * the same buffer. A single frame with tens of thousands of rooms once made
+ * the link drop and redial forever. */
 static void send_interest_all(mr_link *to) {
   mr_cluster *cl = cluster_of(to);
+  /* Every node accepts frames of its --max-message (at least 1) plus
+   * FRAME_HEADROOM, so a frame this size passes any peer. */
+  _Static_assert(INTEREST_ALL_MAX < FRAME_HEADROOM,
+                 "an INTEREST_ALL frame must fit every node's frame limit");
+  size_t budget = INTEREST_ALL_MAX;
   mr_wbuf w;
   size_t frame;
   mr_wire_buf_init(&w);
   int r = mr_wire_encode_interest_all_begin(&w, &frame);
   for (mr_room *room = mr_rooms_first(&cl->srv->rooms); room && r == 0;
        room = mr_rooms_next(room)) {
-    r = mr_wire_encode_interest_all_add(&w, frame, room->name, room->name_len);
+    if (w.len - frame + 2 + room->name_len <= budget)
+      r = mr_wire_encode_interest_all_add(&w, frame, room->name,
+                                          room->name_len);
+    else
+      r = mr_wire_encode_interest(&w, 1, room->name, room->name_len);
     if (r == MR_EINVAL || r == MR_EUTF8) {
       dropped(cl, "interest", room->name, room->name_len, r);
       r = 0;
@@ -288,7 +311,7 @@ static void remember_peer(mr_link *l) {
   }
   if (!p)
     return;
-  p->backoff = 0;
+  p->up_since = uv_now(cl->srv->loop);
   p->refused = 0;
   snprintf(p->name, sizeof p->name, "%s", l->name);
 }
@@ -524,6 +547,10 @@ static void on_link_closed(mr_link *l, mr_link_state was, const char *why,
     p = peer_find_addr(cl, s->addr, strlen(s->addr));
   if (p && (p->link == l || !p->link)) {
     p->link = NULL;
+    if (was == MR_LINK_UP && p->up_since &&
+        uv_now(cl->srv->loop) - p->up_since >= STABLE_MS)
+      p->backoff = 0;
+    p->up_since = 0;
     if (!cl->closing && !s->quiet)
       peer_schedule(p);
   }

@@ -1364,3 +1364,28 @@ def test_slow_peer_is_dropped_and_local_delivery_goes_on(cluster):
         assert local.cmd("id") != ""
     finally:
         fake.sock.close()
+
+
+def test_many_rooms_link_with_a_small_max_message(cluster):
+    """A node with thousands of rooms links to a node whose frame limit
+    (--max-message plus a margin) is far smaller than the list of those
+    rooms: the list goes in frames under the limit, the link comes up and
+    stays up, and a broadcast into the last room crosses it. (One frame
+    with every room once made the peer drop the link, and the link came
+    back and dropped again every ~65 ms forever.)"""
+    small = ("--max-message", "1024")
+    n1 = cluster.node("n1", extra=small)
+    holder = cluster.client(n1)
+    prefix = "room-with-a-thirty-byte-name-"
+    assert holder.cmd(f"joinmany:{prefix}:3000", timeout=10.0) == \
+        "joined:3000"
+    n2 = cluster.node("n2", peers=[n1], extra=small)
+    wait_mesh([n1, n2])
+    pub = cluster.client(n2)
+    await_routing(f"{prefix}3000", [n2], [holder], since=time.monotonic())
+    assert pub.cmd(f"bcast:{prefix}3000:M|last") == "sent:0"
+    assert holder.recv_text() == "M|last"
+    for node in (n1, n2):
+        assert node.stat("cluster_links_dropped") == 0, node.log()
+        assert node.stat("cluster_frames_malformed") == 0, node.log()
+        assert node.stat("cluster_links_up") == 1, node.log()

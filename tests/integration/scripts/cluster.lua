@@ -5,6 +5,7 @@
 --   id                 -> conn.id
 --   join:ROOM          -> "joined:ROOM"
 --   leave:ROOM         -> "left:ROOM"
+--   joinmany:PREFIX:N  -> joins rooms PREFIX1 .. PREFIXN, "joined:N"
 --   bcast:ROOM:TEXT    -> ws.broadcast(ROOM, TEXT), then "sent:N"
 --   bcastx:ROOM:TEXT   -> ws.broadcast_except(ROOM, TEXT, conn), "sent:N"
 --   probe:ROOM:TEXT    -> ws.broadcast(ROOM, TEXT), then "sent:N,forwarded:F"
@@ -59,6 +60,15 @@ function H.on_message(conn, msg, is_binary)
   if a then
     ws.join(conn, a)
     conn:send("joined:" .. a)
+    return
+  end
+
+  local prefix, n = msg:match("^joinmany:(.*):(%d+)$")
+  if prefix then
+    for i = 1, tonumber(n) do
+      ws.join(conn, prefix .. i)
+    end
+    conn:send("joined:" .. n)
     return
   end
 
