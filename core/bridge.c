@@ -54,7 +54,8 @@ mr_bridge *mr_bridge_new(mr_server *srv, const char *script, char *err,
   lua_pushcfunction(L, load_facade);
   lua_setfield(L, -2, "moonroom");
   lua_pop(L, 1);
-  /* Modules next to the script are found first, then the project's lua/. */
+  /* Modules next to the script are found first, then the ones that come
+   * with the server (cfg.lua_path), then LuaJIT's default path. */
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", script);
   char *slash = strrchr(dir, '/');
@@ -62,9 +63,10 @@ mr_bridge *mr_bridge_new(mr_server *srv, const char *script, char *err,
     *slash = '\0';
   else
     strcpy(dir, ".");
+  const char *own = srv->cfg.lua_path;
   lua_getfield(L, -1, "path");
-  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/?.lua;%s", dir, dir,
-                  MOONROOM_LUA_DIR, lua_tostring(L, -1));
+  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s%s%s", dir, dir, own ? own : "",
+                  own ? ";" : "", lua_tostring(L, -1));
   lua_setfield(L, -3, "path");
   lua_pop(L, 2);
 

@@ -32,6 +32,11 @@ typedef struct {
   int npeers;
   char node[64];
   char cookie[256];
+  /* Not from argv: package.path entries for the modules that come with the
+   * server (the binary's own lua/, or the kit's host path), searched after
+   * the script's directory and before LuaJIT's default path; NULL for none.
+   * The caller keeps it alive while mr_bridge_new runs, the only reader. */
+  const char *lua_path;
 } mr_config;
 
 enum { MR_CONFIG_RUN = 0, MR_CONFIG_EXIT = 1, MR_CONFIG_USAGE = 2 };

@@ -1,8 +1,10 @@
 /* moonroom: argv, the loop, and orderly exit. */
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <uv.h>
 
 #include "bridge.h"
@@ -13,8 +15,50 @@
 #include "reload.h"
 #include "server.h"
 
+/* Writes the real path of dir/sub into out (PATH_MAX bytes) when it is a
+ * directory. Returns 1 when it is, else 0 and out is empty. */
+static int real_dir(const char *dir, const char *sub, char *out) {
+  char path[PATH_MAX + 64];
+  struct stat st;
+  snprintf(path, sizeof path, "%s/%s", dir, sub);
+  out[0] = '\0';
+  if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode) || !realpath(path, out)) {
+    out[0] = '\0';
+    return 0;
+  }
+  return 1;
+}
+
+/* Finds the Lua modules that come with this binary (lua_dir) and the kit's
+ * C module (cmod_dir) from where the executable really is, so that nothing
+ * depends on where the source tree was when it was built: a build directory
+ * holds the link lua-source to the source tree's lua/ and builds the kit
+ * under lua/; an installed PREFIX/bin/moonroom has them in PREFIX/share/lua/
+ * 5.1 and PREFIX/lib/lua/5.1 (MOONROOM_LUA_RELDIR, MOONROOM_CMOD_RELDIR, from
+ * CMakeLists.txt). Both are PATH_MAX bytes; empty when not found. */
+static void find_lua_dirs(char *lua_dir, char *cmod_dir) {
+  char exe[PATH_MAX];
+  size_t len = sizeof exe;
+  lua_dir[0] = cmod_dir[0] = '\0';
+  if (uv_exepath(exe, &len) != 0)
+    return;
+  char *slash = strrchr(exe, '/');
+  if (!slash)
+    return;
+  *slash = '\0';
+  if (real_dir(exe, "lua-source", lua_dir)) {
+    real_dir(exe, "lua", cmod_dir);
+    return;
+  }
+  real_dir(exe, MOONROOM_LUA_RELDIR, lua_dir);
+  real_dir(exe, MOONROOM_CMOD_RELDIR, cmod_dir);
+}
+
 int main(int argc, char **argv) {
   static mr_config cfg;
+  static char lua_dir[PATH_MAX], cmod_dir[PATH_MAX],
+      lua_path[2 * PATH_MAX + 32];
+  find_lua_dirs(lua_dir, cmod_dir);
   char err[2048];
   int r = mr_config_parse(&cfg, argc, argv, err, sizeof err, stdout);
   if (r == MR_CONFIG_EXIT)
@@ -24,6 +68,12 @@ int main(int argc, char **argv) {
     return 2;
   }
   mr_log_set_level(cfg.log_level);
+  if (lua_dir[0]) {
+    snprintf(lua_path, sizeof lua_path, "%s/?.lua;%s/?/init.lua", lua_dir,
+             lua_dir);
+    cfg.lua_path = lua_path;
+    mr_debug("lua modules: %s", lua_dir);
+  }
   /* A peer that vanishes mid-write must be an error code, not a signal. */
   signal(SIGPIPE, SIG_IGN);
 

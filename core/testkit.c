@@ -197,8 +197,18 @@ static int l_new(lua_State *L) {
     free(srv);
     return luaL_error(L, "uv_loop_init: %s", uv_strerror(ur));
   }
+  /* The script finds the modules the specs can require: the host's
+   * package.path (busted's lpath, LUA_PATH) after the script's directory.
+   * The string stays on this stack while the bridge reads it, and the
+   * server forgets it afterwards. */
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "path");
+  cfg.lua_path = lua_tostring(L, -1);
   mr_server_init(srv, &s->loop, &cfg);
-  if (!mr_bridge_new(srv, s->script, err, sizeof err)) {
+  int ok = mr_bridge_new(srv, s->script, err, sizeof err) != NULL;
+  srv->cfg.lua_path = NULL;
+  lua_pop(L, 2);
+  if (!ok) {
     mr_server_free(srv);
     free(srv);
     uv_loop_close(&s->loop);

@@ -516,6 +516,60 @@ static void test_handles(void) {
   h_stop(&h);
 }
 
+/* ---- where modules are found --------------------------------------------
+ */
+
+/* cfg.lua_path (the server's own modules) is searched after the script's
+ * directory, so a module next to the script wins, and without it a module
+ * that only lives there is not found. */
+static void test_lua_path(void) {
+  char lib[64] = "/tmp/moonroom-unit-lib-XXXXXX";
+  char mod[64], src[512], file[160], lpath[96];
+  if (!CHECK(mkdtemp(lib) != NULL))
+    return;
+  const char *mpath =
+      temp_module("return { value = 'next to the script' }\n", mod, sizeof mod);
+  snprintf(
+      src, sizeof src,
+      "local a, b = require('%s'), require('mr_unit_only_in_lib')\n"
+      "return {\n"
+      "  on_message = function(conn) conn:send(a.value .. ', ' .. b) end,\n"
+      "}\n",
+      mod);
+  const char *path = temp_script(src);
+  char shadow[160];
+  snprintf(shadow, sizeof shadow, "%s/%s.lua", lib, mod);
+  snprintf(file, sizeof file, "%s/mr_unit_only_in_lib.lua", lib);
+  snprintf(lpath, sizeof lpath, "%s/?.lua", lib);
+  if (!CHECK(mpath && path &&
+             write_file(shadow, "return { value = 'in lib' }\n") == 0 &&
+             write_file(file, "return 'only in lib'\n") == 0))
+    goto out;
+
+  harness h;
+  char err[2048];
+  if (CHECK(h_init(&h, path, NULL) == 0)) {
+    h.srv->cfg.lua_path = lpath;
+    if (CHECK(mr_bridge_new(h.srv, path, err, sizeof err) != NULL)) {
+      uint64_t id = open_conn(&h, "/", 1);
+      send_text(&h, id, "?");
+      EXPECT_TEXT(&h, id, "next to the script, only in lib");
+    } else {
+      fprintf(stderr, "  %s\n", err);
+    }
+    h_stop(&h);
+  }
+  if (CHECK(h_init(&h, path, NULL) == 0)) {
+    CHECK(mr_bridge_new(h.srv, path, err, sizeof err) == NULL);
+    CHECK(strstr(err, "module 'mr_unit_only_in_lib' not found") != NULL);
+    h_stop(&h);
+  }
+out:
+  unlink(shadow);
+  unlink(file);
+  rmdir(lib);
+}
+
 int main(void) {
   mr_log_set_level(getenv("MOONROOM_TEST_LOG")
                        ? MR_LOG_DEBUG
@@ -526,6 +580,7 @@ int main(void) {
   test_reload_modules();
   test_handler_errors();
   test_handles();
+  test_lua_path();
   remove_temps();
   return test_report();
 }
