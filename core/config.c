@@ -147,8 +147,10 @@ enum { HELP_COLUMN = 28, HELP_WIDTH = 72 };
 
 static const char usage_head[] =
     "Usage: moonroom [options] SCRIPT\n"
+    "       moonroom new DIR\n"
     "\n"
     "Runs a WebSocket room server whose behaviour is the Lua handler SCRIPT.\n"
+    "`moonroom new DIR` writes a new app's handler, spec and .busted to DIR.\n"
     "\n"
     "Options:\n";
 

@@ -1,4 +1,5 @@
-/* moonroom: argv, the loop, and orderly exit. */
+/* moonroom: argv, the loop, and orderly exit; `moonroom new DIR` is handed
+ * to skeleton.c. */
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "log.h"
 #include "reload.h"
 #include "server.h"
+#include "skeleton.h"
 
 /* Writes the real path of dir/sub into out (PATH_MAX bytes) when it is a
  * directory. Returns 1 when it is, else 0 and out is empty. */
@@ -59,6 +61,10 @@ int main(int argc, char **argv) {
   static char lua_dir[PATH_MAX], cmod_dir[PATH_MAX],
       lua_path[2 * PATH_MAX + 32];
   find_lua_dirs(lua_dir, cmod_dir);
+  /* `moonroom new DIR` is a command of its own, not a server option. */
+  if (argc >= 2 && strcmp(argv[1], "new") == 0)
+    return mr_skeleton_main(argv[0], argc - 2, argv + 2, lua_dir, cmod_dir,
+                            stdout, stderr);
   char err[2048];
   int r = mr_config_parse(&cfg, argc, argv, err, sizeof err, stdout);
   if (r == MR_CONFIG_EXIT)

@@ -434,8 +434,10 @@ static void test_help_version(void) {
  * documents the same options and must be kept in step. */
 static const char help_golden[] =
     "Usage: moonroom [options] SCRIPT\n"
+    "       moonroom new DIR\n"
     "\n"
     "Runs a WebSocket room server whose behaviour is the Lua handler SCRIPT.\n"
+    "`moonroom new DIR` writes a new app's handler, spec and .busted to DIR.\n"
     "\n"
     "Options:\n"
     "  --listen HOST:PORT        address to accept WebSocket clients on\n"
