@@ -105,7 +105,32 @@
 --   conn:pending() -> number of unread messages
 --   conn:rooms() -> sorted room names | nil, "closed"
 --   conn:pause() / conn:resume()   stop / start reading what the server sends
-local sim = require "moonroom.sim"
+
+-- The kit is the server's core built as a LuaJIT C module: under another Lua
+-- it cannot load, so say how to select LuaJIT instead of failing later with a
+-- page of "module not found" or "undefined symbol: luaL_register".
+if not rawget(_G, "jit") then
+  error("moonroom.testing: the test kit needs LuaJIT, the Lua moonroom "
+    .. "embeds, but this is " .. tostring(_VERSION) .. ". Run "
+    .. "`busted --lua=luajit`, or add `lua = \"luajit\"` under _all in "
+    .. ".busted (moonroom new writes one).", 0)
+end
+
+local found, sim = pcall(require, "moonroom.sim")
+if not found then
+  local why = tostring(sim)
+  if why:find("module 'moonroom.sim' not found", 1, true) then
+    why = "the kit's C module moonroom.sim (moonroom/sim.so) is not on "
+      .. "package.cpath, which is:\n  " .. package.cpath .. "\nIn a build "
+      .. "directory it is build/lua/moonroom/sim.so (cmake --build build; "
+      .. "busted --cpath=build/lua/?.so); `cmake --install build --prefix P` "
+      .. "puts it in P/lib/lua/5.1, which LuaJIT searches for P=/usr/local; "
+      .. "for another P, export LUA_CPATH='P/lib/lua/5.1/?.so;;'."
+  else
+    why = "cannot load the kit's C module moonroom.sim: " .. why
+  end
+  error("moonroom.testing: " .. why, 0)
+end
 local bit = require "bit"
 
 local M = { sim = sim, version = sim.version }
