@@ -148,6 +148,32 @@ def test_install_puts_the_server_modules_and_kit_in_the_lua_paths(prefix):
     assert not (prefix / "share/lua/5.1/moonroom.lua").exists()
 
 
+def test_an_install_to_usr_local_is_on_luajits_default_paths(tmp_path):
+    """Staged with DESTDIR: every Lua file lands in a directory LuaJIT
+    searches without LUA_PATH or LUA_CPATH."""
+    luajit = shutil.which("luajit")
+    if not luajit:
+        pytest.skip("luajit is not installed")
+    r = subprocess.run(["cmake", "--install", str(build_dir()), "--prefix",
+                        "/usr/local"], capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, DESTDIR=str(tmp_path)))
+    assert r.returncode == 0, r.stdout + r.stderr
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LUA_PATH", "LUA_CPATH")}
+    paths = subprocess.run(
+        [luajit, "-e", "print(package.path) print(package.cpath)"],
+        capture_output=True, text=True, timeout=10, env=env).stdout.split()
+    templates = {".lua": paths[0].split(";"), ".so": paths[1].split(";")}
+    staged = tmp_path / "usr/local"
+    files = [f for f in staged.rglob("*") if f.suffix in templates]
+    assert {f.name for f in files} == {"testing.lua", "sim.so"}
+    for f in files:
+        rel = "/" + str(f.relative_to(tmp_path))
+        assert any(t.replace("?", "moonroom/" + f.stem) == rel
+                   for t in templates[f.suffix]), (rel, templates[f.suffix])
+    assert (staged / "bin/moonroom").is_file()
+
+
 def test_installed_files_hold_no_path_into_the_checkout(prefix):
     checkout_lua = str(REPO_ROOT / "lua").encode()
     for f in (prefix / "bin" / "moonroom", prefix / "lib/lua/5.1/moonroom/sim.so"):
