@@ -232,7 +232,7 @@ def test_new_app_passes_its_specs_under_busted(prefix, tmp_path):
                        env=kit_env(env), capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert re.search(r"\b5 successes / 0 failures / 0 errors", r.stdout), \
+    assert re.search(r"\b6 successes / 0 failures / 0 errors", r.stdout), \
         r.stdout + r.stderr
 
     # A second `new` refuses, exit 1, and leaves the app as it was.
