@@ -135,7 +135,7 @@ local DEFAULT_HEADERS = {
 }
 
 -- Server options the simulation honours, as command-line flags. Timeouts and
--- pings are not simulated (there is no clock to expire them).
+-- pings are not simulated (advance() runs script timers, not the sweep).
 local OPTIONS = {
   max_message = "--max-message",
   max_backpressure = "--max-backpressure",
