@@ -12,6 +12,7 @@
 #include "error.h"
 #include "gate.h"
 #include "handle.h"
+#include "log.h"
 #include "query.h"
 #include "script.h"
 
@@ -92,8 +93,16 @@ const char *mr_bridge_version(const mr_bridge *b) {
 }
 
 int mr_bridge_reload(mr_bridge *b, char *err, size_t errlen) {
+  uint64_t first_timer = b->srv->timers.next_id;
   if (mr_script_reload(&b->s, err, errlen) != 0) {
     b->srv->stats.reload_failures++;
+    /* The version that failed does not run, so neither do the timers its
+     * top level or on_reload started. */
+    size_t n = mr_api_cancel_timers_since(b->L, b->srv, first_timer);
+    if (n)
+      mr_info("%s: reload failed: cancelled %zu timers the new version "
+              "started",
+              b->s.path, n);
     return MR_ELUA;
   }
   b->srv->stats.reloads++;
@@ -204,6 +213,8 @@ int mr_bridge_on_message(mr_bridge *b, mr_conn *c, const uint8_t *msg,
 void mr_bridge_on_close(mr_bridge *b, mr_conn *c, unsigned code,
                         const char *reason, size_t len) {
   lua_State *L = b->L;
+  /* Its conn:after timers are gone before on_close runs. */
+  mr_api_cancel_conn_timers(L, b->srv, c->id);
   if (b->s.refs[MR_H_CLOSE] != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, b->s.refs[MR_H_CLOSE]);
     mr_handle_push(L, b->srv, c);
@@ -216,5 +227,10 @@ void mr_bridge_on_close(mr_bridge *b, mr_conn *c, unsigned code,
 }
 
 void mr_bridge_forget(mr_bridge *b, mr_conn *c) {
+  mr_api_cancel_conn_timers(b->L, b->srv, c->id);
   mr_handle_forget(b->L, c->id);
+}
+
+int mr_bridge_run_timers(mr_bridge *b, uint64_t now) {
+  return mr_api_run_timers(b->L, b->srv, now, b->s.path);
 }

@@ -39,12 +39,17 @@ int mr_bridge_on_connect(mr_bridge *b, struct mr_conn *c,
 int mr_bridge_on_message(mr_bridge *b, struct mr_conn *c, const uint8_t *msg,
                          size_t len, int binary);
 
-/* Runs on_close and forgets the connection's handle. */
+/* Cancels the connection's timers, runs on_close and forgets its handle. */
 void mr_bridge_on_close(mr_bridge *b, struct mr_conn *c, unsigned code,
                         const char *reason, size_t len);
 
-/* Forgets a handle that never became a connection (refused upgrade). */
+/* Forgets a handle that never became a connection (refused upgrade), and
+ * cancels the timers on_connect gave it. */
 void mr_bridge_forget(mr_bridge *b, struct mr_conn *c);
+
+/* Runs the timers due at now (loop time, ms): see mr_api_run_timers.
+ * Returns how many callbacks ran. */
+int mr_bridge_run_timers(mr_bridge *b, uint64_t now);
 
 /* A short description of the running script version (for logs). */
 const char *mr_bridge_version(const mr_bridge *b);

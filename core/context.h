@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "rooms.h"
+#include "timer.h"
 
 struct mr_conn;
 struct mr_conn_events;
@@ -52,7 +53,8 @@ struct mr_ws_pool;
   X(cluster_broadcasts_out)                                                    \
   X(cluster_broadcasts_in)                                                     \
   X(cluster_queue_drops)                                                       \
-  X(internal_errors)
+  X(internal_errors)                                                           \
+  X(timer_errors)
 
 typedef struct {
 #define MR_STATS_FIELD(name) uint64_t name;
@@ -85,6 +87,12 @@ typedef struct mr_server {
   /* Where connections report connect, message and close: set by the
    * server to the bridge, so conn.c never calls up into Lua directly. */
   const struct mr_conn_events *conn_events;
+  /* ws.after, ws.every and conn:after deadlines; the Lua side (api.c)
+   * keeps what each id runs. One libuv timer is armed for the earliest. */
+  mr_timers timers;
+  uv_timer_t timer;
+  int timer_armed;    /* timer is started, for timer_due */
+  uint64_t timer_due; /* the deadline it is armed for (loop time, ms) */
 } mr_server;
 
 #endif

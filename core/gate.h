@@ -1,5 +1,6 @@
 /* The one protected gate for every call from C into Lua: handlers, the
- * reload hook, and (later) timers all enter Lua here.
+ * reload hook and script timers (ws.after, ws.every, conn:after) all enter
+ * Lua here.
  *
  * An error raised by the script is caught with its traceback, logged on one
  * line naming the script, the event and the connection, and turned into

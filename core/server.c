@@ -52,6 +52,7 @@ int mr_server_init(mr_server *srv, uv_loop_t *loop, const mr_config *cfg) {
   srv->cfg = *cfg;
   srv->conn_events = &conn_events;
   mr_rooms_init(&srv->rooms, on_room_change, srv);
+  mr_timers_init(&srv->timers);
   if (cfg->node[0]) {
     snprintf(srv->node_name, sizeof srv->node_name, "%s", cfg->node);
   } else {
@@ -79,7 +80,42 @@ void mr_server_flush(mr_server *srv) {
   }
 }
 
-static void on_prepare(uv_prepare_t *p) { mr_server_flush(p->data); }
+/* ---- script timers --------------------------------------------------------
+ */
+
+static void on_timers(uv_timer_t *t) {
+  mr_server *srv = t->data;
+  srv->timer_armed = 0;
+  mr_bridge_run_timers(srv->bridge, uv_now(srv->loop));
+}
+
+/* Arms the one libuv timer for the earliest script timer, when that has
+ * changed. Runs before every poll (after the flush, whose on_close handlers
+ * may cancel timers), so a timer scheduled anywhere in a loop turn is armed
+ * before the loop sleeps, and a loop turn costs O(1) however many timers
+ * are pending. */
+static void arm_timers(mr_server *srv) {
+  uint64_t due;
+  if (srv->shutting_down || !mr_timers_peek(&srv->timers, &due)) {
+    if (srv->timer_armed) {
+      uv_timer_stop(&srv->timer);
+      srv->timer_armed = 0;
+    }
+    return;
+  }
+  if (srv->timer_armed && srv->timer_due == due)
+    return;
+  uint64_t now = uv_now(srv->loop);
+  uv_timer_start(&srv->timer, on_timers, due > now ? due - now : 0, 0);
+  srv->timer_armed = 1;
+  srv->timer_due = due;
+}
+
+static void on_prepare(uv_prepare_t *p) {
+  mr_server *srv = p->data;
+  mr_server_flush(srv);
+  arm_timers(srv);
+}
 
 /* ---- listener, sweep, signals -------------------------------------------- */
 
@@ -105,6 +141,7 @@ static void finish_shutdown(mr_server *srv) {
   if (!srv->handles_started)
     return;
   close_handle((uv_handle_t *)&srv->sweep);
+  close_handle((uv_handle_t *)&srv->timer);
   close_handle((uv_handle_t *)&srv->flush_prep);
   close_handle((uv_handle_t *)&srv->sig_int);
   close_handle((uv_handle_t *)&srv->sig_term);
@@ -179,6 +216,10 @@ int mr_server_listen(mr_server *srv) {
   uv_timer_init(srv->loop, &srv->sweep);
   srv->sweep.data = srv;
   uv_timer_start(&srv->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+  /* Script timers never keep the loop alive on their own. */
+  uv_timer_init(srv->loop, &srv->timer);
+  srv->timer.data = srv;
+  uv_unref((uv_handle_t *)&srv->timer);
   uv_signal_init(srv->loop, &srv->sig_int);
   uv_signal_init(srv->loop, &srv->sig_term);
   uv_signal_init(srv->loop, &srv->sig_hup);
@@ -197,6 +238,16 @@ void mr_server_shutdown(mr_server *srv) {
     return;
   srv->shutting_down = 1;
   srv->shutdown_deadline = uv_now(srv->loop) + SHUTDOWN_GRACE_MS;
+  /* Pending script timers are dropped: none runs during the grace period,
+   * and none holds the loop. */
+  size_t ntimers = mr_timers_count(&srv->timers);
+  if (ntimers)
+    mr_info("shutdown: dropping %zu pending timers", ntimers);
+  mr_timers_free(&srv->timers);
+  if (srv->timer_armed) {
+    uv_timer_stop(&srv->timer);
+    srv->timer_armed = 0;
+  }
   if (srv->listening) {
     uv_close((uv_handle_t *)&srv->listener, NULL);
     srv->listening = 0;
@@ -220,5 +271,6 @@ void mr_server_free(mr_server *srv) {
     srv->cluster = NULL;
   }
   mr_rooms_free(&srv->rooms);
+  mr_timers_free(&srv->timers);
   HASH_CLEAR(hh, srv->conns_by_id);
 }

@@ -9,7 +9,8 @@
  * paths the kit exercises are the server's own. Everything is synchronous:
  * every call that can close a connection ends at the server's safe point
  * (see settle), and the private libuv loop is never run; it only provides
- * uv_now, which is frozen unless advance() moves it.
+ * uv_now, which is frozen unless advance() or run_timers() moves it. Script
+ * timers (ws.after, ws.every) are the server's heap, run by run_timers().
  *
  * This file is compiled into the module only (build/moonroom/sim.so), never
  * into moonroom_core. It does not link LuaJIT: the host luajit process
@@ -498,13 +499,39 @@ static int s_now(lua_State *L) {
   return 1;
 }
 
-/* s:advance(ms) -> now: moves the frozen clock forward */
+/* s:advance(ms) -> now: moves the frozen clock forward (timers do not run:
+ * the kit's advance() runs them with run_timers first) */
 static int s_advance(lua_State *L) {
   sim_t *s = check_sim(L);
   lua_Number ms = luaL_checknumber(L, 2);
   luaL_argcheck(L, ms >= 0, 2, "cannot go back in time");
   s->loop.time += (uint64_t)ms;
   lua_pushnumber(L, (lua_Number)uv_now(&s->loop));
+  return 1;
+}
+
+/* s:timer_due() -> the earliest script timer's due time (ms) | nil */
+static int s_timer_due(lua_State *L) {
+  sim_t *s = check_sim(L);
+  uint64_t due;
+  if (!mr_timers_peek(&s->srv->timers, &due))
+    return 0;
+  lua_pushnumber(L, (lua_Number)due);
+  return 1;
+}
+
+/* s:run_timers(time) -> n: moves the clock to time (never back) and runs
+ * the timers due then, as one timer run of the loop does; what they
+ * schedule waits for the next call. The kit's advance() steps through the
+ * due times with this. */
+static int s_run_timers(lua_State *L) {
+  sim_t *s = check_sim(L);
+  lua_Number t = luaL_checknumber(L, 2);
+  if (t > (lua_Number)s->loop.time)
+    s->loop.time = (uint64_t)t;
+  int n = mr_bridge_run_timers(s->srv->bridge, s->loop.time);
+  settle(s);
+  lua_pushinteger(L, n);
   return 1;
 }
 
@@ -580,6 +607,8 @@ static const luaL_Reg server_methods[] = {
     {"advance", s_advance},
     {"shutdown", s_shutdown},
     {"free", s_free},
+    {"timer_due", s_timer_due},
+    {"run_timers", s_run_timers},
     {NULL, NULL}};
 
 static const luaL_Reg module_funcs[] = {

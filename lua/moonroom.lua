@@ -21,6 +21,12 @@ local M = {}
 --   count(room)                      -> number of local members
 --   stats()                          -> table of server counters
 --   now()                            -> event loop clock, milliseconds
+--   after(ms, fn, ...)               -> timer: fn(...) once, ms from now
+--   every(ms, fn, ...)               -> timer: fn(...) every ms until cancelled
+--   conn:after(ms, fn, ...)          -> timer | nil, "closed": fn(conn, ...)
+--                                       once, unless the connection closed
+--   timer:cancel()                   -> true if it was pending, else false
+--   timer:pending()                  -> true until it ran (once) or was cancelled
 for name, fn in pairs(core) do
   M[name] = fn
 end

@@ -18,9 +18,11 @@
 -- bytes the server wrote (the HTTP response, then server frames), so the
 -- handshake, on_connect, frame parsing (wslay), limits, on_message, the close
 -- handshake and on_close are the code paths the server runs. There is no
--- event loop and no clock: every call runs to completion before it returns
--- (every message delivered, every close finished), so specs are synchronous
--- and deterministic. Connection ids start at 1 on every server.
+-- event loop and the clock stands still unless srv:advance(ms) moves it
+-- (which runs the timers due on the way): every call runs to completion
+-- before it returns (every message delivered, every close finished), so
+-- specs are synchronous and deterministic. Connection ids start at 1 on
+-- every server.
 --
 -- A fake client behaves like a well-behaved WebSocket client that reads
 -- everything the server wrote at the end of every call: it answers a server
@@ -71,8 +73,18 @@
 --   srv:stats() -> the counters of ws.stats() (without lua_kb)
 --   srv:reload() -> true | nil, err      what SIGHUP does (on_reload runs)
 --   srv:version() -> "version N sha256:..."
---   srv:now() -> ms;  srv:advance(ms) -> ms   ws.now()'s clock is frozen;
---                                             only advance moves it
+--   srv:now() -> ms   ws.now()'s clock; it is frozen: only advance moves it
+--   srv:advance(ms) -> ms
+--     moves the clock ms forward (whole ms) and runs every timer
+--     (ws.after, ws.every, conn:after) due in that window, in due order (ties
+--     in the order they were scheduled), with the clock set to each one's
+--     due time while it runs (so ws.now() inside a callback is its due
+--     time) and the clients reading after each due time. Timers that a
+--     callback schedules inside the window run too: advance(1000) over
+--     ws.every(100, f) runs f ten times, at 100, 200, ..., 1000.
+--     advance(0) runs what is due now (ws.after(0, f) from a handler).
+--     Timers never run outside advance; srv:close() drops pending ones, as
+--     the server does on shutdown.
 --   srv:close()   shutdown: open connections are closed with 1001
 --                 "server shutting down" (on_close runs), then the server
 --                 is freed. srv.closed is true afterwards.
@@ -148,7 +160,7 @@ local DEFAULT_HEADERS = {
 }
 
 -- Server options the simulation honours, as command-line flags. Timeouts and
--- pings are not simulated (there is no clock to expire them).
+-- pings are not simulated (advance() runs script timers, not the sweep).
 local OPTIONS = {
   max_message = "--max-message",
   max_backpressure = "--max-backpressure",
@@ -676,9 +688,33 @@ function Server:now()
   return self._sim:now()
 end
 
+-- Steps the clock through every timer due in the window, one timer run per
+-- due time, letting the clients read (and answer) after each run, so that
+-- what a timer callback schedules inside the window runs too.
 function Server:advance(ms)
   self:_check()
-  return self._sim:advance(ms)
+  if type(ms) ~= "number" or ms ~= ms or ms < 0 or ms == math.huge then
+    error("bad argument #1 to 'advance' (a finite number of ms >= 0 expected)", 2)
+  end
+  local s = self._sim
+  local target = s:now() + math.floor(ms)
+  local last, rounds = nil, 0
+  while true do
+    local due = s:timer_due()
+    if not due or due > target then
+      break
+    end
+    -- Timers that keep scheduling timers due at once would never let the
+    -- clock move; the server would spin the same way.
+    rounds = due == last and rounds + 1 or 0
+    if rounds > 100000 then
+      kit_error("timers keep scheduling timers due at %d ms: advance cannot finish", due)
+    end
+    last = due
+    s:run_timers(due)
+    self:_pump()
+  end
+  return s:advance(target - s:now())
 end
 
 function Server:close()

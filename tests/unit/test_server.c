@@ -1,6 +1,7 @@
 /* Unit tests for the server (core/server.c): room broadcasts (encoded once
  * and shared), remote deliveries, closes deferred to the safe point during a
- * fan-out, and shutdown of a server without sockets.
+ * fan-out, and shutdown of a server without sockets (which drops pending
+ * script timers).
  *
  * Same approach as tests/unit/test_conn.c: a socket-less server with
  * tests/unit/fixtures/echo_observed.lua as the script, and virtual
@@ -343,6 +344,28 @@ static void test_shutdown_idle(void) {
   h_stop(&h);
 }
 
+/* Script timers on the server's heap: an id the Lua side does not know
+ * (added here behind its back) is popped and skipped, and shutdown drops
+ * whatever is pending, so no timer runs during the grace period or holds
+ * the loop. */
+static void test_timers_dropped_at_shutdown(void) {
+  harness h;
+  if (!CHECK(h_start(&h, fixture("echo_observed.lua"), NULL) == 0))
+    return;
+  uint64_t id, now = uv_now(&h.loop);
+  CHECK_EQ_INT(mr_timers_add(&h.srv->timers, now, &id), 0);
+  CHECK_EQ_INT(mr_bridge_run_timers(h.srv->bridge, now), 0);
+  CHECK_EQ_INT(mr_timers_count(&h.srv->timers), 0);
+  for (int i = 0; i < 3; i++)
+    CHECK_EQ_INT(mr_timers_add(&h.srv->timers, now + 1000, &id), 0);
+  mr_server_shutdown(h.srv);
+  CHECK_EQ_INT(mr_timers_count(&h.srv->timers), 0);
+  CHECK_EQ_INT(h.srv->timer_armed, 0);
+  CHECK_EQ_INT(uv_loop_alive(&h.loop), 0);
+  CHECK_EQ_INT(mr_bridge_run_timers(h.srv->bridge, now + 1000), 0);
+  h_stop(&h);
+}
+
 int main(void) {
   mr_log_set_level(getenv("MOONROOM_TEST_LOG")
                        ? MR_LOG_DEBUG
@@ -352,5 +375,6 @@ int main(void) {
   test_doomed_during_fanout();
   test_shutdown();
   test_shutdown_idle();
+  test_timers_dropped_at_shutdown();
   return test_report();
 }
