@@ -335,7 +335,7 @@ int mr_conn_close(mr_conn *c, uint16_t code, const char *reason, size_t len) {
 
 static void refuse(mr_conn *c, int status, const char *reason) {
   char resp[1024];
-  int n = mr_http_build_error(status, reason, resp, sizeof resp);
+  int n = mr_http_build_error(status, reason, NULL, resp, sizeof resp);
   if (n > 0)
     queue_bytes(c, resp, (size_t)n);
   c->state = MR_CONN_CLOSING;
@@ -407,7 +407,7 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
    * that frames the handler sends from on_connect follow it; a refusal
    * discards both. */
   char resp[256];
-  int rn = mr_http_build_101(&req, resp, sizeof resp);
+  int rn = mr_http_build_101(&req, NULL, 0, NULL, resp, sizeof resp);
   c->state = MR_CONN_OPEN;
   c->flags |= MR_CF_HOLD;
   if (rn < 0 || queue_bytes(c, resp, (size_t)rn) != 0) {
