@@ -25,6 +25,7 @@ struct mr_bridge {
   lua_State *L;
   mr_server *srv;
   mr_script s;
+  int answer_ref; /* mr_answer_call, made once rather than per connection */
 };
 
 static int load_facade(lua_State *L) {
@@ -48,6 +49,8 @@ mr_bridge *mr_bridge_new(mr_server *srv, const char *script, char *err,
   b->srv = srv;
   b->L = L;
   mr_script_init(&b->s, L);
+  lua_pushcfunction(L, mr_answer_call);
+  b->answer_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   luaL_openlibs(L);
   mr_api_open(L, srv);
   lua_getglobal(L, "package");
@@ -179,7 +182,7 @@ int mr_bridge_on_connect(mr_bridge *b, mr_conn *c, const mr_http_request *req,
     return 1;
   }
   mr_answer_ctx x = {req, ans, 0};
-  lua_pushcfunction(L, mr_answer_call);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, b->answer_ref);
   lua_pushlightuserdata(L, &x);
   lua_rawgeti(L, LUA_REGISTRYINDEX, b->s.refs[MR_H_CONNECT]);
   mr_handle_push(L, b->srv, c);
