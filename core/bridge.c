@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "answer.h"
 #include "api.h"
 #include "conn.h"
 #include "error.h"
@@ -25,6 +26,7 @@ struct mr_bridge {
   lua_State *L;
   mr_server *srv;
   mr_script s;
+  int answer_ref; /* mr_answer_call, made once rather than per connection */
 };
 
 static int load_facade(lua_State *L) {
@@ -48,6 +50,8 @@ mr_bridge *mr_bridge_new(mr_server *srv, const char *script, char *err,
   b->srv = srv;
   b->L = L;
   mr_script_init(&b->s, L);
+  lua_pushcfunction(L, mr_answer_call);
+  b->answer_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   luaL_openlibs(L);
   mr_api_open(L, srv);
   lua_getglobal(L, "package");
@@ -164,38 +168,46 @@ static void push_request(lua_State *L, mr_conn *c, const mr_http_request *req) {
   lua_setfield(L, -2, "headers");
   lua_pushstring(L, mr_conn_remote(c));
   lua_setfield(L, -2, "remote_addr");
+  /* The subprotocols the client offered, in its order, from every
+   * Sec-WebSocket-Protocol line; on_connect may select one of them. */
+  lua_newtable(L);
+  mr_http_list_iter it;
+  mr_http_list_init(&it, req, "Sec-WebSocket-Protocol");
+  const char *p;
+  size_t len;
+  for (int i = 1; mr_http_list_next(&it, &p, &len); i++) {
+    lua_pushlstring(L, p, len);
+    lua_rawseti(L, -2, i);
+  }
+  lua_setfield(L, -2, "protocols");
 }
 
 int mr_bridge_on_connect(mr_bridge *b, mr_conn *c, const mr_http_request *req,
-                         int *status, char *body, size_t cap) {
+                         mr_conn_answer *ans) {
   lua_State *L = b->L;
   /* The handle exists from here on, even without on_connect, so that
    * members() and broadcasts can name this connection. */
-  mr_handle_push(L, b->srv, c);
   if (b->s.refs[MR_H_CONNECT] == LUA_NOREF) {
+    mr_handle_push(L, b->srv, c);
     lua_pop(L, 1);
     return 1;
   }
+  mr_answer_ctx x = {req, ans, 0};
+  lua_rawgeti(L, LUA_REGISTRYINDEX, b->answer_ref);
+  lua_pushlightuserdata(L, &x);
   lua_rawgeti(L, LUA_REGISTRYINDEX, b->s.refs[MR_H_CONNECT]);
-  lua_insert(L, -2);
+  mr_handle_push(L, b->srv, c);
   push_request(L, c, req);
-  if (mr_gate_call(L, 2, 3, b->s.path, "on_connect", c->id) != 0) {
+  if (mr_gate_call(L, 4, 0, b->s.path, "on_connect", c->id) != 0) {
     b->srv->stats.handler_errors++;
-    *status = 500;
-    snprintf(body, cap, "internal error");
+    ans->status = 500;
+    snprintf(ans->body, sizeof ans->body, "internal error");
+    ans->protocol = NULL;
+    ans->protocol_len = 0;
+    ans->headers[0] = '\0';
     return 0;
   }
-  int accept = !(lua_isboolean(L, -3) && !lua_toboolean(L, -3));
-  if (!accept) {
-    if (lua_isnumber(L, -2)) {
-      int s = (int)lua_tointeger(L, -2);
-      *status = s >= 400 && s <= 599 ? s : 403;
-    }
-    if (lua_isstring(L, -1))
-      snprintf(body, cap, "%s", lua_tostring(L, -1));
-  }
-  lua_pop(L, 3);
-  return accept;
+  return x.accept;
 }
 
 int mr_bridge_on_message(mr_bridge *b, mr_conn *c, const uint8_t *msg,

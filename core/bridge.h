@@ -12,6 +12,7 @@
 
 struct mr_server;
 struct mr_conn;
+struct mr_conn_answer;
 typedef struct mr_bridge mr_bridge;
 typedef struct lua_State lua_State;
 
@@ -27,12 +28,16 @@ void mr_bridge_free(mr_bridge *b);
  * place that decides to reload and logs it. */
 int mr_bridge_reload(mr_bridge *b, char *err, size_t errlen);
 
-/* Runs on_connect. Returns 1 to accept; 0 to refuse with *status (default
- * 403) and a body copied into body (NUL-terminated, truncated to cap). A
- * handler error refuses with 500. */
+/* Runs on_connect with req (req.protocols lists the offered subprotocols)
+ * and reads its results into the caller's ans: the protocol it selected and
+ * the headers it added to the 101, or a refusal's status, body and headers.
+ * Returns 1 to accept, 0 to refuse. A handler error, and results that are
+ * wrong (a protocol the client did not offer, a header that is not allowed,
+ * a status outside 400..599), are logged as handler errors and refuse with
+ * 500. */
 int mr_bridge_on_connect(mr_bridge *b, struct mr_conn *c,
-                         const mr_http_request *req, int *status, char *body,
-                         size_t cap);
+                         const mr_http_request *req,
+                         struct mr_conn_answer *ans);
 
 /* Runs on_message. Returns 0, or MR_ELUA when the handler raised (the caller
  * closes the connection with 1011). */

@@ -21,7 +21,8 @@ void mr_buf_release(mr_buf *b) {
     free(b);
 }
 
-int mr_outq_push(mr_outq *q, mr_buf *b) {
+/* Makes room for one more entry. Returns 0 or MR_ENOMEM. */
+static int reserve(mr_outq *q) {
   if (!q->ents) {
     q->ents = q->inl;
     q->cap = MR_OUTQ_INLINE;
@@ -42,7 +43,28 @@ int mr_outq_push(mr_outq *q, mr_buf *b) {
     q->cap = ncap;
     q->head = 0;
   }
+  return 0;
+}
+
+int mr_outq_push(mr_outq *q, mr_buf *b) {
+  if (reserve(q) != 0)
+    return MR_ENOMEM;
   mr_qent *e = &q->ents[(q->head + q->count) & (q->cap - 1)];
+  e->buf = mr_buf_addref(b);
+  e->off = 0;
+  q->count++;
+  q->bytes += b->len;
+  return 0;
+}
+
+int mr_outq_push_front(mr_outq *q, mr_buf *b) {
+  /* Bytes of the first entry may already be on the wire, and nothing may
+   * go in front of those. */
+  assert(q->count == 0 || q->ents[q->head].off == 0);
+  if (reserve(q) != 0)
+    return MR_ENOMEM;
+  q->head = (q->head + q->cap - 1) & (q->cap - 1);
+  mr_qent *e = &q->ents[q->head];
   e->buf = mr_buf_addref(b);
   e->off = 0;
   q->count++;

@@ -53,6 +53,12 @@ typedef struct {
  * Returns 0, or MR_ENOMEM when the ring cannot grow. */
 int mr_outq_push(mr_outq *q, mr_buf *b);
 
+/* Puts b before everything queued, taking a new reference to it (the
+ * caller keeps its own); for a head that must precede what was queued while
+ * it could not be built yet. Nothing of the queue may have been written.
+ * Returns 0, or MR_ENOMEM when the ring cannot grow. */
+int mr_outq_push_front(mr_outq *q, mr_buf *b);
+
 /* Describes up to max leading entries as (pointer, length) pairs of unsent
  * bytes; returns how many were filled. The pointers stay valid until the
  * entries are consumed. */

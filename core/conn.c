@@ -333,11 +333,19 @@ int mr_conn_close(mr_conn *c, uint16_t code, const char *reason, size_t len) {
 /* ---- handshake ------------------------------------------------------------
  */
 
-static void refuse(mr_conn *c, int status, const char *reason) {
-  char resp[1024];
-  int n = mr_http_build_error(status, reason, resp, sizeof resp);
-  if (n > 0)
-    queue_bytes(c, resp, (size_t)n);
+/* Answers the upgrade with an HTTP error (and extra header lines, "" for
+ * none) and closes once it is written. */
+static void refuse(mr_conn *c, int status, const char *reason,
+                   const char *headers) {
+  size_t cap = 512 + strlen(reason) + strlen(headers);
+  mr_buf *b = mr_buf_new(cap);
+  int n = b ? mr_http_build_error(status, reason, headers, (char *)b->data, cap)
+            : MR_ENOMEM;
+  if (n > 0) {
+    b->len = (size_t)n;
+    queue_buf(c, b);
+  }
+  mr_buf_release(b);
   c->state = MR_CONN_CLOSING;
   c->closing_how = MR_CLOSING_AFTER_FLUSH;
   c->deadline = uv_now(c->srv->loop) + CLOSING_GRACE_MS;
@@ -349,15 +357,18 @@ static void refuse(mr_conn *c, int status, const char *reason) {
 
 /* on_connect refused the upgrade, closed the connection, or it was doomed
  * while the handler ran: undo the open and answer with an HTTP error. */
-static void refuse_after_connect(mr_conn *c, int ok, int status,
-                                 const char *body) {
+static void refuse_after_connect(mr_conn *c, int ok,
+                                 const mr_conn_answer *ans) {
   mr_server *srv = c->srv;
+  int status = ans->status;
   mr_rooms_leave_all(&srv->rooms, &c->member);
   srv->conn_events->refused(srv, c);
   mr_outq_clear(&c->tx.outq);
   /* Refused by the handler, or closed by it (conn:close() in on_connect
    * refuses with the default 403); doomed while it ran (out of memory,
-   * over the backpressure limit) is a server-side failure, 500. */
+   * over the backpressure limit) is a server-side failure, 500. Only the
+   * handler's own refusal carries its headers: those an accepting
+   * on_connect chose were meant for the 101. */
   if (ok && (c->flags & MR_CF_DOOMED)) {
     status = 500;
   } else {
@@ -375,7 +386,35 @@ static void refuse_after_connect(mr_conn *c, int ok, int status,
   mr_info("conn %llu (%s): upgrade refused %d by on_connect",
           (unsigned long long)c->id, mr_conn_remote(c), status);
   refuse(c, status,
-         body[0] ? body : (status == 500 ? "internal error" : "forbidden"));
+         ans->body[0] && !ok ? ans->body
+                             : (status == 500 ? "internal error" : "forbidden"),
+         ok ? "" : ans->headers);
+}
+
+/* Puts the 101 in front of the frames on_connect queued: it can only be
+ * built once on_connect has chosen a protocol and headers, and it must
+ * reach the client before them. Returns 0, or a negative code after
+ * counting and logging the failure. */
+static int queue_101(mr_conn *c, const mr_http_request *req,
+                     const mr_conn_answer *ans) {
+  size_t cap = 256 + ans->protocol_len + strlen(ans->headers);
+  mr_buf *b = mr_buf_new(cap);
+  int n = b ? mr_http_build_101(req, ans->protocol, ans->protocol_len,
+                                ans->headers, (char *)b->data, cap)
+            : MR_ENOMEM;
+  if (n > 0) {
+    b->len = (size_t)n;
+    n = mr_outq_push_front(&c->tx.outq, b);
+  }
+  mr_buf_release(b);
+  if (n < 0) {
+    c->srv->stats.internal_errors++;
+    mr_warn("conn %llu (%s): cannot build the 101 response: %s",
+            (unsigned long long)c->id, mr_conn_remote(c), mr_strerror(n));
+    return n;
+  }
+  pending_add(c);
+  return 0;
 }
 
 static void handshake(mr_conn *c, const char *data, size_t n) {
@@ -399,28 +438,28 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
     srv->stats.handshakes_refused++;
     mr_info("conn %llu (%s): upgrade refused %d: %s", (unsigned long long)c->id,
             mr_conn_remote(c), status, why);
-    refuse(c, status, why);
+    refuse(c, status, why, "");
     return;
   }
 
-  /* The 101 goes into the queue first, held back while on_connect runs, so
-   * that frames the handler sends from on_connect follow it; a refusal
-   * discards both. */
-  char resp[256];
-  int rn = mr_http_build_101(&req, resp, sizeof resp);
+  /* The connection is open for on_connect, but held: frames the handler
+   * sends from on_connect wait in the queue, and the 101 goes in front of
+   * them afterwards; a refusal discards them. */
   c->state = MR_CONN_OPEN;
   c->flags |= MR_CF_HOLD;
-  if (rn < 0 || queue_bytes(c, resp, (size_t)rn) != 0) {
-    mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
-    return;
-  }
-  int status = 403;
-  char body[512];
-  body[0] = '\0';
-  int ok = srv->conn_events->connect(srv, c, &req, &status, body, sizeof body);
+  mr_conn_answer ans;
+  ans.status = 403;
+  ans.body[0] = '\0';
+  ans.protocol = NULL;
+  ans.protocol_len = 0;
+  ans.headers[0] = '\0';
+  int ok = srv->conn_events->connect(srv, c, &req, &ans);
   c->flags &= ~MR_CF_HOLD;
+  if (ok && !(c->flags & MR_CF_DOOMED) && c->state == MR_CONN_OPEN &&
+      queue_101(c, &req, &ans) != 0)
+    mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
   if (!ok || (c->flags & MR_CF_DOOMED) || c->state != MR_CONN_OPEN) {
-    refuse_after_connect(c, ok, status, body);
+    refuse_after_connect(c, ok, &ans);
     return;
   }
   c->flags |= MR_CF_LUA;
@@ -429,8 +468,10 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
   c->last_rx = uv_now(srv->loop);
   c->next_ping = c->last_rx + (uint64_t)srv->cfg.ping_interval * 1000;
   pending_add(c);
-  mr_debug("conn %llu (%s): open %.*s", (unsigned long long)c->id,
-           mr_conn_remote(c), (int)req.path_len, req.path);
+  mr_debug("conn %llu (%s): open %.*s%s%.*s", (unsigned long long)c->id,
+           mr_conn_remote(c), (int)req.path_len, req.path,
+           ans.protocol ? " protocol " : "", (int)ans.protocol_len,
+           ans.protocol ? ans.protocol : "");
 
   /* Bytes that came in the same packet after the head are frames. */
   size_t extra = c->head_len - req.head_len;

@@ -66,13 +66,27 @@ typedef struct mr_conn {
   char *virtual_remote; /* a virtual connection's claimed address (heap) */
 } mr_conn;
 
+/* How on_connect answers an upgrade, besides accepting or refusing it. The
+ * connection provides the storage for the call, filled with the defaults
+ * (403, no body, no protocol, no headers); the connect event writes it. */
+typedef struct mr_conn_answer {
+  int status;           /* a refusal's status, 400..599 */
+  char body[512];       /* a refusal's body; "" for the status's default */
+  const char *protocol; /* the subprotocol selected from those offered,
+                           pointing into the request; NULL for none */
+  size_t protocol_len;
+  /* Extra header lines, "Name: value\r\n" each (checked with
+   * mr_http_check_header), for the 101 or for the refusal; "" for none. */
+  char headers[MR_HTTP_MAX_EXTRA];
+} mr_conn_answer;
+
 /* What a connection reports upward, each with the server it belongs to.
  * The server points srv->conn_events at these (wired to the bridge). */
 typedef struct mr_conn_events {
-  /* The upgrade request is valid: returns 1 to accept, or 0 to refuse with
-   * *status and a body copied into body (cap bytes). */
+  /* The upgrade request is valid: returns 1 to accept, or 0 to refuse; ans
+   * says with what (see mr_conn_answer). */
   int (*connect)(mr_server *srv, mr_conn *c, const mr_http_request *req,
-                 int *status, char *body, size_t cap);
+                 mr_conn_answer *ans);
   /* A data message; returns 0, or nonzero when the handler failed (the
    * connection is then closed 1011). */
   int (*message)(mr_server *srv, mr_conn *c, const uint8_t *msg, size_t len,

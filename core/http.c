@@ -3,6 +3,7 @@
 #include "error.h"
 
 #include <http_parser.h>
+#include <limits.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
@@ -316,9 +317,126 @@ static int fit(int n, size_t cap) {
   return n;
 }
 
-int mr_http_build_101(const mr_http_request *req, char *out, size_t cap) {
+void mr_http_list_init(mr_http_list_iter *it, const mr_http_request *req,
+                       const char *name) {
+  it->req = req;
+  it->name = name;
+  it->header = 0;
+  it->pos = 0;
+}
+
+int mr_http_list_next(mr_http_list_iter *it, const char **elem, size_t *len) {
+  size_t nlen = strlen(it->name);
+  for (; it->header < it->req->nheaders; it->header++, it->pos = 0) {
+    const mr_http_header *h = &it->req->headers[it->header];
+    if (h->name_len != nlen || strncasecmp(h->name, it->name, nlen) != 0)
+      continue;
+    while (it->pos < h->value_len) {
+      const char *s = h->value + it->pos;
+      size_t left = h->value_len - it->pos;
+      const char *comma = memchr(s, ',', left);
+      size_t elen = comma ? (size_t)(comma - s) : left;
+      it->pos += elen + (comma ? 1 : 0);
+      trim(&s, &elen);
+      if (elen > 0) {
+        *elem = s;
+        *len = elen;
+        return 1;
+      }
+    }
+  }
+  return 0;
+}
+
+/* RFC 7230 3.2.6 tchar. */
+static int is_tchar(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static int name_is(const char *name, size_t len, const char *want) {
+  return len == strlen(want) && strncasecmp(name, want, len) == 0;
+}
+
+static int name_starts(const char *name, size_t len, const char *prefix) {
+  size_t plen = strlen(prefix);
+  return len >= plen && strncasecmp(name, prefix, plen) == 0;
+}
+
+const char *mr_http_check_header(const char *name, size_t name_len,
+                                 const char *value, size_t value_len) {
+  if (name_len == 0)
+    return "the name is empty";
+  for (size_t i = 0; i < name_len; i++)
+    if (!is_tchar((unsigned char)name[i]))
+      return "the name is not an HTTP token";
+  /* The server writes these itself: a second copy from a script would
+   * contradict the handshake or the framing of the response. */
+  if (name_is(name, name_len, "Upgrade") ||
+      name_is(name, name_len, "Connection") ||
+      name_starts(name, name_len, "Sec-WebSocket-") ||
+      name_is(name, name_len, "Content-Length") ||
+      name_is(name, name_len, "Content-Type") ||
+      name_is(name, name_len, "Transfer-Encoding"))
+    return "the server sets this header itself";
+  /* Hop-by-hop headers describe one connection to a proxy, never the
+   * handshake an application answers. */
+  if (name_is(name, name_len, "Keep-Alive") || name_is(name, name_len, "TE") ||
+      name_is(name, name_len, "Trailer") ||
+      name_starts(name, name_len, "Proxy-"))
+    return "it is a hop-by-hop header";
+  for (size_t i = 0; i < value_len; i++) {
+    unsigned char c = (unsigned char)value[i];
+    if (c == '\r' || c == '\n')
+      return "the value contains CR or LF";
+    if (c == 0)
+      return "the value contains NUL";
+    if ((c < 0x20 && c != '\t') || c == 0x7f)
+      return "the value contains a control character";
+  }
+  return NULL;
+}
+
+/* Returns 1 when headers is a block of "Name: value\r\n" lines that each
+ * pass mr_http_check_header: the builders refuse anything else rather than
+ * write a head that a script could have split. */
+static int headers_ok(const char *headers) {
+  const char *p = headers;
+  while (*p) {
+    const char *eol = strstr(p, "\r\n");
+    const char *colon = memchr(p, ':', eol ? (size_t)(eol - p) : 0);
+    if (!eol || !colon || colon[1] != ' ')
+      return 0;
+    if (mr_http_check_header(p, (size_t)(colon - p), colon + 2,
+                             (size_t)(eol - colon - 2)) != NULL)
+      return 0;
+    p = eol + 2;
+  }
+  return 1;
+}
+
+/* A subprotocol is an RFC 6455 token; the one selected is always one the
+ * client offered, but the builder does not rely on that to keep CR and LF
+ * out of the head. */
+static int protocol_ok(const char *p, size_t len) {
+  if (len == 0)
+    return 0;
+  for (size_t i = 0; i < len; i++)
+    if (!is_tchar((unsigned char)p[i]))
+      return 0;
+  return 1;
+}
+
+int mr_http_build_101(const mr_http_request *req, const char *protocol,
+                      size_t protocol_len, const char *headers, char *out,
+                      size_t cap) {
   if (!req || !req->is_upgrade || !req->key || (!out && cap > 0))
     return MR_EINVAL;
+  if ((protocol && !protocol_ok(protocol, protocol_len)) ||
+      (headers && !headers_ok(headers)))
+    return MR_EINVAL;
+  if (protocol_len > INT_MAX)
+    return MR_ETOOBIG;
   char accept[29];
   int rc = mr_http_accept_key(req->key, req->key_len, accept);
   if (rc < 0)
@@ -328,8 +446,12 @@ int mr_http_build_101(const mr_http_request *req, char *out, size_t cap) {
                    "Upgrade: websocket\r\n"
                    "Connection: Upgrade\r\n"
                    "Sec-WebSocket-Accept: %s\r\n"
+                   "%s%.*s%s"
+                   "%s"
                    "\r\n",
-                   accept);
+                   accept, protocol ? "Sec-WebSocket-Protocol: " : "",
+                   protocol ? (int)protocol_len : 0, protocol ? protocol : "",
+                   protocol ? "\r\n" : "", headers ? headers : "");
   return fit(n, cap);
 }
 
@@ -355,10 +477,12 @@ static const char *status_text(int status) {
   return status < 500 ? "Client Error" : "Server Error";
 }
 
-int mr_http_build_error(int status, const char *reason, char *out, size_t cap) {
+int mr_http_build_error(int status, const char *reason, const char *headers,
+                        char *out, size_t cap) {
   /* The status line needs exactly three digits, and this builder is only for
    * refusals, never for 1xx-3xx. */
-  if (status < 400 || status > 599 || (!out && cap > 0))
+  if (status < 400 || status > 599 || (!out && cap > 0) ||
+      (headers && !headers_ok(headers)))
     return MR_EINVAL;
   const char *text = status_text(status);
   if (!reason)
@@ -376,8 +500,10 @@ int mr_http_build_error(int status, const char *reason, char *out, size_t cap) {
                    "Content-Length: %zu\r\n"
                    "Connection: close\r\n"
                    "%s"
+                   "%s"
                    "\r\n"
                    "%s\n",
-                   status, text, strlen(reason) + 1, extra, reason);
+                   status, text, strlen(reason) + 1, extra,
+                   headers ? headers : "", reason);
   return fit(n, cap);
 }

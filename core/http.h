@@ -73,19 +73,59 @@ const mr_http_header *mr_http_find_header(const mr_http_request *req,
  * compute the digest, which in practice means it could not allocate. */
 int mr_http_accept_key(const char *key, size_t key_len, char out[29]);
 
+/* Walks the elements of a comma-separated list header (such as
+ * Sec-WebSocket-Protocol) across every line of that header, in order. */
+typedef struct {
+  const mr_http_request *req;
+  const char *name;
+  size_t header; /* index of the header line being walked */
+  size_t pos;    /* offset of the next element in that line's value */
+} mr_http_list_iter;
+
+/* Starts a walk over the header called name (case-insensitive) in req. Both
+ * are borrowed and must outlive the walk. */
+void mr_http_list_init(mr_http_list_iter *it, const mr_http_request *req,
+                       const char *name);
+
+/* Finds the next non-empty element, with optional whitespace trimmed (RFC
+ * 7230 7: empty elements are allowed and mean nothing). Returns 1 and sets
+ * elem (pointing into the request's buffer) and len, or 0 at the end. */
+int mr_http_list_next(mr_http_list_iter *it, const char **elem, size_t *len);
+
+/* The largest block of extra header lines a handshake response takes. */
+#define MR_HTTP_MAX_EXTRA 4096
+
+/* Checks that "name: value" may be added to a handshake response (the 101
+ * or a refusal). Returns NULL when it may, or a static string saying why
+ * not: the name is not an RFC 7230 token; the value holds CR, LF, NUL or
+ * another control character (which would split or end the head); or the
+ * server owns the header (Upgrade, Connection, Sec-WebSocket-*,
+ * Content-Length, Content-Type, Transfer-Encoding) or it is hop-by-hop
+ * (Keep-Alive, TE, Trailer, Proxy-*). Both spans are only read. */
+const char *mr_http_check_header(const char *name, size_t name_len,
+                                 const char *value, size_t value_len);
+
 /* Writes the 101 Switching Protocols response for req into the caller's out
- * (at most cap bytes, NUL-terminated). Returns the length without the NUL,
- * MR_ETOOBIG when cap is too small, MR_EINVAL when req is not a valid
- * upgrade, or MR_ENOMEM from mr_http_accept_key. */
-int mr_http_build_101(const mr_http_request *req, char *out, size_t cap);
+ * (at most cap bytes, NUL-terminated). protocol (protocol_len bytes, only
+ * read) is the selected subprotocol, sent as Sec-WebSocket-Protocol; NULL
+ * selects none. headers (only read; NULL or "" for none) are extra lines,
+ * each "Name: value\r\n" and each passing mr_http_check_header. Returns the
+ * length without the NUL, MR_ETOOBIG when cap is too small, MR_EINVAL when
+ * req is not a valid upgrade or protocol or headers are malformed, or
+ * MR_ENOMEM from mr_http_accept_key. */
+int mr_http_build_101(const mr_http_request *req, const char *protocol,
+                      size_t protocol_len, const char *headers, char *out,
+                      size_t cap);
 
 /* Writes a complete error response ("HTTP/1.1 <status> <text>", a
  * text/plain body of reason plus newline, Content-Length, Connection: close,
  * for 405 "Allow: GET", and for 426 "Sec-WebSocket-Version: 13" and
  * "Upgrade: websocket") into the caller's out, NUL-terminated. reason is
- * only read; NULL means the status text. Returns the length without the NUL,
- * MR_ETOOBIG when cap is too small, or MR_EINVAL for a status outside
- * 400..599. */
-int mr_http_build_error(int status, const char *reason, char *out, size_t cap);
+ * only read; NULL means the status text. headers are extra lines as for
+ * mr_http_build_101 (NULL or "" for none). Returns the length without the
+ * NUL, MR_ETOOBIG when cap is too small, or MR_EINVAL for a status outside
+ * 400..599 or malformed headers. */
+int mr_http_build_error(int status, const char *reason, const char *headers,
+                        char *out, size_t cap);
 
 #endif

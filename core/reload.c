@@ -1,15 +1,21 @@
-/* Hot reload: one uv_fs_event_t on the script's directory and a debounce
- * timer.
+/* Hot reload: a uv_fs_event_t on the script's directory and on each of its
+ * subdirectories that holds Lua files, and a debounce timer.
  *
- * The directory is watched, not the file: editors that save by writing a
+ * Directories are watched, not files: editors that save by writing a
  * temporary file and renaming it over the script replace the inode, and a
  * watch on the file itself would be lost with it. Events for the script's
- * name or for any *.lua file next to it (modules the script requires from
- * its directory) restart a short timer, so that a burst of events from one
- * save becomes one reload. When the timer fires, the script and the *.lua
- * files next to it are hashed together; nothing is reloaded when the hash is
- * the one of the last (attempted) load, since editors and `touch` produce
- * events without changing anything.
+ * name or for any *.lua file in the tree (modules the script requires from
+ * its directory: "util" is util.lua, "lib.util" is lib/util.lua) restart a
+ * short timer, so that a burst of events from one save becomes one reload.
+ * inotify is not recursive, so each subdirectory that holds Lua files (at
+ * any depth below it, up to MAX_DEPTH) gets its own watch, at most
+ * MAX_WATCHED_DIRS of them; a directory appearing or going away is an
+ * event too, and every time the timer fires the tree is scanned again and
+ * the watches follow it. Then the script and every *.lua file of the tree
+ * are hashed together; nothing is reloaded when the hash is the one of the
+ * last (attempted) load, since editors and `touch` produce events without
+ * changing anything. Hidden files and directories (.git, editor swap
+ * files) and symbolic links to directories are never looked at.
  *
  * The server runs one watcher, so its state is a static here and server.h
  * needs no field for it. */
@@ -31,49 +37,167 @@
 
 /* Bursts of events closer together than this become one reload. */
 #define DEBOUNCE_MS 150
-/* Directory entries hashed at most (a script's directory is small). */
+/* Lua files hashed at most (a script's directory is small). */
 #define MAX_FILES 4096
+/* Directory entries one scan reads at most, so that a script kept next to
+ * a large unrelated tree costs a bounded walk per save. */
+#define MAX_ENTRIES 20000
+/* How deep below the script's directory modules are looked for
+ * (lib/a/b/c.lua is 3 deep), and how many subdirectories are watched. */
+#define MAX_DEPTH 4
+#define MAX_WATCHED_DIRS 64
+/* A path relative to the script's directory. */
+#define REL_MAX 512
+
+/* One watched directory; the handle comes first, so that the callback's
+ * handle is the watch. Freed in the handle's close callback. */
+typedef struct {
+  uv_fs_event_t event;
+  char rel[REL_MAX]; /* "" for the script's directory, else "lib", "lib/a" */
+} watch;
 
 static struct {
   mr_server *srv;
-  uv_fs_event_t event;
   uv_timer_t timer;
-  int started; /* both handles initialised and not yet closed */
+  int started; /* the timer and the watches are live and not yet closed */
   char dir[4096];
   char base[1024]; /* the script's file name within dir */
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int digest_len;
-  char changed[256]; /* the first file named by this burst's events */
-  unsigned nchanged; /* relevant events in this burst */
+  char changed[REL_MAX + 256];          /* the first file named by this burst */
+  unsigned nchanged;                    /* relevant events in this burst */
+  watch *watches[MAX_WATCHED_DIRS + 1]; /* [0] is the script's directory */
+  unsigned nwatches;
+  int warned; /* the limits were reported (once per process) */
 } R;
 
-/* ---- hashing --------------------------------------------------------------
+/* ---- the tree -------------------------------------------------------------
  */
+
+/* What one scan found: the Lua files (paths relative to the directory,
+ * sorted, the script itself excluded) and the subdirectories that hold Lua
+ * files somewhere below them. */
+typedef struct {
+  char **files;
+  size_t nfiles, fcap;
+  char **dirs;
+  size_t ndirs, dcap;
+  size_t entries; /* directory entries read */
+  int over;       /* a limit was reached */
+} tree;
 
 static int ends_with_lua(const char *name) {
   size_t n = strlen(name);
   return n > 4 && strcmp(name + n - 4, ".lua") == 0;
 }
 
-static int relevant(const char *name) {
-  /* No name: the kernel did not say which file (e.g. a queue overflow), so
-   * look anyway; the hash decides. */
-  if (!name)
-    return 1;
-  if (name[0] == '.')
-    return strcmp(name, R.base) == 0; /* hidden editor swap/backup files */
-  return strcmp(name, R.base) == 0 || ends_with_lua(name);
+/* Appends a copy of s to a list. Returns 0 or -1 when out of memory. */
+static int list_add(char ***list, size_t *n, size_t *cap, const char *s) {
+  if (*n == *cap) {
+    size_t ncap = *cap ? *cap * 2 : 16;
+    char **nl = realloc(*list, ncap * sizeof *nl);
+    if (!nl)
+      return -1;
+    *list = nl;
+    *cap = ncap;
+  }
+  if (!((*list)[*n] = strdup(s)))
+    return -1;
+  (*n)++;
+  return 0;
+}
+
+static void tree_free(tree *t) {
+  for (size_t i = 0; i < t->nfiles; i++)
+    free(t->files[i]);
+  for (size_t i = 0; i < t->ndirs; i++)
+    free(t->dirs[i]);
+  free(t->files);
+  free(t->dirs);
+  memset(t, 0, sizeof *t);
+}
+
+/* Walks DIR/rel: its Lua files go to t->files, and its subdirectories
+ * that hold Lua files to t->dirs. Returns the number of Lua files found in
+ * and below rel. */
+static size_t walk(tree *t, const char *rel, int depth) {
+  char path[sizeof R.dir + REL_MAX + 2], sub[REL_MAX];
+  snprintf(path, sizeof path, "%s%s%s", R.dir, rel[0] ? "/" : "", rel);
+  DIR *d = opendir(path);
+  if (!d)
+    return 0;
+  size_t found = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (++t->entries > MAX_ENTRIES || t->nfiles >= MAX_FILES) {
+      t->over = 1;
+      break;
+    }
+    if (e->d_name[0] == '.')
+      continue;
+    if ((size_t)snprintf(sub, sizeof sub, "%s%s%s", rel, rel[0] ? "/" : "",
+                         e->d_name) >= sizeof sub)
+      continue;
+    int is_dir = e->d_type == DT_DIR, is_file = e->d_type == DT_REG;
+    if (e->d_type == DT_UNKNOWN) {
+      /* Some file systems do not say; lstat does, and a symbolic link is
+       * neither (a link to a directory could make a cycle). */
+      struct stat st;
+      char full[sizeof path + 256];
+      snprintf(full, sizeof full, "%s/%s", path, e->d_name);
+      if (lstat(full, &st) == 0) {
+        is_dir = S_ISDIR(st.st_mode);
+        is_file = S_ISREG(st.st_mode);
+      }
+    }
+    if (is_file && ends_with_lua(e->d_name) &&
+        (rel[0] || strcmp(e->d_name, R.base) != 0)) {
+      list_add(&t->files, &t->nfiles, &t->fcap, sub);
+      found++;
+    } else if (is_file && !rel[0] && strcmp(e->d_name, R.base) == 0) {
+      found++; /* the script itself, hashed first */
+    } else if (is_dir) {
+      if (depth >= MAX_DEPTH) {
+        t->over = 1;
+        continue;
+      }
+      size_t below = walk(t, sub, depth + 1);
+      if (below > 0)
+        list_add(&t->dirs, &t->ndirs, &t->dcap, sub);
+      found += below;
+    }
+  }
+  closedir(d);
+  return found;
 }
 
 static int cmp_names(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Scans the tree into t (which the caller frees with tree_free). */
+static void scan(tree *t) {
+  memset(t, 0, sizeof *t);
+  walk(t, "", 0);
+  if (t->nfiles > 1)
+    qsort(t->files, t->nfiles, sizeof *t->files, cmp_names);
+  if (t->over && !R.warned) {
+    R.warned = 1;
+    mr_warn("%s holds more than the reload watcher looks at (%d Lua files, "
+            "%d entries, %d levels deep); changes beyond that are not seen "
+            "(reload with SIGHUP)",
+            R.dir, MAX_FILES, MAX_ENTRIES, MAX_DEPTH);
+  }
+}
+
+/* ---- hashing --------------------------------------------------------------
+ */
+
 /* Feeds "name\0<content><size as 8 bytes>" of one file into ctx; a file
  * that cannot be read contributes its name and a marker. Returns 0 when the
  * file was read, else the errno of the failure. */
 static int hash_file(EVP_MD_CTX *ctx, const char *name) {
-  char path[sizeof R.dir + sizeof R.base + 2];
+  char path[sizeof R.dir + REL_MAX + 2];
   snprintf(path, sizeof path, "%s/%s", R.dir, name);
   EVP_DigestUpdate(ctx, name, strlen(name) + 1);
   FILE *f = fopen(path, "rb");
@@ -94,9 +218,9 @@ static int hash_file(EVP_MD_CTX *ctx, const char *name) {
   return 0;
 }
 
-/* Hashes the script and every *.lua file in its directory, in name order.
+/* Hashes the script and every Lua file of the tree t, in name order.
  * Returns 0, or the errno of failing to read the script itself. */
-static int compute_digest(unsigned char *md, unsigned int *mdlen) {
+static int digest_tree(const tree *t, unsigned char *md, unsigned int *mdlen) {
   EVP_MD_CTX *ctx = EVP_MD_CTX_new();
   if (!ctx) {
     *mdlen = 0;
@@ -104,40 +228,103 @@ static int compute_digest(unsigned char *md, unsigned int *mdlen) {
   }
   EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
   int script_err = hash_file(ctx, R.base);
-
-  char **names = NULL;
-  size_t n = 0, cap = 0;
-  DIR *d = opendir(R.dir);
-  if (d) {
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL && n < MAX_FILES) {
-      if (e->d_name[0] == '.' || !ends_with_lua(e->d_name) ||
-          strcmp(e->d_name, R.base) == 0)
-        continue;
-      if (n == cap) {
-        size_t ncap = cap ? cap * 2 : 32;
-        char **nn = realloc(names, ncap * sizeof *nn);
-        if (!nn)
-          break;
-        names = nn;
-        cap = ncap;
-      }
-      if (!(names[n] = strdup(e->d_name)))
-        break;
-      n++;
-    }
-    closedir(d);
-  }
-  if (n > 1)
-    qsort(names, n, sizeof *names, cmp_names);
-  for (size_t i = 0; i < n; i++) {
-    hash_file(ctx, names[i]);
-    free(names[i]);
-  }
-  free(names);
+  for (size_t i = 0; i < t->nfiles; i++)
+    hash_file(ctx, t->files[i]);
   EVP_DigestFinal_ex(ctx, md, mdlen);
   EVP_MD_CTX_free(ctx);
   return script_err;
+}
+
+/* ---- watching -------------------------------------------------------------
+ */
+
+static void on_event(uv_fs_event_t *h, const char *filename, int events,
+                     int status);
+
+static void on_watch_closed(uv_handle_t *h) { free(h); }
+
+/* Starts watching DIR/rel into *out. Returns 0, or a negative error code
+ * after logging it. */
+static int watch_start(mr_server *srv, const char *rel, watch **out) {
+  char path[sizeof R.dir + REL_MAX + 2];
+  snprintf(path, sizeof path, "%s%s%s", R.dir, rel[0] ? "/" : "", rel);
+  watch *w = calloc(1, sizeof *w);
+  int r = w ? uv_fs_event_init(srv->loop, &w->event) : UV_ENOMEM;
+  if (r == 0) {
+    snprintf(w->rel, sizeof w->rel, "%s", rel);
+    w->event.data = srv;
+    r = uv_fs_event_start(&w->event, on_event, path, 0);
+    if (r != 0) {
+      uv_close((uv_handle_t *)&w->event, on_watch_closed);
+      w = NULL;
+    }
+  }
+  if (r != 0) {
+    if (w)
+      free(w);
+    mr_warn("cannot watch %s for changes: %s%s", path, uv_strerror(r),
+            rel[0] ? "" : "; reload with SIGHUP");
+    return r;
+  }
+  /* No watch should keep the loop alive on its own. */
+  uv_unref((uv_handle_t *)&w->event);
+  *out = w;
+  return 0;
+}
+
+static void watch_stop(watch *w) {
+  if (!uv_is_closing((uv_handle_t *)&w->event))
+    uv_close((uv_handle_t *)&w->event, on_watch_closed);
+}
+
+/* Makes the subdirectory watches those of t: new directories that hold Lua
+ * files are watched, those that no longer do (or are gone) are not. */
+static void rewatch(mr_server *srv, const tree *t) {
+  for (unsigned i = 1; i < R.nwatches;) {
+    int keep = 0;
+    for (size_t k = 0; k < t->ndirs && !keep; k++)
+      keep = strcmp(R.watches[i]->rel, t->dirs[k]) == 0;
+    if (keep) {
+      i++;
+      continue;
+    }
+    mr_debug("no longer watching %s/%s", R.dir, R.watches[i]->rel);
+    watch_stop(R.watches[i]);
+    R.watches[i] = R.watches[--R.nwatches];
+  }
+  for (size_t k = 0; k < t->ndirs; k++) {
+    int have = 0;
+    for (unsigned i = 1; i < R.nwatches && !have; i++)
+      have = strcmp(R.watches[i]->rel, t->dirs[k]) == 0;
+    if (have)
+      continue;
+    if (R.nwatches == MAX_WATCHED_DIRS + 1) {
+      if (!R.warned) {
+        R.warned = 1;
+        mr_warn("more than %d directories under %s hold Lua files; %s/%s and "
+                "others are not watched (reload with SIGHUP)",
+                MAX_WATCHED_DIRS, R.dir, R.dir, t->dirs[k]);
+      }
+      break;
+    }
+    watch *w;
+    if (watch_start(srv, t->dirs[k], &w) == 0) {
+      R.watches[R.nwatches++] = w;
+      mr_debug("watching %s/%s", R.dir, w->rel);
+    }
+  }
+}
+
+/* Scans the tree, follows it with the watches (once started) and hashes
+ * it. Returns what digest_tree returns. */
+static int refresh(mr_server *srv, unsigned char *md, unsigned int *mdlen) {
+  tree t;
+  scan(&t);
+  if (R.started)
+    rewatch(srv, &t);
+  int r = digest_tree(&t, md, mdlen);
+  tree_free(&t);
+  return r;
 }
 
 /* ---- reloading --------------------------------------------------------------
@@ -162,7 +349,7 @@ static int locate(mr_server *srv) {
   R.dir[dlen] = '\0';
   strcpy(R.base, base);
   R.srv = srv;
-  compute_digest(R.digest, &R.digest_len);
+  refresh(srv, R.digest, &R.digest_len);
   return 0;
 }
 
@@ -173,7 +360,7 @@ int mr_reload_now(mr_server *srv, const char *why) {
    * watcher does not load it again (a broken save is reported once, and
    * the next real change is tried again). */
   if (locate(srv) == 0)
-    compute_digest(R.digest, &R.digest_len);
+    refresh(srv, R.digest, &R.digest_len);
   mr_info("%s: reloading %s", why, srv->cfg.script);
   char err[2048];
   int r = mr_bridge_reload(srv->bridge, err, sizeof err);
@@ -199,7 +386,7 @@ static void on_timer(uv_timer_t *t) {
     return;
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int mdlen = 0;
-  int e = compute_digest(md, &mdlen);
+  int e = refresh(srv, md, &mdlen);
   if (e != 0) {
     /* Mid-rename, or deleted: the next event (the new file appearing)
      * brings us back here. */
@@ -217,19 +404,47 @@ static void on_timer(uv_timer_t *t) {
   mr_reload_now(srv, why);
 }
 
+/* Whether an event for name in the watched directory w may change what
+ * the watcher hashes or watches: the script, a Lua file, or a (new or
+ * watched) directory. No name: the kernel did not say which file (e.g. a
+ * queue overflow), so look anyway; the hash decides. */
+static int relevant(const watch *w, const char *name) {
+  if (!name)
+    return 1;
+  if (name[0] == '.')
+    return !w->rel[0] && strcmp(name, R.base) == 0; /* editor swap files */
+  if (ends_with_lua(name) || (!w->rel[0] && strcmp(name, R.base) == 0))
+    return 1;
+  char rel[REL_MAX], path[sizeof R.dir + REL_MAX + 2];
+  if ((size_t)snprintf(rel, sizeof rel, "%s%s%s", w->rel, w->rel[0] ? "/" : "",
+                       name) >= sizeof rel)
+    return 0; /* deeper than any path the watcher keeps */
+  for (unsigned i = 1; i < R.nwatches; i++)
+    if (strcmp(R.watches[i]->rel, rel) == 0)
+      return 1; /* a watched directory went away or was renamed */
+  snprintf(path, sizeof path, "%s/%s", R.dir, rel);
+  struct stat st;
+  return lstat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 static void on_event(uv_fs_event_t *h, const char *filename, int events,
                      int status) {
   (void)events;
   mr_server *srv = h->data;
+  const watch *w = (const watch *)h;
   if (status < 0) {
-    mr_warn("watching %s: %s", R.dir, uv_strerror(status));
+    mr_warn("watching %s%s%s: %s", R.dir, w->rel[0] ? "/" : "", w->rel,
+            uv_strerror(status));
     return;
   }
-  if (srv->shutting_down || !relevant(filename))
+  if (srv->shutting_down || !R.started || !relevant(w, filename))
     return;
+  char name[sizeof R.changed];
+  snprintf(name, sizeof name, "%s%s%s", w->rel, w->rel[0] ? "/" : "",
+           filename ? filename : "?");
   if (R.nchanged++ == 0)
-    snprintf(R.changed, sizeof R.changed, "%s", filename ? filename : "?");
-  else if (filename && strcmp(filename, R.changed) == 0)
+    snprintf(R.changed, sizeof R.changed, "%s", name);
+  else if (filename && strcmp(name, R.changed) == 0)
     R.nchanged--; /* the same file again: not "more" */
   /* Restarting the timer on every event coalesces a burst into one
    * reload, DEBOUNCE_MS after the last event. */
@@ -245,25 +460,23 @@ int mr_reload_start(mr_server *srv) {
   int r = locate(srv);
   if (r != 0)
     return r;
-  r = uv_fs_event_init(srv->loop, &R.event);
-  if (r == 0) {
-    R.event.data = srv;
-    r = uv_fs_event_start(&R.event, on_event, R.dir, 0);
-    if (r != 0)
-      uv_close((uv_handle_t *)&R.event, NULL);
-  }
-  if (r != 0) {
-    mr_warn("cannot watch %s for changes: %s; reload with SIGHUP", R.dir,
-            uv_strerror(r));
+  watch *root;
+  r = watch_start(srv, "", &root);
+  if (r != 0)
     return r;
-  }
   uv_timer_init(srv->loop, &R.timer);
   R.timer.data = srv;
-  /* Neither handle should keep the loop alive on its own. */
-  uv_unref((uv_handle_t *)&R.event);
   uv_unref((uv_handle_t *)&R.timer);
+  R.watches[0] = root;
+  R.nwatches = 1;
   R.started = 1;
-  mr_info("watching %s for changes to %s and *.lua", R.dir, R.base);
+  /* The subdirectories: scanned again, now that watches can be made. */
+  refresh(srv, R.digest, &R.digest_len);
+  if (R.nwatches > 1)
+    mr_info("watching %s and %u subdirectories for changes to %s and *.lua",
+            R.dir, R.nwatches - 1, R.base);
+  else
+    mr_info("watching %s for changes to %s and *.lua", R.dir, R.base);
   return 0;
 }
 
@@ -271,8 +484,9 @@ void mr_reload_stop(mr_server *srv) {
   if (!R.started || R.srv != srv)
     return;
   R.started = 0;
-  if (!uv_is_closing((uv_handle_t *)&R.event))
-    uv_close((uv_handle_t *)&R.event, NULL);
+  for (unsigned i = 0; i < R.nwatches; i++)
+    watch_stop(R.watches[i]);
+  R.nwatches = 0;
   if (!uv_is_closing((uv_handle_t *)&R.timer))
     uv_close((uv_handle_t *)&R.timer, NULL);
 }

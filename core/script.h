@@ -2,6 +2,11 @@
  * handler table it returns, and swapping it on reload (with on_reload, and
  * with the old modules put back when the new version fails).
  *
+ * A key of the handler table that looks like a misspelt handler is
+ * warned about at every load, and so is a handler that a reload drops. The
+ * version names the script's content and that of the modules it required
+ * from its directory.
+ *
  * Pure Lua work on a state the bridge owns; reload.c decides when. */
 #ifndef MR_SCRIPT_H
 #define MR_SCRIPT_H
@@ -23,6 +28,14 @@ typedef struct mr_script {
   unsigned generation;  /* versions loaded so far */
   char version[64];     /* "version N sha256:...", for logs */
 } mr_script;
+
+/* For a handler-table key that is not a handler, the handler it most
+ * likely meant: compared lower-cased without '_' and '-', by edit
+ * distance. Returns NULL for a real handler name and for keys that do not
+ * look like one: neither written as on_x, On_x, onX or on-x, nor starting
+ * with "on" within two edits of a handler (so "online" and "close" are
+ * not). The result is static. Load and reload warn with it. */
+const char *mr_script_closest_handler(const char *key, size_t len);
 
 /* Prepares s for state L (nothing loaded). */
 void mr_script_init(mr_script *s, lua_State *L);

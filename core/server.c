@@ -25,8 +25,8 @@ static void on_room_change(void *ud, const mr_room *room, int created) {
 /* ---- wiring: connections report to the bridge ---------------------------- */
 
 static int ev_connect(mr_server *srv, mr_conn *c, const mr_http_request *req,
-                      int *status, char *body, size_t cap) {
-  return mr_bridge_on_connect(srv->bridge, c, req, status, body, cap);
+                      mr_conn_answer *ans) {
+  return mr_bridge_on_connect(srv->bridge, c, req, ans);
 }
 
 static int ev_message(mr_server *srv, mr_conn *c, const uint8_t *msg,

@@ -58,6 +58,11 @@
 --                 false removes it. A list { { name, value }, ... } is
 --                 appended verbatim instead (repeated headers).
 --       method = "GET", remote_addr = "127.0.0.1" (req.remote_addr)
+--       protocols = { "graphql-ws", "chat" }   the subprotocols offered, as
+--                 one Sec-WebSocket-Protocol header (req.protocols); the
+--                 one on_connect selects is conn.protocol. As a real client
+--                 does, the kit raises when the server selects a protocol
+--                 that was not offered.
 --     A refusal gives the HTTP status and body (without its final newline),
 --     and response = { status, reason, headers, body }.
 --   srv:open([opts]) -> conn    a connection with nothing sent yet; drive it
@@ -101,8 +106,10 @@
 --   conn.server_close_code, conn.server_close_reason
 --                    what the server's on_close was told (nil when the
 --                    connection never opened)
---   conn.response    { status, reason, headers (lower-case names), body }
+--   conn.response    { status, reason, headers (lower-case names; a
+--                    repeated header's values joined with ", "), body }
 --                    (body only for a refusal)
+--   conn.protocol    the subprotocol the server selected, or nil
 --   conn:send(data [, binary]) -> true | nil, "closed"   one masked frame
 --   conn:send_frame(opcode, payload [, { fin = true, mask = true, rsv = 0 }])
 --                    -> true | nil, "closed"   any frame, for protocol specs
@@ -218,17 +225,30 @@ local function build_request(target, opts)
       end
     end
   end
+  if opts.protocols ~= nil then
+    if type(opts.protocols) ~= "table" then
+      kit_error("protocols must be a list of strings")
+    end
+    if #opts.protocols > 0 then
+      list[#list + 1] = { "Sec-WebSocket-Protocol", table.concat(opts.protocols, ", ") }
+    end
+  end
   local lines, key = {}, nil
   lines[1] = string.format("%s %s HTTP/1.1", opts.method or "GET", target)
+  local offered = {}
   for _, h in ipairs(list) do
     if h[2] ~= false then
       lines[#lines + 1] = h[1] .. ": " .. tostring(h[2])
       if h[1]:lower() == "sec-websocket-key" then
         key = tostring(h[2])
+      elseif h[1]:lower() == "sec-websocket-protocol" then
+        for p in tostring(h[2]):gmatch("[^,%s]+") do
+          offered[#offered + 1] = p
+        end
       end
     end
   end
-  return table.concat(lines, "\r\n") .. "\r\n\r\n", key
+  return table.concat(lines, "\r\n") .. "\r\n\r\n", key, offered
 end
 
 local function parse_head(head)
@@ -239,7 +259,9 @@ local function parse_head(head)
   end
   local headers = {}
   for name, value in rest:gmatch("([^:\r\n]+):[ \t]*([^\r\n]*)\r\n") do
-    headers[name:lower()] = value
+    name = name:lower()
+    -- Repeated headers are joined as the server joins a request's.
+    headers[name] = headers[name] and headers[name] .. ", " .. value or value
   end
   return { status = tonumber(status), reason = reason, headers = headers }
 end
@@ -254,6 +276,7 @@ local function new_conn(srv, id, target, key)
     state = "connecting",
     closed = false,
     _key = key,
+    _offered = nil, -- the subprotocols offered, when the kit wrote the request
     _buf = "",
     _inbox = {}, -- unread messages are _inbox[_head .. _tail]
     _head = 1,
@@ -352,6 +375,20 @@ function Conn:_receive(bytes, alive)
         kit_error("conn %d: wrong Sec-WebSocket-Accept %q", self.id,
                   tostring(res.headers["sec-websocket-accept"]))
       end
+      local proto = res.headers["sec-websocket-protocol"]
+      -- Checked when the kit wrote the request (raw bytes from conn:feed
+      -- offer what they offer).
+      if proto and self._offered then
+        local offered = false
+        for _, p in ipairs(self._offered) do
+          offered = offered or p == proto
+        end
+        if not offered then
+          kit_error("conn %d: the server selected subprotocol %q, which was not offered",
+                    self.id, proto)
+        end
+      end
+      self.protocol = proto
       self.state = "open"
     else
       local n = tonumber(res.headers["content-length"] or "0") or 0
@@ -590,9 +627,9 @@ function Server:try_connect(target, opts)
     error("bad argument #1 to 'try_connect' (string expected, got " .. type(target) .. ")", 2)
   end
   opts = opts or {}
-  local req, key = build_request(target, opts)
+  local req, key, offered = build_request(target, opts)
   local conn = self:open(opts)
-  conn.target, conn._key = target, key
+  conn.target, conn._key, conn._offered = target, key, offered
   conn:_feed(req)
   if conn.state == "connecting" then
     kit_error("%s: no response to the upgrade request", target)

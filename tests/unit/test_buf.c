@@ -414,6 +414,69 @@ static void test_outq_spill_and_return(void) {
   mr_buf_release(b);
 }
 
+/* push_front puts a block before what is queued: on an empty queue, on an
+ * inline ring whose head is at 0 (it wraps backwards), on a full ring (it
+ * grows), and after the ring has wrapped. */
+static void test_outq_push_front(void) {
+  uint8_t want[64];
+  size_t n = 0;
+  mr_outq q = {0};
+  mr_buf *h = make(9, 3);
+  CHECK_EQ_INT(mr_outq_push_front(&q, h), 0);
+  CHECK_EQ_INT(h->refs, 2);
+  CHECK(queue_holds(&q, h->data, 3));
+  mr_outq_clear(&q);
+  CHECK_EQ_INT(h->refs, 1);
+
+  /* Three behind, one in front: head wraps to the end of the inline ring. */
+  mr_buf *b[5];
+  for (unsigned i = 0; i < 5; i++)
+    b[i] = make(i + 1, 2 + i);
+  for (unsigned i = 0; i < 3; i++)
+    CHECK_EQ_INT(mr_outq_push(&q, b[i]), 0);
+  CHECK_EQ_INT(mr_outq_push_front(&q, h), 0);
+  CHECK(q.ents == q.inl && q.count == 4);
+  memcpy(want, h->data, 3);
+  n = 3;
+  for (unsigned i = 0; i < 3; i++) {
+    memcpy(want + n, b[i]->data, b[i]->len);
+    n += b[i]->len;
+  }
+  CHECK(queue_holds(&q, want, n));
+  /* Full: the front push grows the ring and keeps the order. */
+  mr_buf *h2 = make(10, 4);
+  CHECK_EQ_INT(mr_outq_push_front(&q, h2), 0);
+  CHECK(q.ents != q.inl && q.count == 5);
+  memmove(want + 4, want, n);
+  memcpy(want, h2->data, 4);
+  n += 4;
+  CHECK(queue_holds(&q, want, n));
+  /* Pushes at the back still land after everything. */
+  CHECK_EQ_INT(mr_outq_push(&q, b[3]), 0);
+  memcpy(want + n, b[3]->data, b[3]->len);
+  n += b[3]->len;
+  CHECK(queue_holds(&q, want, n));
+  /* Consumed whole entries leave a head in the middle; a front push then
+   * goes just before it. */
+  mr_outq_consume(&q, 4 + 3);
+  memmove(want, want + 7, n - 7);
+  n -= 7;
+  CHECK_EQ_INT(mr_outq_push_front(&q, b[4]), 0);
+  memmove(want + b[4]->len, want, n);
+  memcpy(want, b[4]->data, b[4]->len);
+  n += b[4]->len;
+  CHECK(queue_holds(&q, want, n));
+  mr_outq_clear(&q);
+  CHECK_EQ_INT(h->refs, 1);
+  CHECK_EQ_INT(h2->refs, 1);
+  for (unsigned i = 0; i < 5; i++) {
+    CHECK_EQ_INT(b[i]->refs, 1);
+    mr_buf_release(b[i]);
+  }
+  mr_buf_release(h);
+  mr_buf_release(h2);
+}
+
 int main(void) {
   test_outq_spill_and_return();
   test_buf_refcount();
@@ -424,5 +487,6 @@ int main(void) {
   test_outq_zero_length();
   test_outq_shared();
   test_outq_random();
+  test_outq_push_front();
   return test_report();
 }

@@ -9,10 +9,14 @@
 /* malloc is wrapped at link time (-Wl,--wrap=malloc, see CMakeLists.txt)
  * so that a test can make the core's next allocation fail. */
 static int fail_next_malloc;
+/* Fails the next allocation of exactly this many bytes (0: none), for a
+ * block whose size is known but which other allocations precede. */
+static size_t fail_malloc_size;
 void *__real_malloc(size_t n);
 void *__wrap_malloc(size_t n) {
-  if (fail_next_malloc) {
+  if (fail_next_malloc || (fail_malloc_size && n == fail_malloc_size)) {
     fail_next_malloc = 0;
+    fail_malloc_size = 0;
     return NULL;
   }
   return __real_malloc(n);
@@ -130,8 +134,8 @@ static void test_refused_by_on_connect(void) {
   CHECK(mr_conn_find(h.srv, id) == NULL);
   CHECK(queue_empty(&h, obs));
 
-  /* Refusing without a valid status gives 403 and the default body. */
-  n = upgrade_request(req, sizeof req, "/?refuse=0");
+  /* Refusing without a status gives 403 and the default body. */
+  n = upgrade_request(req, sizeof req, "/?refuse=none");
   c = mr_conn_new_virtual(h.srv);
   id = c->id;
   feed(&h, c, req, (size_t)n);
@@ -146,6 +150,101 @@ static void test_refused_by_on_connect(void) {
   CHECK(mr_conn_find(h.srv, id) == NULL);
   CHECK_EQ_INT(h.srv->stats.handler_refusals, 2);
   CHECK(queue_empty(&h, obs));
+
+  /* A status outside 400..599 is the handler's error, not a silent 403. */
+  n = upgrade_request(req, sizeof req, "/?refuse=0");
+  c = mr_conn_new_virtual(h.srv);
+  id = c->id;
+  feed(&h, c, req, (size_t)n);
+  len = take(&h, id, out, sizeof out);
+  CHECK_SPAN((const char *)out, len,
+             "HTTP/1.1 500 Internal Server Error\r\n"
+             "Content-Type: text/plain; charset=utf-8\r\n"
+             "Content-Length: 15\r\n"
+             "Connection: close\r\n"
+             "\r\n"
+             "internal error\n");
+  CHECK(mr_conn_find(h.srv, id) == NULL);
+  CHECK_EQ_INT(h.srv->stats.handler_errors, 1);
+  CHECK(queue_empty(&h, obs));
+  h_stop(&h);
+}
+
+/* The 101 is built after on_connect, with the protocol it selected and the
+ * headers it added, and still goes out before what on_connect sent; a
+ * refusal carries its headers and drops what on_connect sent; a 101 that
+ * cannot be built is a 500, counted and logged. */
+static void test_101_after_on_connect(void) {
+  harness h;
+  if (!CHECK(h_start(&h, fixture("handshake.lua"), no_opts) == 0))
+    return;
+  static const char req_fmt[] = "GET %s HTTP/1.1\r\n"
+                                "Host: example.test\r\n"
+                                "Upgrade: websocket\r\n"
+                                "Connection: Upgrade\r\n"
+                                "Sec-WebSocket-Key: " KEY "\r\n"
+                                "Sec-WebSocket-Protocol: chat, superchat\r\n"
+                                "Sec-WebSocket-Version: 13\r\n"
+                                "\r\n";
+  static const char resp[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                             "Upgrade: websocket\r\n"
+                             "Connection: Upgrade\r\n"
+                             "Sec-WebSocket-Accept: " ACCEPT "\r\n"
+                             "Sec-WebSocket-Protocol: chat\r\n"
+                             "X-Server: unit\r\n"
+                             "\r\n";
+  char req[512];
+  int n = snprintf(req, sizeof req, req_fmt, "/");
+  mr_conn *c = mr_conn_new_virtual(h.srv);
+  uint64_t id = c->id;
+  feed(&h, c, req, (size_t)n);
+  CHECK(mr_conn_is_open(c));
+  CHECK_EQ_INT(c->tx.outq.count, 2);
+  uint8_t out[1024];
+  size_t len = take(&h, id, out, sizeof out);
+  size_t rl = strlen(resp);
+  if (CHECK(len > rl)) {
+    CHECK_SPAN((const char *)out, rl, resp);
+    sframe f[2];
+    char hello[32];
+    snprintf(hello, sizeof hello, "hello %llu", (unsigned long long)id);
+    CHECK(decode(out + rl, len - rl, f, 2) == 1 && f[0].op == MR_OP_TEXT &&
+          f[0].len == strlen(hello) && memcmp(f[0].data, hello, f[0].len) == 0);
+  }
+  send_text(&h, id, "echo");
+  EXPECT_TEXT(&h, id, "echo");
+
+  /* Refused: the handler's status, body and header; no greeting. */
+  n = snprintf(req, sizeof req, req_fmt, "/?refuse=1");
+  c = mr_conn_new_virtual(h.srv);
+  id = c->id;
+  feed(&h, c, req, (size_t)n);
+  len = take(&h, id, out, sizeof out);
+  CHECK_SPAN((const char *)out, len,
+             "HTTP/1.1 401 Client Error\r\n"
+             "Content-Type: text/plain; charset=utf-8\r\n"
+             "Content-Length: 15\r\n"
+             "Connection: close\r\n"
+             "WWW-Authenticate: Bearer\r\n"
+             "\r\n"
+             "token required\n");
+  CHECK(mr_conn_find(h.srv, id) == NULL);
+  CHECK_EQ_INT(h.srv->stats.handler_refusals, 1);
+
+  /* No memory for the 101 once on_connect has accepted. */
+  n = snprintf(req, sizeof req, req_fmt, "/");
+  c = mr_conn_new_virtual(h.srv);
+  id = c->id;
+  fail_malloc_size =
+      sizeof(mr_buf) + 256 + strlen("chat") + strlen("X-Server: unit\r\n");
+  feed(&h, c, req, (size_t)n);
+  CHECK_EQ_INT(fail_malloc_size, 0);
+  len = take(&h, id, out, sizeof out);
+  CHECK(len > 12 && memcmp(out, "HTTP/1.1 500", 12) == 0);
+  CHECK(mr_conn_find(h.srv, id) == NULL);
+  CHECK_EQ_INT(h.srv->stats.internal_errors, 1);
+  CHECK_EQ_INT(h.srv->stats.handler_refusals, 1);
+  CHECK_EQ_INT(h.srv->stats.connections_open, 1);
   h_stop(&h);
 }
 
@@ -750,6 +849,7 @@ int main(void) {
   test_upgrade();
   test_upgrade_with_frames();
   test_refused_by_on_connect();
+  test_101_after_on_connect();
   test_plain_get_404();
   test_upgrade_bytewise();
   test_messages();

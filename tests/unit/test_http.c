@@ -317,14 +317,17 @@ static void test_build_101(void) {
                              "Sec-WebSocket-Accept: " ACCEPT "\r\n"
                              "\r\n";
   char out[256];
-  int n = mr_http_build_101(&req, out, sizeof out);
+  int n = mr_http_build_101(&req, NULL, 0, NULL, out, sizeof out);
   CHECK_EQ_INT(n, strlen(want));
   CHECK_STR(out, want);
-  CHECK_EQ_INT(mr_http_build_101(&req, out, strlen(want) + 1), n);
-  CHECK_EQ_INT(mr_http_build_101(&req, out, strlen(want)), MR_ETOOBIG);
-  CHECK_EQ_INT(mr_http_build_101(&req, out, 10), MR_ETOOBIG);
+  CHECK_EQ_INT(mr_http_build_101(&req, NULL, 0, NULL, out, strlen(want) + 1),
+               n);
+  CHECK_EQ_INT(mr_http_build_101(&req, NULL, 0, NULL, out, strlen(want)),
+               MR_ETOOBIG);
+  CHECK_EQ_INT(mr_http_build_101(&req, NULL, 0, NULL, out, 10), MR_ETOOBIG);
   req.is_upgrade = 0;
-  CHECK_EQ_INT(mr_http_build_101(&req, out, sizeof out), MR_EINVAL);
+  CHECK_EQ_INT(mr_http_build_101(&req, NULL, 0, NULL, out, sizeof out),
+               MR_EINVAL);
 }
 
 /* Checks the status line, that Content-Length equals the body's length and
@@ -347,13 +350,13 @@ static void check_error_response(const char *out, int n,
 
 static void test_build_error(void) {
   char out[512];
-  int n = mr_http_build_error(426, "unsupported Sec-WebSocket-Version", out,
-                              sizeof out);
+  int n = mr_http_build_error(426, "unsupported Sec-WebSocket-Version", NULL,
+                              out, sizeof out);
   check_error_response(out, n, "HTTP/1.1 426 Upgrade Required\r\n",
                        "unsupported Sec-WebSocket-Version");
   CHECK(strstr(out, "\r\nSec-WebSocket-Version: 13\r\n") != NULL);
 
-  n = mr_http_build_error(405, "WebSocket upgrade requires GET", out,
+  n = mr_http_build_error(405, "WebSocket upgrade requires GET", NULL, out,
                           sizeof out);
   check_error_response(out, n, "HTTP/1.1 405 Method Not Allowed\r\n",
                        "WebSocket upgrade requires GET");
@@ -373,22 +376,187 @@ static void test_build_error(void) {
       {502, "HTTP/1.1 502 "},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    n = mr_http_build_error(cases[i].status, "why", out, sizeof out);
+    n = mr_http_build_error(cases[i].status, "why", NULL, out, sizeof out);
     check_error_response(out, n, cases[i].line, "why");
     CHECK(strstr(out, "Sec-WebSocket-Version") == NULL);
     CHECK(strstr(out, "Allow:") == NULL);
   }
 
   /* A NULL reason falls back to the status text. */
-  n = mr_http_build_error(404, NULL, out, sizeof out);
+  n = mr_http_build_error(404, NULL, NULL, out, sizeof out);
   check_error_response(out, n, "HTTP/1.1 404 Not Found\r\n", "Not Found");
 
-  n = mr_http_build_error(400, "x", out, sizeof out);
-  CHECK_EQ_INT(mr_http_build_error(400, "x", out, (size_t)n + 1), n);
-  CHECK_EQ_INT(mr_http_build_error(400, "x", out, (size_t)n), MR_ETOOBIG);
-  CHECK_EQ_INT(mr_http_build_error(400, "x", out, 8), MR_ETOOBIG);
-  CHECK_EQ_INT(mr_http_build_error(400, "x", NULL, 0), MR_ETOOBIG);
-  CHECK_EQ_INT(mr_http_build_error(200, "x", out, sizeof out), MR_EINVAL);
+  n = mr_http_build_error(400, "x", NULL, out, sizeof out);
+  CHECK_EQ_INT(mr_http_build_error(400, "x", NULL, out, (size_t)n + 1), n);
+  CHECK_EQ_INT(mr_http_build_error(400, "x", NULL, out, (size_t)n), MR_ETOOBIG);
+  CHECK_EQ_INT(mr_http_build_error(400, "x", NULL, out, 8), MR_ETOOBIG);
+  CHECK_EQ_INT(mr_http_build_error(400, "x", NULL, NULL, 0), MR_ETOOBIG);
+  CHECK_EQ_INT(mr_http_build_error(200, "x", NULL, out, sizeof out), MR_EINVAL);
+}
+
+/* Collects the list elements of header name in s, joined with '|'. */
+static const char *list_of(const char *s, const char *name) {
+  static char out[512];
+  mr_http_request req;
+  out[0] = '\0';
+  if (!CHECK(mr_http_parse_upgrade(s, strlen(s), MAX_HEAD, &req) == 0))
+    return out;
+  mr_http_list_iter it;
+  mr_http_list_init(&it, &req, name);
+  const char *e;
+  size_t len, n = 0;
+  while (mr_http_list_next(&it, &e, &len)) {
+    CHECK(e >= s && e + len <= s + strlen(s)); /* points into the request */
+    n += (size_t)snprintf(out + n, sizeof out - n, "%s%.*s", n ? "|" : "",
+                          (int)len, e);
+  }
+  CHECK(!mr_http_list_next(&it, &e, &len)); /* stays at the end */
+  return out;
+}
+
+static void test_protocol_list(void) {
+  CHECK_STR(list_of(valid_req, "Sec-WebSocket-Protocol"), "chat|superchat");
+  /* Repeated lines keep their order; whitespace and empty elements go; the
+   * name is case-insensitive; other headers in between do not matter. */
+  const char *s = req_with("GET / HTTP/1.1", UPGRADE_HEADERS
+                           "sec-websocket-protocol:  a ,b,,\t c\t\r\n"
+                           "X-Other: x, y\r\n"
+                           "SEC-WEBSOCKET-PROTOCOL: ,\r\n"
+                           "Sec-WebSocket-Protocol: graphql-ws\r\n");
+  CHECK_STR(list_of(s, "Sec-WebSocket-Protocol"), "a|b|c|graphql-ws");
+  CHECK_STR(list_of(s, "X-Other"), "x|y");
+  /* None offered: an empty walk. */
+  s = req_with("GET / HTTP/1.1", UPGRADE_HEADERS);
+  CHECK_STR(list_of(s, "Sec-WebSocket-Protocol"), "");
+  s = req_with("GET / HTTP/1.1", UPGRADE_HEADERS "Sec-WebSocket-Protocol:\r\n");
+  CHECK_STR(list_of(s, "Sec-WebSocket-Protocol"), "");
+}
+
+/* Checks mr_http_check_header's verdict on a name and a value given as
+ * string literals (their sizes count embedded NULs); want NULL: allowed. */
+static void check_header(const char *name, size_t nlen, const char *value,
+                         size_t vlen, const char *want, int line) {
+  const char *why = mr_http_check_header(name, nlen, value, vlen);
+  int ok = want ? why != NULL && strcmp(why, want) == 0 : why == NULL;
+  if (!test_record(ok, __FILE__, line, "mr_http_check_header"))
+    fprintf(stderr, "  %s: got %s\n", name, why ? why : "(allowed)");
+}
+#define CHECK_HEADER(name, value, want)                                        \
+  check_header((name), sizeof(name) - 1, (value), sizeof(value) - 1, (want),   \
+               __LINE__)
+
+static void test_check_header(void) {
+  static const char *const own = "the server sets this header itself";
+  static const char *const hop = "it is a hop-by-hop header";
+  CHECK_HEADER("X-Server", "a", NULL);
+  CHECK_HEADER("WWW-Authenticate", "Bearer realm=\"x\", error=\"t\"", NULL);
+  CHECK_HEADER("Set-Cookie", "sid=1; HttpOnly", NULL);
+  CHECK_HEADER("x!#$%&'*+-.^_`|~9", "tab\tand UTF-8 \xc3\xa9", NULL);
+  CHECK_HEADER("Retry-After", "", NULL);
+  CHECK_HEADER("", "x", "the name is empty");
+  CHECK_HEADER("X Server", "x", "the name is not an HTTP token");
+  CHECK_HEADER("X-A:", "x", "the name is not an HTTP token");
+  CHECK_HEADER("X-A\r\nEvil", "x", "the name is not an HTTP token");
+  CHECK_HEADER("X-\xc3\xa9", "x", "the name is not an HTTP token");
+  CHECK_HEADER("X-A", "a\r\nSet-Cookie: evil=1", "the value contains CR or LF");
+  CHECK_HEADER("X-A", "a\nb", "the value contains CR or LF");
+  CHECK_HEADER("X-A", "a\rb", "the value contains CR or LF");
+  CHECK_HEADER("X-A", "a\0b", "the value contains NUL");
+  CHECK_HEADER("X-A", "a\x01", "the value contains a control character");
+  CHECK_HEADER("X-A", "a\x7f", "the value contains a control character");
+  CHECK_HEADER("upgrade", "h2c", own);
+  CHECK_HEADER("Connection", "close", own);
+  CHECK_HEADER("Sec-WebSocket-Protocol", "x", own);
+  CHECK_HEADER("sec-websocket-accept", "x", own);
+  CHECK_HEADER("Sec-WebSocket-Extensions", "x", own);
+  CHECK_HEADER("Content-Length", "0", own);
+  CHECK_HEADER("content-type", "application/json", own);
+  CHECK_HEADER("Transfer-Encoding", "chunked", own);
+  CHECK_HEADER("Keep-Alive", "timeout=5", hop);
+  CHECK_HEADER("TE", "trailers", hop);
+  CHECK_HEADER("Trailer", "X", hop);
+  CHECK_HEADER("Proxy-Authenticate", "Basic", hop);
+  CHECK_HEADER("proxy-connection", "x", hop);
+  /* Names that only start like a forbidden one are the application's. */
+  CHECK_HEADER("Upgraded-By", "x", NULL);
+  CHECK_HEADER("Sec-WebSocketish", "x", NULL);
+  CHECK_HEADER("Tea", "x", NULL);
+}
+
+static void test_build_101_extras(void) {
+  mr_http_request req;
+  CHECK_EQ_INT(
+      mr_http_parse_upgrade(valid_req, strlen(valid_req), MAX_HEAD, &req), 0);
+  static const char want[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                             "Upgrade: websocket\r\n"
+                             "Connection: Upgrade\r\n"
+                             "Sec-WebSocket-Accept: " ACCEPT "\r\n"
+                             "Sec-WebSocket-Protocol: superchat\r\n"
+                             "Set-Cookie: a=1\r\n"
+                             "X-Server: a\r\n"
+                             "\r\n";
+  /* The protocol is a span (it points into the request) and need not end
+   * in a NUL. */
+  const char *proto = strstr(valid_req, "superchat");
+  const char *hdrs = "Set-Cookie: a=1\r\nX-Server: a\r\n";
+  char out[512];
+  int n = mr_http_build_101(&req, proto, 9, hdrs, out, sizeof out);
+  CHECK_EQ_INT(n, strlen(want));
+  CHECK_STR(out, want);
+  CHECK_EQ_INT(mr_http_build_101(&req, proto, 9, hdrs, out, strlen(want) + 1),
+               n);
+  CHECK_EQ_INT(mr_http_build_101(&req, proto, 9, hdrs, out, strlen(want)),
+               MR_ETOOBIG);
+
+  /* Each alone; an empty block is no headers. */
+  n = mr_http_build_101(&req, proto, 4, "", out, sizeof out);
+  CHECK(n > 0 && strstr(out, "\r\nSec-WebSocket-Protocol: supe\r\n\r\n"));
+  n = mr_http_build_101(&req, NULL, 0, "X-A: 1\r\n", out, sizeof out);
+  CHECK(n > 0 && strstr(out, "Accept: " ACCEPT "\r\nX-A: 1\r\n\r\n"));
+  CHECK(strstr(out, "Sec-WebSocket-Protocol") == NULL);
+
+  /* Whatever could split the head is refused, whoever made it. */
+  static const char *const bad_headers[] = {
+      "X-A: 1",     "X-A: 1\r\nX-B",  "X-A 1\r\n",
+      "X-A:1\r\n",  "X-A: a\nb\r\n",  "Upgrade: h2c\r\n",
+      "X A: 1\r\n", "X-A: a\rb\r\n",  "Content-Length: 0\r\n",
+      ": 1\r\n",    "X-A: 1\r\n\r\n",
+  };
+  for (size_t i = 0; i < sizeof bad_headers / sizeof bad_headers[0]; i++) {
+    if (!CHECK(mr_http_build_101(&req, NULL, 0, bad_headers[i], out,
+                                 sizeof out) == MR_EINVAL))
+      fprintf(stderr, "  accepted \"%s\"\n", bad_headers[i]);
+    CHECK(mr_http_build_error(403, "no", bad_headers[i], out, sizeof out) ==
+          MR_EINVAL);
+  }
+  CHECK_EQ_INT(mr_http_build_101(&req, "a\r\nb", 4, NULL, out, sizeof out),
+               MR_EINVAL);
+  CHECK_EQ_INT(mr_http_build_101(&req, "a b", 3, NULL, out, sizeof out),
+               MR_EINVAL);
+  CHECK_EQ_INT(mr_http_build_101(&req, "a,b", 3, NULL, out, sizeof out),
+               MR_EINVAL);
+  CHECK_EQ_INT(mr_http_build_101(&req, "", 0, NULL, out, sizeof out),
+               MR_EINVAL);
+}
+
+static void test_build_error_extras(void) {
+  char out[512];
+  int n = mr_http_build_error(401, "token required",
+                              "WWW-Authenticate: Bearer\r\n", out, sizeof out);
+  CHECK_STR(out, "HTTP/1.1 401 Client Error\r\n"
+                 "Content-Type: text/plain; charset=utf-8\r\n"
+                 "Content-Length: 15\r\n"
+                 "Connection: close\r\n"
+                 "WWW-Authenticate: Bearer\r\n"
+                 "\r\n"
+                 "token required\n");
+  check_error_response(out, n, "HTTP/1.1 401 ", "token required");
+  /* After the server's own extras for 426. */
+  n = mr_http_build_error(426, "v", "X-A: 1\r\n", out, sizeof out);
+  check_error_response(out, n, "HTTP/1.1 426 Upgrade Required\r\n", "v");
+  CHECK(strstr(out, "\r\nUpgrade: websocket\r\nX-A: 1\r\n\r\n") != NULL);
+  n = mr_http_build_error(401, "x", "", out, sizeof out);
+  check_error_response(out, n, "HTTP/1.1 401 ", "x");
 }
 
 int main(void) {
@@ -401,5 +569,9 @@ int main(void) {
   test_lenient_forms();
   test_build_101();
   test_build_error();
+  test_protocol_list();
+  test_check_header();
+  test_build_101_extras();
+  test_build_error_extras();
   return test_report();
 }
