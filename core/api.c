@@ -11,6 +11,7 @@
 #include "gate.h"
 #include "handle.h"
 #include "log.h"
+#include "utf8.h"
 
 #define MAX_ROOM_NAME 1024
 
@@ -24,12 +25,28 @@ static int closed(lua_State *L) {
   return 2;
 }
 
+/* Raises unless s is valid UTF-8. Everything a script sends as text goes
+ * out as a text frame (or a close reason, or a room name on the cluster
+ * wire), and a peer that follows RFC 6455 fails the whole connection on one
+ * invalid byte (1007), so the mistake is reported where the script made it.
+ * Counted, since a script that catches the error would otherwise hide it. */
+static void check_utf8(lua_State *L, int idx, const char *s, size_t len,
+                       const char *what) {
+  if (mr_utf8_valid((const uint8_t *)s, len))
+    return;
+  upvalue_server(L)->stats.lua_invalid_utf8++;
+  luaL_argerror(L, idx, what);
+}
+
 static const char *check_room(lua_State *L, int idx, size_t *len) {
   const char *room = luaL_checklstring(L, idx, len);
   if (*len == 0 || *len > MAX_ROOM_NAME)
     luaL_argerror(L, idx, "room name must be 1 to 1024 bytes");
+  check_utf8(L, idx, room, *len, "room name is not valid UTF-8");
   return room;
 }
+
+#define TEXT_NOT_UTF8 "text is not valid UTF-8; send bytes as binary"
 
 static int opt_binary(lua_State *L, int idx) {
   if (lua_isnoneornil(L, idx))
@@ -88,6 +105,8 @@ static int do_broadcast(lua_State *L, int except_idx, int bin_idx) {
     except = mr_conn_find(srv, h->id);
   }
   int binary = opt_binary(L, bin_idx);
+  if (!binary)
+    check_utf8(L, 2, msg, mlen, TEXT_NOT_UTF8);
   int n = mr_broadcast(srv, room, rlen, msg, mlen, binary, except);
   if (n < 0)
     return luaL_error(L, "out of memory");
@@ -107,6 +126,8 @@ static int l_send(lua_State *L) {
   mr_conn *c = mr_handle_open_conn(L, 1);
   const char *msg = luaL_checklstring(L, 2, &len);
   int binary = opt_binary(L, 3);
+  if (!binary)
+    check_utf8(L, 2, msg, len, TEXT_NOT_UTF8);
   if (!c)
     return closed(L);
   int r = mr_conn_send(c, msg, len, binary);
@@ -133,6 +154,7 @@ static int l_close(lua_State *L) {
                          "or 3000-4999");
   if (len > 123)
     return luaL_argerror(L, 3, "close reason must be at most 123 bytes");
+  check_utf8(L, 3, reason, len, "close reason is not valid UTF-8");
   if (!c)
     return closed(L);
   mr_conn_close(c, (uint16_t)code, reason, len);
@@ -257,6 +279,15 @@ static int l_peers(lua_State *L) {
   return 1;
 }
 
+/* utf8_valid(s) -> true | false: whether s is well-formed UTF-8, by the
+ * same rules as the text frames clients send */
+static int l_utf8_valid(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_pushboolean(L, mr_utf8_valid((const uint8_t *)s, len));
+  return 1;
+}
+
 /* ---- module setup -------------------------------------------------------- */
 
 static const luaL_Reg core_funcs[] = {{"join", l_join},
@@ -274,6 +305,7 @@ static const luaL_Reg core_funcs[] = {{"join", l_join},
                                       {"now", l_now},
                                       {"node", l_node},
                                       {"peers", l_peers},
+                                      {"utf8_valid", l_utf8_valid},
                                       {NULL, NULL}};
 
 #define CORE_KEY "moonroom.core"

@@ -21,6 +21,7 @@ local M = {}
 --   count(room)                      -> number of local members
 --   stats()                          -> table of server counters
 --   now()                            -> event loop clock, milliseconds
+--   utf8_valid(s)                    -> true | false
 for name, fn in pairs(core) do
   M[name] = fn
 end
