@@ -2,6 +2,7 @@
 
 #include <lauxlib.h>
 #include <lua.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "broadcast.h"
@@ -288,6 +289,91 @@ static int l_utf8_valid(lua_State *L) {
   return 1;
 }
 
+static int by_name(const void *a, const void *b) {
+  const mr_room *x = *(const mr_room *const *)a;
+  const mr_room *y = *(const mr_room *const *)b;
+  size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+  int c = memcmp(x->name, y->name, n);
+  if (c != 0)
+    return c;
+  return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
+}
+
+/* room_list() -> { { name = room, count = n }, ... } of every room with local
+ * members, sorted by name (bytewise). One pass over the room registry, never
+ * over connections; sorted in C so that a node with many rooms does not pay
+ * for a Lua comparator. */
+static int l_room_list(lua_State *L) {
+  mr_server *srv = upvalue_server(L);
+  size_t n = srv->rooms.nrooms, i = 0;
+  /* A userdata rather than malloc: the pushes below can raise (out of
+   * memory), and the collector then frees the array. */
+  mr_room **sorted = lua_newuserdata(L, (n ? n : 1) * sizeof *sorted);
+  for (mr_room *r = mr_rooms_first(&srv->rooms); r && i < n;
+       r = mr_rooms_next(r))
+    sorted[i++] = r;
+  n = i;
+  qsort(sorted, n, sizeof *sorted, by_name);
+  lua_createtable(L, (int)n, 0);
+  for (i = 0; i < n; i++) {
+    lua_createtable(L, 0, 2);
+    lua_pushlstring(L, sorted[i]->name, sorted[i]->name_len);
+    lua_setfield(L, -2, "name");
+    lua_pushinteger(L, (lua_Integer)sorted[i]->count);
+    lua_setfield(L, -2, "count");
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  return 1;
+}
+
+/* The registry key of the room name -> state table map (see room_state):
+ * the address of this variable. */
+static const char room_states_key;
+
+/* room_state(room) -> the room's state table | nil, "empty room"
+ * The table is made on first use, is the same table for every caller until
+ * the room's last local member leaves (mr_api_drop_room_state), and lives in
+ * the registry, so a reload keeps it. A room without local members has no
+ * state: made then, it would never be dropped. */
+static int l_room_state(lua_State *L) {
+  mr_server *srv = upvalue_server(L);
+  size_t len;
+  const char *room = check_room(L, 1, &len);
+  if (!mr_rooms_find(&srv->rooms, room, len)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "empty room");
+    return 2;
+  }
+  lua_pushlightuserdata(L, (void *)&room_states_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, 1);
+  lua_rawget(L, -2);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+  }
+  return 1;
+}
+
+void mr_api_drop_room_state(lua_State *L, const char *room, size_t len) {
+  lua_checkstack(L, 3);
+  lua_pushlightuserdata(L, (void *)&room_states_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  lua_pushlstring(L, room, len);
+  lua_rawget(L, -2);
+  int had = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  if (had) {
+    lua_pushlstring(L, room, len);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+  }
+  lua_pop(L, 1);
+}
+
 /* ---- module setup -------------------------------------------------------- */
 
 static const luaL_Reg core_funcs[] = {{"join", l_join},
@@ -306,6 +392,8 @@ static const luaL_Reg core_funcs[] = {{"join", l_join},
                                       {"node", l_node},
                                       {"peers", l_peers},
                                       {"utf8_valid", l_utf8_valid},
+                                      {"room_list", l_room_list},
+                                      {"room_state", l_room_state},
                                       {NULL, NULL}};
 
 #define CORE_KEY "moonroom.core"
@@ -318,6 +406,9 @@ static int l_open_core(lua_State *L) {
 void mr_api_open(lua_State *L, mr_server *srv) {
   mr_handle_register(L);
   mr_gate_init(L);
+  lua_pushlightuserdata(L, (void *)&room_states_key);
+  lua_newtable(L);
+  lua_rawset(L, LUA_REGISTRYINDEX);
 
   /* The core functions, bound to srv; handles get the ones that take a
    * connection first as methods, so conn:send() works in a script that

@@ -17,4 +17,11 @@ void mr_api_open(lua_State *L, mr_server *srv);
 /* Pushes a table of srv's counters (ws.stats() without lua_kb). */
 void mr_api_push_stats(lua_State *L, const mr_server *srv);
 
+/* Forgets the state table of a room that lost its last local member, so
+ * that ws.room_state() makes a fresh one if the room comes back. L is the
+ * bridge's state: called from the event loop, or from inside one of this
+ * module's functions on it (ws.leave), where pushing and popping again is
+ * safe; it leaves the stack as it found it. */
+void mr_api_drop_room_state(lua_State *L, const char *room, size_t len);
+
 #endif

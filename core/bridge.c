@@ -216,3 +216,7 @@ void mr_bridge_on_close(mr_bridge *b, mr_conn *c, unsigned code,
 void mr_bridge_forget(mr_bridge *b, mr_conn *c) {
   mr_handle_forget(b->L, c->id);
 }
+
+void mr_bridge_on_room_gone(mr_bridge *b, const char *room, size_t len) {
+  mr_api_drop_room_state(b->L, room, len);
+}

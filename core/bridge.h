@@ -49,4 +49,7 @@ void mr_bridge_forget(mr_bridge *b, struct mr_conn *c);
 /* A short description of the running script version (for logs). */
 const char *mr_bridge_version(const mr_bridge *b);
 
+/* The room lost its last local member: its ws.room_state() table goes. */
+void mr_bridge_on_room_gone(mr_bridge *b, const char *room, size_t len);
+
 #endif

@@ -22,6 +22,8 @@ local M = {}
 --   stats()                          -> table of server counters
 --   now()                            -> event loop clock, milliseconds
 --   utf8_valid(s)                    -> true | false
+--   room_list()                      -> { { name = room, count = n }, ... } sorted by name
+--   room_state(room)                 -> the room's table | nil, "empty room"
 for name, fn in pairs(core) do
   M[name] = fn
 end

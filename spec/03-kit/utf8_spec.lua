@@ -87,6 +87,7 @@ describe("clean text at the Lua boundary", function()
       { "ws.broadcast_except(%s, 'x', conn)", 1, "broadcast_except" },
       { "ws.members(%s)", 1, "members" },
       { "ws.count(%s)", 1, "count" },
+      { "ws.room_state(%s)", 1, "room_state" },
     }
     for _, call in ipairs(calls) do
       local code = call[1]:format([["r\255"]])
