@@ -90,7 +90,7 @@ else
 end
 
 local type, pairs, tostring, pcall, error = type, pairs, tostring, pcall, error
-local find, format = string.find, string.format
+local format = string.format
 local huge = math.huge
 local utf8_valid = core.utf8_valid
 
@@ -137,17 +137,16 @@ function json.encode(value)
   return out
 end
 
--- True when v holds a number JSON cannot carry (an overflowed literal such as
--- 1e999 decodes to infinity).
-local function has_infinite(v, depth)
-  if type(v) == "number" then
-    return v == huge or v == -huge
-  end
-  if type(v) ~= "table" or depth > 1000 then
-    return false
-  end
-  for _, x in pairs(v) do
-    if has_infinite(x, depth + 1) then
+-- True when the table t holds, at any depth, a number JSON cannot carry (an
+-- overflowed literal such as 1e999 decodes to infinity).
+local function has_infinite(t, depth)
+  for _, x in pairs(t) do
+    local tx = type(x)
+    if tx == "number" then
+      if x == huge or x == -huge then
+        return true
+      end
+    elseif tx == "table" and depth < 1000 and has_infinite(x, depth + 1) then
       return true
     end
   end
@@ -170,10 +169,11 @@ function json.decode(text)
   if not ok then
     return nil, "json.decode: " .. tostring(value)
   end
-  -- Only a three-digit exponent or a run of digits can overflow a double,
-  -- so only such text is searched for infinities.
-  if (find(text, "[eE][+-]?%d%d%d") or find(text, "%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d"))
-      and has_infinite(value, 0) then
+  -- A literal past a double's range (1e999) decodes to infinity; looking
+  -- for one costs a walk of what was decoded, less than decoding it did.
+  local tv = type(value)
+  if (tv == "number" and (value == huge or value == -huge))
+      or (tv == "table" and has_infinite(value, 0)) then
     return nil, "json.decode: a number is too large for a double"
   end
   return value
