@@ -66,7 +66,7 @@ end
 --   json.encode(value) -> string    raises on what JSON cannot say (see below)
 --   json.decode(text)  -> value | nil, message    never raises on bad input
 --   json.null                       what JSON null decodes to and encodes from
-local json = { }
+local json = {}
 M.json = json
 
 local ok, cjson = pcall(require, "cjson")
