@@ -359,7 +359,10 @@ static int l_room_state(lua_State *L) {
 }
 
 void mr_api_drop_room_state(lua_State *L, const char *room, size_t len) {
-  lua_checkstack(L, 3);
+  /* Only a runaway stack refuses three slots; the table then stays until
+   * the room next empties, which is better than writing past the stack. */
+  if (!lua_checkstack(L, 3))
+    return;
   lua_pushlightuserdata(L, (void *)&room_states_key);
   lua_rawget(L, LUA_REGISTRYINDEX);
   lua_pushlstring(L, room, len);
