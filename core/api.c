@@ -4,6 +4,7 @@
 #include <lua.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "broadcast.h"
@@ -13,6 +14,7 @@
 #include "gate.h"
 #include "handle.h"
 #include "log.h"
+#include "utf8.h"
 
 #define MAX_ROOM_NAME 1024
 
@@ -26,12 +28,28 @@ static int closed(lua_State *L) {
   return 2;
 }
 
+/* Raises unless s is valid UTF-8. Everything a script sends as text goes
+ * out as a text frame (or a close reason, or a room name on the cluster
+ * wire), and a peer that follows RFC 6455 fails the whole connection on one
+ * invalid byte (1007), so the mistake is reported where the script made it.
+ * Counted, since a script that catches the error would otherwise hide it. */
+static void check_utf8(lua_State *L, int idx, const char *s, size_t len,
+                       const char *what) {
+  if (mr_utf8_valid((const uint8_t *)s, len))
+    return;
+  upvalue_server(L)->stats.lua_invalid_utf8++;
+  luaL_argerror(L, idx, what);
+}
+
 static const char *check_room(lua_State *L, int idx, size_t *len) {
   const char *room = luaL_checklstring(L, idx, len);
   if (*len == 0 || *len > MAX_ROOM_NAME)
     luaL_argerror(L, idx, "room name must be 1 to 1024 bytes");
+  check_utf8(L, idx, room, *len, "room name is not valid UTF-8");
   return room;
 }
+
+#define TEXT_NOT_UTF8 "text is not valid UTF-8; send bytes as binary"
 
 static int opt_binary(lua_State *L, int idx) {
   if (lua_isnoneornil(L, idx))
@@ -90,6 +108,8 @@ static int do_broadcast(lua_State *L, int except_idx, int bin_idx) {
     except = mr_conn_find(srv, h->id);
   }
   int binary = opt_binary(L, bin_idx);
+  if (!binary)
+    check_utf8(L, 2, msg, mlen, TEXT_NOT_UTF8);
   int n = mr_broadcast(srv, room, rlen, msg, mlen, binary, except);
   if (n < 0)
     return luaL_error(L, "out of memory");
@@ -109,6 +129,8 @@ static int l_send(lua_State *L) {
   mr_conn *c = mr_handle_open_conn(L, 1);
   const char *msg = luaL_checklstring(L, 2, &len);
   int binary = opt_binary(L, 3);
+  if (!binary)
+    check_utf8(L, 2, msg, len, TEXT_NOT_UTF8);
   if (!c)
     return closed(L);
   int r = mr_conn_send(c, msg, len, binary);
@@ -135,6 +157,7 @@ static int l_close(lua_State *L) {
                          "or 3000-4999");
   if (len > 123)
     return luaL_argerror(L, 3, "close reason must be at most 123 bytes");
+  check_utf8(L, 3, reason, len, "close reason is not valid UTF-8");
   if (!c)
     return closed(L);
   mr_conn_close(c, (uint16_t)code, reason, len);
@@ -568,6 +591,103 @@ size_t mr_api_cancel_timers_since(lua_State *L, mr_server *srv,
   return n;
 }
 
+/* utf8_valid(s) -> true | false: whether s is well-formed UTF-8, by the
+ * same rules as the text frames clients send */
+static int l_utf8_valid(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_pushboolean(L, mr_utf8_valid((const uint8_t *)s, len));
+  return 1;
+}
+
+static int by_name(const void *a, const void *b) {
+  const mr_room *x = *(const mr_room *const *)a;
+  const mr_room *y = *(const mr_room *const *)b;
+  size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+  int c = memcmp(x->name, y->name, n);
+  if (c != 0)
+    return c;
+  return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
+}
+
+/* room_list() -> { { name = room, count = n }, ... } of every room with local
+ * members, sorted by name (bytewise). One pass over the room registry, never
+ * over connections; sorted in C so that a node with many rooms does not pay
+ * for a Lua comparator. */
+static int l_room_list(lua_State *L) {
+  mr_server *srv = upvalue_server(L);
+  size_t n = srv->rooms.nrooms, i = 0;
+  /* A userdata rather than malloc: the pushes below can raise (out of
+   * memory), and the collector then frees the array. */
+  mr_room **sorted = lua_newuserdata(L, (n ? n : 1) * sizeof *sorted);
+  for (mr_room *r = mr_rooms_first(&srv->rooms); r && i < n;
+       r = mr_rooms_next(r))
+    sorted[i++] = r;
+  n = i;
+  qsort(sorted, n, sizeof *sorted, by_name);
+  lua_createtable(L, (int)n, 0);
+  for (i = 0; i < n; i++) {
+    lua_createtable(L, 0, 2);
+    lua_pushlstring(L, sorted[i]->name, sorted[i]->name_len);
+    lua_setfield(L, -2, "name");
+    lua_pushinteger(L, (lua_Integer)sorted[i]->count);
+    lua_setfield(L, -2, "count");
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  return 1;
+}
+
+/* The registry key of the room name -> state table map (see room_state):
+ * the address of this variable. */
+static const char room_states_key;
+
+/* room_state(room) -> the room's state table | nil, "empty room"
+ * The table is made on first use, is the same table for every caller until
+ * the room's last local member leaves (mr_api_drop_room_state), and lives in
+ * the registry, so a reload keeps it. A room without local members has no
+ * state: made then, it would never be dropped. */
+static int l_room_state(lua_State *L) {
+  mr_server *srv = upvalue_server(L);
+  size_t len;
+  const char *room = check_room(L, 1, &len);
+  if (!mr_rooms_find(&srv->rooms, room, len)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "empty room");
+    return 2;
+  }
+  lua_pushlightuserdata(L, (void *)&room_states_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, 1);
+  lua_rawget(L, -2);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+  }
+  return 1;
+}
+
+void mr_api_drop_room_state(lua_State *L, const char *room, size_t len) {
+  /* Only a runaway stack refuses three slots; the table then stays until
+   * the room next empties, which is better than writing past the stack. */
+  if (!lua_checkstack(L, 3))
+    return;
+  lua_pushlightuserdata(L, (void *)&room_states_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  lua_pushlstring(L, room, len);
+  lua_rawget(L, -2);
+  int had = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  if (had) {
+    lua_pushlstring(L, room, len);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+  }
+  lua_pop(L, 1);
+}
+
 /* ---- module setup -------------------------------------------------------- */
 
 static const luaL_Reg core_funcs[] = {{"join", l_join},
@@ -587,6 +707,9 @@ static const luaL_Reg core_funcs[] = {{"join", l_join},
                                       {"peers", l_peers},
                                       {"after", l_after},
                                       {"every", l_every},
+                                      {"utf8_valid", l_utf8_valid},
+                                      {"room_list", l_room_list},
+                                      {"room_state", l_room_state},
                                       {NULL, NULL}};
 
 #define CORE_KEY "moonroom.core"
@@ -599,6 +722,9 @@ static int l_open_core(lua_State *L) {
 void mr_api_open(lua_State *L, mr_server *srv) {
   mr_handle_register(L);
   mr_gate_init(L);
+  lua_pushlightuserdata(L, (void *)&room_states_key);
+  lua_newtable(L);
+  lua_rawset(L, LUA_REGISTRYINDEX);
 
   /* The core functions, bound to srv; handles get the ones that take a
    * connection first as methods, so conn:send() works in a script that

@@ -32,5 +32,11 @@ void mr_api_cancel_conn_timers(lua_State *L, mr_server *srv, uint64_t conn);
 /* Cancels every timer whose id is first or later: what a script version
  * scheduled while a reload that failed was loading it. Returns how many. */
 size_t mr_api_cancel_timers_since(lua_State *L, mr_server *srv, uint64_t first);
+/* Forgets the state table of a room that lost its last local member, so
+ * that ws.room_state() makes a fresh one if the room comes back. L is the
+ * bridge's state: called from the event loop, or from inside one of this
+ * module's functions on it (ws.leave), where pushing and popping again is
+ * safe; it leaves the stack as it found it. */
+void mr_api_drop_room_state(lua_State *L, const char *room, size_t len);
 
 #endif

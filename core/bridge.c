@@ -246,3 +246,7 @@ void mr_bridge_forget(mr_bridge *b, mr_conn *c) {
 int mr_bridge_run_timers(mr_bridge *b, uint64_t now) {
   return mr_api_run_timers(b->L, b->srv, now, b->s.path);
 }
+
+void mr_bridge_on_room_gone(mr_bridge *b, const char *room, size_t len) {
+  mr_api_drop_room_state(b->L, room, len);
+}

@@ -59,4 +59,7 @@ int mr_bridge_run_timers(mr_bridge *b, uint64_t now);
 /* A short description of the running script version (for logs). */
 const char *mr_bridge_version(const mr_bridge *b);
 
+/* The room lost its last local member: its ws.room_state() table goes. */
+void mr_bridge_on_room_gone(mr_bridge *b, const char *room, size_t len);
+
 #endif

@@ -54,7 +54,8 @@ struct mr_ws_pool;
   X(cluster_broadcasts_in)                                                     \
   X(cluster_queue_drops)                                                       \
   X(internal_errors)                                                           \
-  X(timer_errors)
+  X(timer_errors)                                                              \
+  X(lua_invalid_utf8)
 
 typedef struct {
 #define MR_STATS_FIELD(name) uint64_t name;

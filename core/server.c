@@ -20,6 +20,8 @@ static void on_room_change(void *ud, const mr_room *room, int created) {
   mr_server *srv = ud;
   if (srv->cluster)
     mr_cluster_interest(srv->cluster, room->name, room->name_len, created);
+  if (!created && srv->bridge)
+    mr_bridge_on_room_gone(srv->bridge, room->name, room->name_len);
 }
 
 /* ---- wiring: connections report to the bridge ---------------------------- */

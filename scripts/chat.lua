@@ -5,6 +5,9 @@
 --   /join ROOM    switch rooms        /nick NAME   change your name
 --   /who          list who is here    /rooms       list your rooms
 -- Joins, leaves and renames are announced to the room as "* ada joined".
+-- A name or room in the URL that is not UTF-8 (?name=%FF) is refused with 400:
+-- announced as text, it would make every client in the room fail the
+-- connection (1007). Commands arrive in text messages, which are UTF-8.
 local ws = require "moonroom"
 
 local MAX_NAME = 32
@@ -78,6 +81,12 @@ end
 
 return {
   on_connect = function(conn, req)
+    for _, key in ipairs { "name", "room" } do
+      local value = req.query[key]
+      if value and not ws.utf8_valid(value) then
+        return false, 400, key .. " must be valid UTF-8"
+      end
+    end
     local room = clean_room(req.query.room or "lobby")
     if not room then
       return false, 400, "room must be 1-64 characters without spaces"

@@ -13,6 +13,7 @@ packages=(
   libhttp-parser-dev    # HTTP request head parser
   uthash-dev            # hash tables for rooms and connection ids
   lua-busted            # handler specs
+  lua-cjson             # ws.json (the JSON library OpenResty ships)
   python3 python3-websockets python3-pytest  # integration tests' client
   gnuplot-nox           # benchmark chart
 )

@@ -58,6 +58,35 @@ describe("scripts/chat.lua", function()
       assert.same({}, srv:room_names())
     end)
 
+    it("refuses a name or room that is not UTF-8 with 400, and the room hears nothing", function()
+      local ada = join("r", "ada")
+      for _, target in ipairs { "/?room=r&name=%FF", "/?room=r&name=b%C3", "/?room=r&name=%ED%A0%80",
+                                "/?room=r&name=%C0%80x" } do
+        local c, status, body = srv:try_connect(target)
+        assert.is_nil(c, target)
+        assert.equals(400, status, target)
+        assert.equals("name must be valid UTF-8", body, target)
+      end
+      for _, target in ipairs { "/?room=%FF&name=x", "/?room=r%E2%82&name=x" } do
+        local c, status, body = srv:try_connect(target)
+        assert.is_nil(c, target)
+        assert.equals(400, status, target)
+        assert.equals("room must be valid UTF-8", body, target)
+      end
+      assert.same({}, ada:received())
+      assert.same({ ada.id }, srv:members("r"))
+      assert.same({ "r" }, srv:room_names())
+      assert.equals(0, srv:stats().lua_invalid_utf8)
+      assert.equals(0, srv:stats().handler_errors)
+    end)
+
+    it("welcomes UTF-8 names and rooms", function()
+      local ada = join("%C3%A9t%C3%A9", "ada")
+      join("%C3%A9t%C3%A9", "Zo%C3%AB%F0%9F%98%80")
+      assert.same({ "* Zoë😀 joined" }, ada:messages())
+      assert.same({ "été" }, srv:room_names())
+    end)
+
     it("accepts a 64-byte room name", function()
       local room = string.rep("r", 64)
       local c = srv:connect("/?room=" .. room)

@@ -20,8 +20,10 @@
  * Every data message is text (or --binary) of --size bytes:
  *   "<seq:16 hex> <send time CLOCK_MONOTONIC ns:16 hex> <room:8 hex> <sender:8
  * hex> " + 'x' padding Each receiver checks that the sequence numbers of every
- * sender arrive exactly once and in order. The result is one JSON object on
- * stdout. */
+ * sender arrive exactly once and in order. With --json the message is wrapped
+ * as {"text":"<message>"} for a handler that decodes it, and a received
+ * message is any JSON text that holds "text":"<message>". The result is one
+ * JSON object on stdout. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -56,6 +58,12 @@
 #define MAX_HS 16384          /* largest handshake response head */
 #define RING 4096             /* fanout completion ring, > max window */
 #define MAX_EVENTS 1024
+
+/* --json: what goes before and after the message. */
+#define JSON_PRE "{\"text\":\""
+#define JSON_PRE_LEN 9
+#define JSON_POST "\"}"
+#define JSON_POST_LEN 2
 
 enum { ST_IDLE, ST_CONNECTING, ST_HS, ST_OPEN, ST_CLOSED };
 enum { SC_FANOUT, SC_CHAT, SC_IDLE };
@@ -99,6 +107,7 @@ static double o_stall = 5.0;
 static double o_connect_timeout = 60.0;
 static long o_concurrency = 128;
 static int o_binary = 0;
+static int o_json = 0;
 static long o_server_pid = 0;
 static int o_verbose = 0;
 static char o_room_name[64] = "bench";
@@ -401,10 +410,10 @@ static void conn_flush(conn_t *c) {
 /* A masked client frame. */
 static void send_frame(conn_t *c, int opcode, const uint8_t *payload,
                        size_t len) {
-  uint8_t frame[MAX_SIZE + 14];
+  uint8_t frame[MAX_SIZE + JSON_PRE_LEN + JSON_POST_LEN + 14];
   size_t h = 0;
-  if (len > MAX_SIZE)
-    len = MAX_SIZE;
+  if (len > MAX_SIZE + JSON_PRE_LEN + JSON_POST_LEN)
+    len = MAX_SIZE + JSON_PRE_LEN + JSON_POST_LEN;
   frame[h++] = (uint8_t)(0x80 | opcode);
   if (len < 126) {
     frame[h++] = (uint8_t)(0x80 | len);
@@ -423,16 +432,35 @@ static void send_frame(conn_t *c, int opcode, const uint8_t *payload,
   conn_write(c, frame, h + len);
 }
 
-static uint8_t payload_tmpl[MAX_SIZE];
+/* The message, with room before and after it for the --json wrapping. */
+static uint8_t payload_tmpl[JSON_PRE_LEN + MAX_SIZE + JSON_POST_LEN];
 
 static void send_data(conn_t *c, uint64_t seq, uint32_t room, uint32_t idx) {
-  uint8_t *p = payload_tmpl;
+  uint8_t *p = payload_tmpl + JSON_PRE_LEN;
   put_hex(p, seq, 16);
   put_hex(p + 17, now_ns(), 16);
   put_hex(p + 34, room, 8);
   put_hex(p + 43, idx, 8);
-  send_frame(c, o_binary ? 2 : 1, p, (size_t)o_size);
+  if (o_json)
+    send_frame(c, o_binary ? 2 : 1, payload_tmpl,
+               JSON_PRE_LEN + (size_t)o_size + JSON_POST_LEN);
+  else
+    send_frame(c, o_binary ? 2 : 1, p, (size_t)o_size);
   sent_total++;
+}
+
+/* --json: finds the message inside a received JSON text (the handler may
+ * put other fields around it, in any order). Returns NULL when it is not
+ * there, or not followed by the closing quote. */
+static const uint8_t *json_message(const uint8_t *p, uint64_t len) {
+  static const char key[] = "\"text\":\"";
+  const uint8_t *m = memmem(p, (size_t)len, key, sizeof key - 1);
+  if (!m)
+    return NULL;
+  m += sizeof key - 1;
+  if ((uint64_t)(m - p) + (uint64_t)o_size >= len || m[o_size] != '"')
+    return NULL;
+  return m;
 }
 
 /* ---- fanout ---- */
@@ -468,6 +496,13 @@ static void fanout_advance(uint64_t now) {
 /* ---- receiving ---- */
 static void on_data(conn_t *c, const uint8_t *p, uint64_t len, uint64_t now) {
   uint64_t seq, ts, room, idx;
+  if (o_json) {
+    if (!(p = json_message(p, len))) {
+      e_malformed++;
+      return;
+    }
+    len = (uint64_t)o_size;
+  }
   if (len < HDR_LEN || get_hex(p, 16, &seq) || get_hex(p + 17, 16, &ts) ||
       get_hex(p + 34, 8, &room) || get_hex(p + 43, 8, &idx)) {
     e_malformed++;
@@ -1026,10 +1061,10 @@ static int print_result(void) {
   printf(
       "\"url\":\"ws://"
       "%s:%d%s\",\"conns\":%ld,\"room_size\":%ld,\"size\":%ld,\"window\":%ld,"
-      "\"rate\":%.3f,\"binary\":%s,",
+      "\"rate\":%.3f,\"binary\":%s,\"json\":%s,",
       o_host, o_port, o_path, o_conns,
       o_scenario == SC_FANOUT ? o_conns : o_room_size, o_size, o_window, o_rate,
-      o_binary ? "true" : "false");
+      o_binary ? "true" : "false", o_json ? "true" : "false");
   printf(
       "\"opened\":%ld,\"failed\":%ld,\"connect_s\":%.3f,\"connect_rate\":%.1f,",
       opened, failed, conn_span,
@@ -1105,6 +1140,9 @@ static void usage(FILE *f) {
       "connection (16)\n"
       "  --size BYTES      message size, %d..%d (64)\n"
       "  --binary          send binary frames instead of text\n"
+      "  --json            wrap each message as {\"text\":\"...\"} and find "
+      "it in\n"
+      "                    the JSON text that comes back\n"
       "  --warmup S        seconds before measuring (1)\n"
       "  --duration S      measured seconds (5)\n"
       "  --settle S        pause between connecting and sending (0.3)\n"
@@ -1180,6 +1218,7 @@ int main(int argc, char **argv) {
       {"window", required_argument, 0, 'w'},
       {"size", required_argument, 0, 'z'},
       {"binary", no_argument, 0, 'b'},
+      {"json", no_argument, 0, 'j'},
       {"warmup", required_argument, 0, 'W'},
       {"duration", required_argument, 0, 'd'},
       {"settle", required_argument, 0, 'S'},
@@ -1233,6 +1272,9 @@ int main(int argc, char **argv) {
       break;
     case 'b':
       o_binary = 1;
+      break;
+    case 'j':
+      o_json = 1;
       break;
     case 'W':
       o_warmup = num(optarg, "warmup");
@@ -1333,8 +1375,10 @@ int main(int argc, char **argv) {
     pub->role = ROLE_PUB;
   }
   memset(payload_tmpl, 'x', sizeof payload_tmpl);
-  payload_tmpl[16] = payload_tmpl[33] = payload_tmpl[42] = payload_tmpl[51] =
-      ' ';
+  memcpy(payload_tmpl, JSON_PRE, JSON_PRE_LEN);
+  uint8_t *msg = payload_tmpl + JSON_PRE_LEN;
+  msg[16] = msg[33] = msg[42] = msg[51] = ' ';
+  memcpy(msg + o_size, JSON_POST, JSON_POST_LEN);
 
   epfd = epoll_create1(EPOLL_CLOEXEC);
   if (epfd < 0)

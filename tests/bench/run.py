@@ -343,12 +343,18 @@ def variants(kind, opts):
         return [("moonroom", moonroom(bench)), ("node", node)]
     return [("bench_min.lua", moonroom(os.path.join(HERE, "bench_min.lua"))),
             ("bench.lua", moonroom(bench)),
-            ("bench_work.lua", moonroom(os.path.join(HERE, "bench_work.lua")))]
+            ("bench_work.lua", moonroom(os.path.join(HERE, "bench_work.lua"))),
+            ("bench_json.lua", moonroom(os.path.join(HERE, "bench_json.lua")))]
+
+
+# Load generator options a variant needs: bench_json.lua's clients speak JSON.
+VARIANT_LOADGEN_ARGS = {"bench_json.lua": ["--json"]}
 
 
 def run_loadgen(opts, sc, server, holding_cb=None):
     args = [opts.loadgen, "--url", f"ws://127.0.0.1:{server.port}/",
-            "--server-pid", str(server.proc.pid), *sc["args"]]
+            "--server-pid", str(server.proc.pid), *sc["args"],
+            *VARIANT_LOADGEN_ARGS.get(server.kind, [])]
     if "duration" in sc:
         args += ["--warmup", str(sc["warmup"]), "--duration", str(sc["duration"])]
     budget = 120 + sc.get("duration", 0) * 2
@@ -429,7 +435,7 @@ def lua_alone(smoke):
         log("bench: luajit (Debian package luajit) not found; skipping the Lua-alone timing")
         return {}
     out = {}
-    for script in ("bench_min.lua", "bench.lua", "bench_work.lua"):
+    for script in ("bench_min.lua", "bench.lua", "bench_work.lua", "bench_json.lua"):
         r = subprocess.run([luajit, os.path.join(HERE, "lua_cost.lua"),
                             os.path.join(HERE, script), "20000" if smoke else "2000000"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -588,7 +594,11 @@ def report(opts, scs, results, info, started, elapsed, alone):
         lines.append("`bench_min.lua` is the least a handler can do (one table lookup and the "
                      "broadcast), `bench.lua` the handler of every other table, and "
                      "`bench_work.lua` adds parsing the message's four header fields, "
-                     "statistics and rebuilding the message (five new strings) per message.\n")
+                     "statistics and rebuilding the message (five new strings) per message; "
+                     "`bench_json.lua` is a JSON chat handler: its clients send "
+                     "`{\"text\":\"...\"}` (`moonroom-loadgen --json`), and per message it "
+                     "decodes, looks up the room's state, encodes `{\"from\":ID,\"text\":...}` "
+                     "and broadcasts.\n")
         for sc in lua:
             labels = [v[0] for v in variants("scripts", opts)]
             lines.append(f"### {sc['title']}\n")
@@ -599,25 +609,26 @@ def report(opts, scs, results, info, started, elapsed, alone):
                                   SCALE.get(key, 1.0)) for l in labels]
                 lines.append(f"| {title} | " + " | ".join(cells) + " |")
             lines.append("")
-        if alone and all("ns_per_msg" in alone.get(l, {}) for l in
-                         ("bench_min.lua", "bench.lua", "bench_work.lua")):
+        scripts = [l for l in ("bench_min.lua", "bench.lua", "bench_work.lua",
+                               "bench_json.lua") if "ns_per_msg" in alone.get(l, {})]
+        if alone and {"bench_min.lua", "bench.lua", "bench_work.lua"} <= set(scripts):
             lines.append("### The handler alone\n")
             lines.append("`luajit tests/bench/lua_cost.lua SCRIPT`: `on_message` called in a loop on "
-                         "the load generator's messages with a stub `moonroom` module (best of 5 "
+                         "the load generator's messages with the real `moonroom` module over a stub "
+                         "core (best of 5 "
                          "runs of 2,000,000 calls; the JIT inlines what it can, and the C call "
                          "into the handler and the broadcast itself are left out).\n")
-            lines.append("| | `bench_min.lua` | `bench.lua` | `bench_work.lua` |")
-            lines.append("|---|---|---|---|")
+            lines.append("| | " + " | ".join(f"`{l}`" for l in scripts) + " |")
+            lines.append("|---|" + "---|" * len(scripts))
             lines.append("| ns per message | " + " | ".join(
-                f"{alone[l]['ns_per_msg']:,.1f}" for l in
-                ("bench_min.lua", "bench.lua", "bench_work.lua")) + " |")
+                f"{alone[l]['ns_per_msg']:,.1f}" for l in scripts) + " |")
             lines.append("")
         echo = {l: stats(collect(results, "lua-echo", l, "server_us_per_msg"))
                 for l in [v[0] for v in variants("scripts", opts)]}
         if all(echo.values()):
             base = echo["bench_min.lua"]
             parts = []
-            for l in ("bench.lua", "bench_work.lua"):
+            for l in ("bench.lua", "bench_work.lua", "bench_json.lua"):
                 d = echo[l][0] - base[0]
                 overlap = echo[l][1] <= base[2] and base[1] <= echo[l][2]
                 parts.append(f"`{l}` {d:+.2f} µs" + (" (the ranges overlap: noise)"

@@ -174,3 +174,38 @@ def test_chat_refuses_bad_room(chat_server):
     resp = c.handshake(path="/?room=has%20space&name=x")
     assert resp.status == 400, resp
     c.close()
+
+
+def test_chat_invalid_utf8_name_or_room_leaves_strict_clients_connected(
+        chat_server):
+    """?name=%FF once made chat.lua announce "* \\xff joined" as a text
+    frame, and every standards-following client in the room failed the
+    connection with 1007. Now the upgrade is refused with 400 and a body
+    that says why; strict clients (python3-websockets, which closes with
+    1007 on the first invalid text frame) stay connected, and the next
+    thing they hear is the next real event."""
+    url = chat_server.url
+
+    async def go():
+        async with ws_connect(f"{url}/?room=r&name=alice") as alice, \
+                ws_connect(f"{url}/?room=r&name=bob") as bob:
+            assert await arecv(alice) == "* bob joined"
+            for query, body in (("room=r&name=%FF", b"name must be valid UTF-8"),
+                                ("room=r&name=x%C3", b"name must be valid UTF-8"),
+                                ("room=r&name=%ED%A0%80", b"name must be valid UTF-8"),
+                                ("room=%FF&name=eve", b"room must be valid UTF-8")):
+                c = RawClient(chat_server.port)
+                resp = c.handshake(path=f"/?{query}")
+                assert resp.status == 400, (query, resp)
+                assert resp.body.strip() == body, (query, resp.body)
+                c.close()
+            async with ws_connect(f"{url}/?room=r&name=carol"):
+                assert await arecv(alice) == "* carol joined"
+                assert await arecv(bob) == "* carol joined"
+            assert await arecv(alice) == "* carol left"
+            assert await arecv(bob) == "* carol left"
+            await alice.send("still here")
+            assert await arecv(bob) == "alice: still here"
+            assert await arecv(alice) == "alice: still here"
+            assert alice.close_code is None and bob.close_code is None
+    arun(go())
