@@ -9,6 +9,7 @@
 
 #include "answer.h"
 #include "api.h"
+#include "api_timer.h"
 #include "conn.h"
 #include "error.h"
 #include "gate.h"
