@@ -44,10 +44,10 @@ def test_websockets_client_offering_subprotocols_gets_none(proto_server):
 
 
 def test_websockets_client_sees_the_refusal_and_its_headers(proto_server):
-    import websockets
+    from websockets.exceptions import InvalidStatusCode
 
     async def go():
-        with pytest.raises(websockets.exceptions.InvalidStatusCode) as e:
+        with pytest.raises(InvalidStatusCode) as e:
             async with ws_connect(proto_server.url + "/refuse",
                                   subprotocols=["chat"]):
                 pass
