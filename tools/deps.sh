@@ -16,6 +16,7 @@ packages=(
   lua-cjson             # ws.json (the JSON library OpenResty ships)
   python3 python3-websockets python3-pytest  # integration tests' client
   gnuplot-nox           # benchmark chart
+  chromium fonts-dejavu-core  # the chat demo's browser test (tests/browser)
 )
 # Node.js and npm drive the benchmark's peer server and its smoke test; a
 # machine that already has a node toolchain keeps it.
@@ -29,3 +30,7 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
+# The browser test's driver, playwright-core from npm, pinned by its lock
+# file; it drives Debian's chromium and never downloads a browser.
+(cd "$(dirname "$0")/../tests/browser" &&
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)

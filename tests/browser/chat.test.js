@@ -1,0 +1,158 @@
+// The chat demo in a real browser: Debian's Chromium driven by
+// playwright-core (no browser download). Two pages join a room of
+// scripts/chat.lua served by the real moonroom binary; one types, the other
+// sees it; the server restarts and both reconnect by themselves; a message
+// published through the HTTP API appears in both. A screenshot is saved next
+// to the binary under test (build/browser-chat.png).
+//
+//   MOONROOM_BIN=build/moonroom node --test tests/browser/
+"use strict";
+
+const { test } = require("node:test");
+const assert = require("node:assert/strict");
+const { spawn } = require("node:child_process");
+const net = require("node:net");
+const path = require("node:path");
+const fs = require("node:fs");
+const { chromium } = require("playwright-core");
+
+const ROOT = path.resolve(__dirname, "..", "..");
+const BIN = path.resolve(process.env.MOONROOM_BIN || path.join(ROOT, "build", "moonroom"));
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const TOKEN = "browser-test-token";
+const WAIT = 10000; // every wait below is bounded by this (ms)
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+    srv.on("error", reject);
+  });
+}
+
+function accepts(port) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    s.on("connect", () => { s.destroy(); resolve(true); });
+    s.on("error", () => resolve(false));
+  });
+}
+
+async function until(what, fn, ms = WAIT) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await fn()) return;
+    if (Date.now() > deadline) throw new Error("timed out waiting for " + what);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+// Starts moonroom on scripts/chat.lua; resolves once it accepts connections.
+async function startServer(port, log) {
+  const proc = spawn(BIN, ["--listen", "127.0.0.1:" + port, "--no-reload",
+    path.join(ROOT, "scripts", "chat.lua")], {
+    env: { ...process.env, CHAT_PUBLISH_TOKEN: TOKEN },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  proc.stdout.on("data", (d) => log.push(d.toString()));
+  proc.stderr.on("data", (d) => log.push(d.toString()));
+  await until("moonroom to listen on " + port, async () => {
+    if (proc.exitCode !== null) throw new Error("moonroom exited: " + log.join(""));
+    return accepts(port);
+  });
+  return proc;
+}
+
+function stopServer(proc) {
+  return new Promise((resolve) => {
+    if (!proc || proc.exitCode !== null) return resolve();
+    const kill = setTimeout(() => proc.kill("SIGKILL"), 5000);
+    proc.once("exit", () => { clearTimeout(kill); resolve(); });
+    proc.kill("SIGTERM");
+  });
+}
+
+async function messages(page) {
+  return page.$$eval("#messages li", (lis) => lis.map((li) => li.textContent));
+}
+
+async function seeMessage(page, text) {
+  await until(`"${text}" on the page`, async () =>
+    (await messages(page)).some((m) => m.includes(text)));
+}
+
+async function isOpen(page) {
+  return (await page.getAttribute("#status", "data-state")) === "open";
+}
+
+test("two pages chat, survive a server restart, and see HTTP publishes", { timeout: 90000 }, async () => {
+  const port = await freePort();
+  const log = [];
+  let server = await startServer(port, log);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    const base = `http://127.0.0.1:${port}/`;
+    const ada = await browser.newPage({ viewport: { width: 1000, height: 640 } });
+    const bob = await browser.newPage({ viewport: { width: 1000, height: 640 } });
+    const consoleErrors = [];
+    for (const p of [ada, bob]) {
+      p.on("pageerror", (e) => consoleErrors.push(String(e)));
+    }
+    const resp = await ada.goto(base + "?room=demo&name=ada");
+    assert.equal(resp.status(), 200);
+    assert.match(resp.headers()["content-type"], /text\/html/);
+    await bob.goto(base + "?room=demo&name=bob");
+    await until("both pages to connect", async () => (await isOpen(ada)) && (await isOpen(bob)));
+
+    // Both see each other in the member list and the count.
+    await until("two members on both pages", async () => {
+      const a = await ada.textContent("#count");
+      const b = await bob.textContent("#count");
+      return a.startsWith("2 ") && b.startsWith("2 ");
+    });
+    assert.deepEqual(await ada.$$eval("#members li", (l) => l.map((x) => x.textContent)), ["ada", "bob"]);
+    assert.equal(await ada.textContent("#room-name"), "demo");
+
+    // One types, the other sees it.
+    await ada.fill("#input", "hello from ada");
+    await ada.press("#input", "Enter");
+    await seeMessage(bob, "hello from ada");
+    await seeMessage(ada, "hello from ada");
+
+    // The server restarts: both pages notice and reconnect on their own.
+    await stopServer(server);
+    await until("both pages to notice the restart", async () =>
+      (await ada.getAttribute("#status", "data-state")) === "closed" &&
+      (await bob.getAttribute("#status", "data-state")) === "closed");
+    server = await startServer(port, log);
+    await until("both pages to reconnect", async () => (await isOpen(ada)) && (await isOpen(bob)));
+    await bob.fill("#input", "bob is back");
+    await bob.press("#input", "Enter");
+    await seeMessage(ada, "bob is back");
+
+    // A backend publishes through the HTTP API; both pages show it.
+    const pub = await fetch(base + "rooms/demo/messages", {
+      method: "POST",
+      headers: { Authorization: "Bearer " + TOKEN, "Content-Type": "text/plain" },
+      body: "deploy finished",
+    });
+    assert.ok(pub.status >= 200 && pub.status < 300, "publish answered " + pub.status);
+    await seeMessage(ada, "deploy finished");
+    await seeMessage(bob, "deploy finished");
+
+    const shot = path.join(path.dirname(BIN), "browser-chat.png");
+    await ada.screenshot({ path: shot });
+    assert.ok(fs.statSync(shot).size > 1000);
+    assert.deepEqual(consoleErrors, []);
+  } finally {
+    await browser.close();
+    await stopServer(server);
+  }
+});
