@@ -15,6 +15,7 @@ packages=(
   lua-busted            # handler specs
   lua-cjson             # ws.json (the JSON library OpenResty ships)
   python3 python3-websockets python3-pytest  # integration tests' client
+  python3-prometheus-client  # parses /metrics in the integration tests
   gnuplot-nox           # benchmark chart
 )
 # Node.js and npm drive the benchmark's peer server and its smoke test; a
