@@ -12,7 +12,6 @@ import socket
 import subprocess
 import time
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import (CMD_SCRIPT, PeerClosed, RawClient, free_port, join,
