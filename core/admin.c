@@ -66,9 +66,11 @@ static int readiness(const mr_server *srv, const char **why) {
 }
 
 /* Takes what /metrics reports in this loop turn. The queued bytes are
- * summed over every connection: one field per connection, which takes
- * well under a millisecond at 20,000 connections, so the write path keeps
- * no running total for the rare scrape. */
+ * summed over every connection rather than kept as a running total on the
+ * write path: the walk reads one field per connection, measured at about
+ * 1.8 ms for 20,000 connections with a cold cache, once per scrape (every
+ * 15 s or so), while a running total would cost every queue operation and
+ * every connection's memory. */
 static void snapshot(const mr_admin *a, mr_metrics *m) {
   const mr_server *srv = a->srv;
   const char *why;
