@@ -211,7 +211,7 @@ static int l_count(lua_State *L) {
 
 void mr_api_push_stats(lua_State *L, const mr_server *srv) {
   lua_newtable(L);
-#define MR_STATS_PUSH(name)                                                    \
+#define MR_STATS_PUSH(name, help)                                              \
   lua_pushnumber(L, (lua_Number)srv->stats.name);                              \
   lua_setfield(L, -2, #name);
   MR_STATS_MAP(MR_STATS_PUSH)

@@ -251,3 +251,10 @@ int mr_bridge_run_timers(mr_bridge *b, uint64_t now) {
 void mr_bridge_on_room_gone(mr_bridge *b, const char *room, size_t len) {
   mr_api_drop_room_state(b->L, room, len);
 }
+
+size_t mr_bridge_lua_bytes(const mr_bridge *b) {
+  if (!b || !b->L)
+    return 0;
+  return (size_t)lua_gc(b->L, LUA_GCCOUNT, 0) * 1024 +
+         (size_t)lua_gc(b->L, LUA_GCCOUNTB, 0);
+}

@@ -62,4 +62,8 @@ const char *mr_bridge_version(const mr_bridge *b);
 /* The room lost its last local member: its ws.room_state() table goes. */
 void mr_bridge_on_room_gone(mr_bridge *b, const char *room, size_t len);
 
+/* The bytes the Lua state has allocated now (LUA_GCCOUNT and
+ * LUA_GCCOUNTB), for /metrics; 0 without a bridge. */
+size_t mr_bridge_lua_bytes(const mr_bridge *b);
+
 #endif

@@ -654,6 +654,10 @@ size_t mr_cluster_peers(const mr_cluster *cl, const char **names, size_t max) {
   return mr_link_env_names(&cl->links, names, max);
 }
 
+void mr_cluster_link_states(const mr_cluster *cl, size_t *counts) {
+  mr_link_env_count_states(&cl->links, counts);
+}
+
 mr_link *mr_cluster_link_virtual(mr_cluster *cl, int dialer) {
   mr_link *l = mr_link_new_virtual(&cl->links, dialer, "virtual");
   if (l && dialer)

@@ -66,4 +66,8 @@ const char *mr_cluster_node(const mr_cluster *cl);
  * many. The strings stay valid until the loop next runs. */
 size_t mr_cluster_peers(const mr_cluster *cl, const char **names, size_t max);
 
+/* Counts this node's links in each state: counts has MR_LINK_NSTATES
+ * entries (link.h), indexed by mr_link_state. */
+void mr_cluster_link_states(const mr_cluster *cl, size_t *counts);
+
 #endif

@@ -130,6 +130,13 @@ const mr_option mr_options[] = {
      FIELD(cookie),
      .expect = "a secret",
      .help = "shared cluster secret (or MOONROOM_COOKIE)"},
+    {.name = "admin-listen",
+     .arg = "HOST:PORT",
+     .type = MR_OPT_ADDR,
+     FIELD(admin_listen),
+     .expect = "HOST:PORT",
+     .help = "serve /metrics, /healthz and /readyz over plain HTTP here "
+             "(default off)"},
     {.name = "help", .type = MR_OPT_HELP, .help = "print this help and exit"},
     {.name = "version",
      .type = MR_OPT_VERSION,

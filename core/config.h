@@ -37,6 +37,9 @@ typedef struct {
    * the script's directory and before LuaJIT's default path; NULL for none.
    * The caller keeps it alive while mr_bridge_new runs, the only reader. */
   const char *lua_path;
+  /* --admin-listen: where /metrics, /healthz and /readyz are served over
+   * plain HTTP; an empty host means off. */
+  mr_addr admin_listen;
 } mr_config;
 
 enum { MR_CONFIG_RUN = 0, MR_CONFIG_EXIT = 1, MR_CONFIG_USAGE = 2 };

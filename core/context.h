@@ -22,43 +22,59 @@ struct mr_conn_events;
 struct mr_bridge;
 struct mr_cluster;
 struct mr_ws_pool;
+struct mr_admin;
 
-/* Every refusal and drop is counted; ws.stats() shows these. */
+/* Every refusal and drop is counted; ws.stats() shows these, and /metrics
+ * (metrics.c) exports each with its help text. */
 #define MR_STATS_MAP(X)                                                        \
-  X(connections_accepted)                                                      \
-  X(connections_open)                                                          \
-  X(connections_refused)                                                       \
-  X(handshakes_refused)                                                        \
-  X(handshakes_timed_out)                                                      \
-  X(handler_refusals)                                                          \
-  X(protocol_errors)                                                           \
-  X(invalid_utf8)                                                              \
-  X(messages_too_big)                                                          \
-  X(handler_errors)                                                            \
-  X(backpressure_closes)                                                       \
-  X(idle_closes)                                                               \
-  X(ping_timeouts)                                                             \
-  X(messages_in)                                                               \
-  X(messages_out)                                                              \
-  X(bytes_in)                                                                  \
-  X(bytes_out)                                                                 \
-  X(broadcasts)                                                                \
-  X(reloads)                                                                   \
-  X(reload_failures)                                                           \
-  X(cluster_links_up)                                                          \
-  X(cluster_links_refused)                                                     \
-  X(cluster_links_dropped)                                                     \
-  X(cluster_frames_malformed)                                                  \
-  X(cluster_unknown_tags)                                                      \
-  X(cluster_broadcasts_out)                                                    \
-  X(cluster_broadcasts_in)                                                     \
-  X(cluster_queue_drops)                                                       \
-  X(internal_errors)                                                           \
-  X(timer_errors)                                                              \
-  X(lua_invalid_utf8)
+  X(connections_accepted,                                                      \
+    "TCP connections accepted by the WebSocket listener")                      \
+  X(connections_open, "WebSocket connections open now (upgraded)")             \
+  X(connections_refused,                                                       \
+    "connections refused at accept (--max-connections, accept errors)")        \
+  X(handshakes_refused,                                                        \
+    "upgrade requests refused as malformed or not a WebSocket upgrade")        \
+  X(handshakes_timed_out,                                                      \
+    "connections closed for not finishing the upgrade in --handshake-timeout") \
+  X(handler_refusals, "upgrades that on_connect refused")                      \
+  X(protocol_errors, "connections closed for a WebSocket protocol violation")  \
+  X(invalid_utf8,                                                              \
+    "connections closed with 1007 for a text message that is not UTF-8")       \
+  X(messages_too_big,                                                          \
+    "connections closed with 1009 for a message over --max-message")           \
+  X(handler_errors, "errors raised by handlers or wrong on_connect results")   \
+  X(backpressure_closes,                                                       \
+    "connections closed with 1008 for unsent bytes over --max-backpressure")   \
+  X(idle_closes, "connections closed for sending nothing for --idle-timeout")  \
+  X(ping_timeouts, "connections closed for not answering a ping")              \
+  X(messages_in, "data messages received from clients")                        \
+  X(messages_out, "data messages queued for clients")                          \
+  X(bytes_in, "bytes received from clients")                                   \
+  X(bytes_out, "bytes written to clients")                                     \
+  X(broadcasts, "room broadcasts made on this node")                           \
+  X(reloads, "successful script reloads")                                      \
+  X(reload_failures, "script reloads that failed and kept the old version")    \
+  X(cluster_links_up, "cluster links that completed the handshake")            \
+  X(cluster_links_refused, "cluster links refused in the handshake")           \
+  X(cluster_links_dropped, "established cluster links lost")                   \
+  X(cluster_frames_malformed, "malformed frames received from peers")          \
+  X(cluster_unknown_tags, "cluster frames of an unknown type ignored")         \
+  X(cluster_broadcasts_out, "room broadcasts forwarded to other nodes")        \
+  X(cluster_broadcasts_in, "room broadcasts received from other nodes")        \
+  X(cluster_queue_drops,                                                       \
+    "cluster links dropped because their send queue was full")                 \
+  X(internal_errors, "internal failures such as out of memory")                \
+  X(timer_errors, "errors raised by timer callbacks")                          \
+  X(lua_invalid_utf8, "Lua calls refused for text that is not valid UTF-8")    \
+  X(admin_requests, "requests answered on --admin-listen")                     \
+  X(admin_bad_requests, "admin requests answered 400 or 431 and closed")       \
+  X(admin_connections_refused,                                                 \
+    "admin connections refused over the limit of open ones")                   \
+  X(admin_timeouts,                                                            \
+    "admin connections closed for not sending a whole request in time")
 
 typedef struct {
-#define MR_STATS_FIELD(name) uint64_t name;
+#define MR_STATS_FIELD(name, help) uint64_t name;
   MR_STATS_MAP(MR_STATS_FIELD)
 #undef MR_STATS_FIELD
 } mr_stats;
@@ -92,8 +108,9 @@ typedef struct mr_server {
    * keeps what each id runs. One libuv timer is armed for the earliest. */
   mr_timers timers;
   uv_timer_t timer;
-  int timer_armed;    /* timer is started, for timer_due */
-  uint64_t timer_due; /* the deadline it is armed for (loop time, ms) */
+  int timer_armed;        /* timer is started, for timer_due */
+  uint64_t timer_due;     /* the deadline it is armed for (loop time, ms) */
+  struct mr_admin *admin; /* --admin-listen's HTTP server; NULL when off */
 } mr_server;
 
 #endif

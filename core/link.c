@@ -501,6 +501,15 @@ size_t mr_link_env_names(const mr_link_env *env, const char **names,
   return n;
 }
 
+void mr_link_env_count_states(const mr_link_env *env,
+                              size_t counts[MR_LINK_NSTATES]) {
+  for (int i = 0; i < MR_LINK_NSTATES; i++)
+    counts[i] = 0;
+  for (const mr_link *l = env->links; l; l = l->next)
+    if ((unsigned)l->state < MR_LINK_NSTATES)
+      counts[l->state]++;
+}
+
 void mr_link_env_send_up(mr_link_env *env, mr_buf *frame) {
   /* A link dropped here (queue full) leaves the list, and the closed
    * callback closes no other link, so the saved next pointer stays valid. */

@@ -41,6 +41,9 @@ typedef enum {
   MR_LINK_CLOSED      /* reported to the owner; memory freed soon */
 } mr_link_state;
 
+/* How many states there are, for arrays indexed by mr_link_state. */
+#define MR_LINK_NSTATES 4
+
 typedef struct mr_link mr_link;
 typedef struct mr_link_env mr_link_env;
 
@@ -133,6 +136,12 @@ mr_link *mr_link_env_find_up(const mr_link_env *env, const char *name,
  * many. The strings live as long as their links. */
 size_t mr_link_env_names(const mr_link_env *env, const char **names,
                          size_t max);
+
+/* Counts the links of env in each state: counts[MR_LINK_CONNECTING] and so
+ * on, indexed by mr_link_state (closed links have left the list, so that
+ * one is 0). */
+void mr_link_env_count_states(const mr_link_env *env,
+                              size_t counts[MR_LINK_NSTATES]);
 
 /* Queues a shared frame on every established link (mr_link_send). */
 void mr_link_env_send_up(mr_link_env *env, mr_buf *frame);

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <uv.h>
 
+#include "admin.h"
 #include "bridge.h"
 #include "broadcast.h"
 #include "cluster.h"
@@ -92,6 +93,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (mr_server_listen(&srv) != 0)
+    return 1;
+  if (cfg.admin_listen.host[0] && mr_admin_start(&srv) != 0)
     return 1;
   if (cfg.cluster && mr_cluster_start(&srv, mr_broadcast_remote, &srv) != 0)
     return 1;

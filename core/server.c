@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "bridge.h"
 #include "cluster.h"
 #include "codec.h"
@@ -151,6 +152,9 @@ static void finish_shutdown(mr_server *srv) {
   mr_reload_stop(srv);
   if (srv->cluster)
     mr_cluster_close(srv->cluster);
+  /* Last: /readyz answered 503 throughout the grace period, and nothing of
+   * the admin's may keep the loop alive once the server is done. */
+  mr_admin_close(srv->admin);
 }
 
 static void on_sweep(uv_timer_t *t) {
@@ -275,4 +279,6 @@ void mr_server_free(mr_server *srv) {
   mr_rooms_free(&srv->rooms);
   mr_timers_free(&srv->timers);
   HASH_CLEAR(hh, srv->conns_by_id);
+  mr_admin_free(srv->admin);
+  srv->admin = NULL;
 }

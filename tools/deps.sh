@@ -15,6 +15,7 @@ packages=(
   lua-busted            # handler specs
   lua-cjson             # ws.json (the JSON library OpenResty ships)
   python3 python3-websockets python3-pytest  # integration tests' client
+  python3-prometheus-client  # parses /metrics in the integration tests
   gnuplot-nox           # benchmark chart
   chromium fonts-dejavu-core  # the chat demo's browser test (tests/browser)
 )

@@ -107,6 +107,8 @@ static void test_defaults(void) {
   CHECK_EQ_INT(cfg.npeers, 0);
   CHECK_STR(cfg.node, "");
   CHECK_STR(cfg.cookie, "");
+  CHECK_STR(cfg.admin_listen.host, ""); /* no admin listener by default */
+  CHECK_EQ_INT(cfg.admin_listen.port, 0);
   CHECK_EQ_INT(out_len, 0); /* nothing printed */
 }
 
@@ -186,6 +188,15 @@ static void test_options(void) {
                  MR_CONFIG_RUN);
     CHECK_EQ_INT(cfg.log_level, levels[i].level);
   }
+
+  CHECK_EQ_INT(parse("--admin-listen", "127.0.0.1:9100", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_STR(cfg.admin_listen.host, "127.0.0.1");
+  CHECK_EQ_INT(cfg.admin_listen.port, 9100);
+  CHECK_EQ_INT(cfg.cluster, 0); /* an admin address does not cluster */
+  CHECK_EQ_INT(parse("--admin-listen", "[::1]:9100", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_STR(cfg.admin_listen.host, "::1");
 
   CHECK_EQ_INT(parse("--node", "n1", "app.lua", NULL), MR_CONFIG_RUN);
   CHECK_STR(cfg.node, "n1");
@@ -293,6 +304,8 @@ static void test_bad_values(void) {
   check_bad("--cluster-listen", "7000",
             "--cluster-listen: expected HOST:PORT, got '7000'");
   check_bad("--peer", "host:", "--peer: expected HOST:PORT, got 'host:'");
+  check_bad("--admin-listen", "9100",
+            "--admin-listen: expected HOST:PORT, got '9100'");
   check_bad("--node", "", "--node: expected a name of 1..63 bytes");
   check_bad("--cookie", "", "--cookie: expected a secret of 1..255 bytes");
 
@@ -393,6 +406,7 @@ static void test_help_version(void) {
                                      "--peer HOST:PORT",
                                      "--node NAME",
                                      "--cookie SECRET",
+                                     "--admin-listen HOST:PORT",
                                      "--help",
                                      "--version",
                                      "MOONROOM_COOKIE",
@@ -463,6 +477,8 @@ static const char help_golden[] =
     "  --peer HOST:PORT          dial this node (repeatable)\n"
     "  --node NAME               this node's name (default: HOSTNAME-PID)\n"
     "  --cookie SECRET           shared cluster secret (or MOONROOM_COOKIE)\n"
+    "  --admin-listen HOST:PORT  serve /metrics, /healthz and /readyz over\n"
+    "                            plain HTTP here (default off)\n"
     "  --help                    print this help and exit\n"
     "  --version                 print the version and exit\n";
 
@@ -630,6 +646,7 @@ static void test_table_shape(void) {
                                       "peer",
                                       "node",
                                       "cookie",
+                                      "admin-listen",
                                       "help",
                                       "version"};
   size_t n = sizeof names / sizeof names[0];
