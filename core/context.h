@@ -55,7 +55,11 @@ struct mr_ws_pool;
   X(cluster_queue_drops)                                                       \
   X(internal_errors)                                                           \
   X(timer_errors)                                                              \
-  X(lua_invalid_utf8)
+  X(lua_invalid_utf8)                                                          \
+  X(http_requests)                                                             \
+  X(http_errors)                                                               \
+  X(http_refused)                                                              \
+  X(http_idle_closes)
 
 typedef struct {
 #define MR_STATS_FIELD(name) uint64_t name;
