@@ -596,6 +596,7 @@ static void start_http(mr_conn *c, const char *rest, size_t len) {
   }
   free(c->head);
   c->head = NULL;
+  c->head_len = 0;
   http_run(c);
 }
 
