@@ -262,8 +262,14 @@ int mr_bridge_has_http(const mr_bridge *b) {
 int mr_bridge_on_http(mr_bridge *b, mr_conn *c, const mr_http_request *req,
                       const char *body, size_t body_len, mr_http_answer *ans) {
   lua_State *L = b->L;
-  if (b->s.refs[MR_H_HTTP] == LUA_NOREF)
-    return MR_ELUA; /* dropped by a reload after the check: a 500 */
+  if (b->s.refs[MR_H_HTTP] == LUA_NOREF) {
+    /* A reload dropped on_http while this keep-alive connection stayed:
+     * answer as a script without it does. */
+    ans->status = 404;
+    if ((ans->body = mr_buf_new(10)))
+      memcpy(ans->body->data, "not found\n", 10);
+    return 0;
+  }
   mr_http_answer_ctx x = {ans};
   lua_rawgeti(L, LUA_REGISTRYINDEX, b->http_answer_ref);
   lua_pushlightuserdata(L, &x);
