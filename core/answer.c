@@ -12,6 +12,11 @@
  * handler (a copy of it sits at stack index 2 of mr_answer_call) is defined,
  * so that a wrong result is logged and counted as the handler error it is.
  * Lua's own formatter knows no %.*s or %zu, hence vsnprintf. */
+/* The handler whose results are being read, for fail()'s message. The
+ * calls below never nest (no handler can start another answer while its
+ * own results are read) and the Lua state is single-threaded. */
+static const char *answering = "on_connect";
+
 static int fail(lua_State *L, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static int fail(lua_State *L, const char *fmt, ...) {
@@ -23,7 +28,7 @@ static int fail(lua_State *L, const char *fmt, ...) {
   lua_Debug ar;
   lua_pushvalue(L, 2);
   lua_getinfo(L, ">S", &ar);
-  return luaL_error(L, "on_connect (%s:%d) returned a wrong result: %s",
+  return luaL_error(L, "%s (%s:%d) returned a wrong result: %s", answering,
                     ar.short_src, ar.linedefined, msg);
 }
 
@@ -88,9 +93,18 @@ static void select_protocol(lua_State *L, int idx, mr_answer_ctx *x) {
        describe(L, idx, d), n ? "it offered " : "it offered none", offered);
 }
 
+/* Where a headers table goes: a block of "Name: value\r\n" lines, and for
+ * on_http the Content-Type (NULL where the server sets it). */
+typedef struct {
+  char *block;
+  size_t cap;
+  char *content_type;
+  size_t content_type_cap;
+} header_out;
+
 /* Appends "name: value\r\n" to the answer's header block after checking
  * it. */
-static void add_header(lua_State *L, mr_answer_ctx *x, const char *name,
+static void add_header(lua_State *L, header_out *x, const char *name,
                        size_t nlen, int vidx) {
   char d[256], pn[256];
   int t = lua_type(L, vidx);
@@ -101,13 +115,25 @@ static void add_header(lua_State *L, mr_answer_ctx *x, const char *name,
          printable(name, nlen, pn), describe(L, vidx, d));
   size_t vlen;
   const char *value = lua_tolstring(L, vidx, &vlen);
+  if (x->content_type && nlen == 12 &&
+      strncasecmp(name, "Content-Type", 12) == 0) {
+    const char *bad = mr_http_check_value(value, vlen);
+    if (bad)
+      fail(L, "response header 'Content-Type' is not allowed: %s", bad);
+    if (x->content_type[0] || vlen == 0 || vlen >= x->content_type_cap)
+      fail(L, "Content-Type must be one non-empty value under %zu bytes",
+           x->content_type_cap);
+    memcpy(x->content_type, value, vlen);
+    x->content_type[vlen] = '\0';
+    return;
+  }
   const char *why = mr_http_check_header(name, nlen, value, vlen);
   if (why)
     fail(L, "response header '%s' is not allowed: %s",
          printable(name, nlen, pn), why);
-  char *block = x->ans->headers;
+  char *block = x->block;
   size_t used = strlen(block);
-  if (used + nlen + vlen + 4 >= sizeof x->ans->headers)
+  if (used + nlen + vlen + 4 >= x->cap)
     fail(L, "response headers take more than %d bytes", MR_HTTP_MAX_EXTRA);
   memcpy(block + used, name, nlen);
   memcpy(block + used + nlen, ": ", 2);
@@ -129,7 +155,7 @@ static int cmp_names(const void *a, const void *b) {
 
 /* Reads the headers table at idx ({ ["Name"] = "value" or { "v1", "v2" } })
  * into the answer, in name order so that responses are reproducible. */
-static void read_headers(lua_State *L, int idx, mr_answer_ctx *x,
+static void read_headers(lua_State *L, int idx, header_out *x,
                          const char *what) {
   char d[256];
   name_span names[MR_HTTP_MAX_HEADERS];
@@ -194,8 +220,9 @@ static void read_options(lua_State *L, int idx, mr_answer_ctx *x) {
   if (!lua_isnil(L, -1))
     select_protocol(L, lua_gettop(L), x);
   lua_getfield(L, idx, "headers");
+  header_out out = {x->ans->headers, sizeof x->ans->headers, NULL, 0};
   if (!lua_isnil(L, -1))
-    read_headers(L, lua_gettop(L), x, "headers");
+    read_headers(L, lua_gettop(L), &out, "headers");
   lua_pop(L, 2);
 }
 
@@ -215,12 +242,14 @@ static void read_refusal(lua_State *L, int idx, mr_answer_ctx *x) {
     snprintf(x->ans->body, sizeof x->ans->body, "%s", lua_tostring(L, idx + 1));
   else if (bt != LUA_TNIL)
     fail(L, "refusal body must be a string, got %s", describe(L, idx + 1, d));
+  header_out out = {x->ans->headers, sizeof x->ans->headers, NULL, 0};
   if (!lua_isnil(L, idx + 2))
-    read_headers(L, idx + 2, x, "refusal headers");
+    read_headers(L, idx + 2, &out, "refusal headers");
 }
 
 int mr_answer_call(lua_State *L) {
   mr_answer_ctx *x = lua_touserdata(L, 1);
+  answering = "on_connect";
   lua_pushvalue(L, 2); /* kept at 2 for fail() */
   lua_insert(L, 2);
   lua_call(L, 2, 4);
@@ -229,5 +258,42 @@ int mr_answer_call(lua_State *L) {
     read_options(L, 4, x);
   else
     read_refusal(L, 4, x);
+  return 0;
+}
+
+int mr_answer_http_call(lua_State *L) {
+  mr_http_answer_ctx *x = lua_touserdata(L, 1);
+  mr_http_answer *ans = x->ans;
+  char d[256];
+  answering = "on_http";
+  lua_pushvalue(L, 2); /* kept at 2 for fail() */
+  lua_insert(L, 2);
+  lua_call(L, 1, 3);
+  lua_Number s = lua_tonumber(L, 3);
+  if (lua_type(L, 3) != LUA_TNUMBER || !(s >= 200 && s <= 599) ||
+      s != (lua_Number)(int)s)
+    fail(L,
+         "status must be an integer from 200 to 599 (return status, body "
+         "[, headers]), got %s",
+         describe(L, 3, d));
+  int status = (int)s;
+  if (lua_type(L, 4) != LUA_TSTRING)
+    fail(L, "body must be a string, got %s", describe(L, 4, d));
+  size_t blen;
+  const char *body = lua_tolstring(L, 4, &blen);
+  if (blen && (status == 204 || status == 304))
+    fail(L, "a %d response has no body, got %zu bytes", status, blen);
+  header_out out = {ans->headers, sizeof ans->headers, ans->content_type,
+                    sizeof ans->content_type};
+  if (!lua_isnil(L, 5))
+    read_headers(L, 5, &out, "headers");
+  if (blen) {
+    mr_buf *b = mr_buf_new(blen);
+    if (!b)
+      return luaL_error(L, "out of memory");
+    memcpy(b->data, body, blen);
+    ans->body = b;
+  }
+  ans->status = status;
   return 0;
 }

@@ -33,4 +33,20 @@ typedef struct {
  * then be half written, and the caller resets it. */
 int mr_answer_call(lua_State *L);
 
+/* What mr_answer_http_call shares with its caller: where on_http's answer
+ * goes (the caller's, filled with the defaults). */
+typedef struct {
+  mr_http_answer *ans;
+} mr_http_answer_ctx;
+
+/* A lua_CFunction for the gate: called with (ctx as light userdata,
+ * on_http, req), it calls on_http and reads `return status, body
+ * [, headers]` into ctx->ans: status an integer from 200 to 599, body a
+ * string (empty for 204 and 304), headers as on_connect's, where
+ * Content-Type is allowed too and goes to ans->content_type. The body is
+ * copied once into a block ans then owns. Raises (through the gate's
+ * protected call) for a wrong result; the caller then releases any body
+ * and resets ans. */
+int mr_answer_http_call(lua_State *L);
+
 #endif

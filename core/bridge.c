@@ -28,6 +28,7 @@ struct mr_bridge {
   mr_server *srv;
   mr_script s;
   int answer_ref; /* mr_answer_call, made once rather than per connection */
+  int http_answer_ref; /* mr_answer_http_call, likewise */
 };
 
 static int load_facade(lua_State *L) {
@@ -53,6 +54,8 @@ mr_bridge *mr_bridge_new(mr_server *srv, const char *script, char *err,
   mr_script_init(&b->s, L);
   lua_pushcfunction(L, mr_answer_call);
   b->answer_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushcfunction(L, mr_answer_http_call);
+  b->http_answer_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   luaL_openlibs(L);
   mr_api_open(L, srv);
   lua_getglobal(L, "package");
@@ -257,4 +260,43 @@ size_t mr_bridge_lua_bytes(const mr_bridge *b) {
     return 0;
   return (size_t)lua_gc(b->L, LUA_GCCOUNT, 0) * 1024 +
          (size_t)lua_gc(b->L, LUA_GCCOUNTB, 0);
+}
+
+int mr_bridge_has_http(const mr_bridge *b) {
+  return b->s.refs[MR_H_HTTP] != LUA_NOREF;
+}
+
+int mr_bridge_on_http(mr_bridge *b, mr_conn *c, const mr_http_request *req,
+                      const char *body, size_t body_len, mr_http_answer *ans) {
+  lua_State *L = b->L;
+  if (b->s.refs[MR_H_HTTP] == LUA_NOREF) {
+    /* A reload dropped on_http while this keep-alive connection stayed:
+     * answer as a script without it does. */
+    ans->status = 404;
+    if ((ans->body = mr_buf_new(10)))
+      memcpy(ans->body->data, "not found\n", 10);
+    return 0;
+  }
+  mr_http_answer_ctx x = {ans};
+  lua_rawgeti(L, LUA_REGISTRYINDEX, b->http_answer_ref);
+  lua_pushlightuserdata(L, &x);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, b->s.refs[MR_H_HTTP]);
+  push_request(L, c, req);
+  lua_pushstring(L, req->method);
+  lua_setfield(L, -2, "method");
+  lua_pushlstring(L, body, body_len);
+  lua_setfield(L, -2, "body");
+  /* A plain request offers no subprotocols; on_http's req has none. */
+  lua_pushnil(L);
+  lua_setfield(L, -2, "protocols");
+  if (mr_gate_call(L, 3, 0, b->s.path, "on_http", c->id) != 0) {
+    b->srv->stats.handler_errors++;
+    if (ans->body)
+      mr_buf_release(ans->body);
+    mr_http_answer_init(ans);
+    if ((ans->body = mr_buf_new(15)))
+      memcpy(ans->body->data, "internal error\n", 15);
+    return MR_ELUA;
+  }
+  return 0;
 }

@@ -13,6 +13,7 @@
 struct mr_server;
 struct mr_conn;
 struct mr_conn_answer;
+struct mr_http_answer;
 typedef struct mr_bridge mr_bridge;
 typedef struct lua_State lua_State;
 
@@ -55,6 +56,19 @@ void mr_bridge_forget(mr_bridge *b, struct mr_conn *c);
 /* Runs the timers due at now (loop time, ms): see mr_api_run_timers.
  * Returns how many callbacks ran. */
 int mr_bridge_run_timers(mr_bridge *b, uint64_t now);
+
+/* 1 when the running script defines on_http. */
+int mr_bridge_has_http(const mr_bridge *b);
+
+/* Runs on_http(req) for a whole plain HTTP request (req.method and
+ * req.body besides what on_connect's req holds) and reads its results,
+ * status, body [, headers], into the caller's ans (see mr_answer_http_call);
+ * the body block ans then holds is the caller's to release. Returns 0, or
+ * MR_ELUA when the handler raised or returned a wrong result: that is
+ * logged and counted as a handler error, and ans is a bare 500. */
+int mr_bridge_on_http(mr_bridge *b, struct mr_conn *c,
+                      const mr_http_request *req, const char *body,
+                      size_t body_len, struct mr_http_answer *ans);
 
 /* A short description of the running script version (for logs). */
 const char *mr_bridge_version(const mr_bridge *b);

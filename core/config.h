@@ -32,6 +32,10 @@ typedef struct {
   int npeers;
   char node[64];
   char cookie[256];
+  /* Plain HTTP (on_http). */
+  size_t max_body;            /* largest request body */
+  unsigned request_timeout;   /* seconds for a whole request, head and body */
+  unsigned keepalive_timeout; /* seconds an idle keep-alive connection stays */
   /* Not from argv: package.path entries for the modules that come with the
    * server (the binary's own lua/, or the kit's host path), searched after
    * the script's directory and before LuaJIT's default path; NULL for none.

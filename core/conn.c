@@ -18,6 +18,7 @@ static uint8_t readbuf[65536];
 
 static void terminate(mr_conn *c);
 static int over_backpressure(mr_conn *c);
+static void start_http(mr_conn *c, const char *rest, size_t len);
 
 /* ---- intrusive lists ---------------------------------------------------- */
 
@@ -432,6 +433,11 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
   int r = mr_http_parse_upgrade(c->head, c->head_len, srv->cfg.max_head, &req);
   if (r == MR_EAGAIN)
     return;
+  if (r == 0 && !req.is_upgrade && req.status == 404 &&
+      srv->conn_events->http_enabled(srv)) {
+    start_http(c, data + take, n - take);
+    return;
+  }
   if (r != 0 || !req.is_upgrade) {
     int status = r != 0 ? 400 : req.status;
     const char *why = r != 0 ? "malformed request" : req.reason;
@@ -484,6 +490,146 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
   free(head);
 }
 
+/* ---- plain HTTP (httpconn.h) ---------------------------------------------
+ */
+
+static void http_end(mr_conn *c) {
+  mr_httpx_free(c->http);
+  free(c->http);
+  c->http = NULL;
+}
+
+/* Calls on_http for the request that arrived whole and queues its answer.
+ * Returns 1 when the connection stays for another request. */
+static int http_answer(mr_conn *c) {
+  mr_server *srv = c->srv;
+  mr_httpx *x = c->http;
+  mr_http_answer ans;
+  mr_http_answer_init(&ans);
+  srv->stats.http_requests++;
+  if (srv->conn_events->http(srv, c, &x->req, x->body, x->body_len, &ans))
+    srv->stats.http_errors++;
+  mr_debug("conn %llu (%s): %s %.*s -> %d", (unsigned long long)c->id,
+           mr_conn_remote(c), x->req.method, (int)x->req.path_len, x->req.path,
+           ans.status);
+  int r = mr_httpx_respond(x, &ans, !srv->shutting_down, &c->tx.outq);
+  pending_add(c);
+  if (r < 0) {
+    srv->stats.internal_errors++;
+    mr_warn("conn %llu (%s): cannot queue the response: %s",
+            (unsigned long long)c->id, mr_conn_remote(c), mr_strerror(r));
+    mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
+    return 0;
+  }
+  if (r == 0) {
+    http_end(c);
+    c->deadline = 0; /* the closing grace, not the request's time */
+    set_closing(c, MR_CLOSING_AFTER_FLUSH);
+    c->state = MR_CONN_CLOSING;
+    if (!(c->flags & MR_CF_VIRTUAL))
+      uv_read_stop((uv_stream_t *)&c->tcp);
+    return 0;
+  }
+  /* A client that does not read its answers is judged as a WebSocket
+   * reader is. */
+  return !over_backpressure(c);
+}
+
+/* Answers every whole request that is waiting, in order, then sets the
+ * deadline for what comes next: the rest of a request that has begun, or
+ * the next request on an idle keep-alive connection. Refusals of the
+ * server's own (400, 408, 413, 417, 431) close after the answer: the rest
+ * of the stream cannot be trusted to start a new request. */
+static void http_run(mr_conn *c) {
+  mr_server *srv = c->srv;
+  mr_httpx_limits lim = {srv->cfg.max_head, srv->cfg.max_body};
+  int status = 0, r = MR_HTTPX_AGAIN;
+  const char *why = "";
+  while (c->state == MR_CONN_HTTP && !(c->flags & MR_CF_DOOMED) &&
+         (r = mr_httpx_next(c->http, &lim, &status, &why)) != MR_HTTPX_AGAIN) {
+    if (r == MR_HTTPX_CONTINUE) {
+      if (mr_httpx_continue(&c->tx.outq) == 0)
+        pending_add(c);
+    } else if (r == MR_HTTPX_REFUSE) {
+      srv->stats.http_refused++;
+      mr_info("conn %llu (%s): http refused %d: %s", (unsigned long long)c->id,
+              mr_conn_remote(c), status, why);
+      http_end(c);
+      refuse(c, status, why, "");
+    } else if (r == MR_HTTPX_UPGRADE) {
+      /* A WebSocket upgrade after plain requests on one connection: its
+       * bytes go to the handshake as on a new connection. */
+      mr_httpx *x = c->http;
+      c->http = NULL;
+      c->state = MR_CONN_HANDSHAKE;
+      c->deadline = uv_now(srv->loop) + srv->cfg.handshake_timeout * 1000ull;
+      handshake(c, x->buf, x->len);
+      mr_httpx_free(x);
+      free(x);
+    } else if (http_answer(c)) {
+      c->deadline = uv_now(srv->loop) + (mr_httpx_partial(c->http)
+                                             ? srv->cfg.request_timeout
+                                             : srv->cfg.keepalive_timeout) *
+                                            1000ull;
+    }
+  }
+}
+
+/* The first request on the connection is plain HTTP and the script answers
+ * such requests: the head read so far and the rest of this read become the
+ * first request of an exchange, whose time counts from the accept. */
+static void start_http(mr_conn *c, const char *rest, size_t len) {
+  mr_server *srv = c->srv;
+  if (!(c->http = malloc(sizeof *c->http))) {
+    mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
+    return;
+  }
+  mr_httpx_init(c->http);
+  c->state = MR_CONN_HTTP;
+  uint64_t hs = srv->cfg.handshake_timeout * 1000ull;
+  c->deadline = (c->deadline >= hs ? c->deadline - hs : uv_now(srv->loop)) +
+                srv->cfg.request_timeout * 1000ull;
+  if (mr_httpx_feed(c->http, c->head, c->head_len) != 0 ||
+      mr_httpx_feed(c->http, rest, len) != 0) {
+    mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
+    return;
+  }
+  free(c->head);
+  c->head = NULL;
+  c->head_len = 0;
+  http_run(c);
+}
+
+static void http_read(mr_conn *c, const char *data, size_t n) {
+  if (!mr_httpx_partial(c->http))
+    c->deadline = uv_now(c->srv->loop) + c->srv->cfg.request_timeout * 1000ull;
+  if (mr_httpx_feed(c->http, data, n) != 0)
+    mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
+  else
+    http_run(c);
+}
+
+/* A request that has begun and not arrived whole in time gets 408; an idle
+ * keep-alive connection is closed quietly, as its client expects it may. */
+static void http_sweep(mr_conn *c, uint64_t now) {
+  mr_server *srv = c->srv;
+  if (now < c->deadline)
+    return;
+  if (mr_httpx_partial(c->http)) {
+    srv->stats.http_refused++;
+    mr_info("conn %llu (%s): http refused 408: request not complete within "
+            "--request-timeout",
+            (unsigned long long)c->id, mr_conn_remote(c));
+    http_end(c);
+    refuse(c, 408, "request not complete within --request-timeout", "");
+    return;
+  }
+  srv->stats.http_idle_closes++;
+  mr_debug("conn %llu (%s): idle keep-alive connection closed",
+           (unsigned long long)c->id, mr_conn_remote(c));
+  terminate(c);
+}
+
 /* ---- reading --------------------------------------------------------------
  */
 
@@ -512,6 +658,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     handshake(c, buf->base, (size_t)n);
   else if (c->state == MR_CONN_OPEN || c->state == MR_CONN_CLOSING)
     feed_ws(c, (const uint8_t *)buf->base, (size_t)n);
+  else if (c->state == MR_CONN_HTTP)
+    http_read(c, buf->base, (size_t)n);
 }
 
 /* ---- lifetime -------------------------------------------------------------
@@ -558,6 +706,11 @@ static void terminate(mr_conn *c) {
   mr_ws_drop(&c->ws);
   free(c->head);
   c->head = NULL;
+  if (c->http) {
+    mr_httpx_free(c->http);
+    free(c->http);
+    c->http = NULL;
+  }
   if (c->flags & MR_CF_VIRTUAL) {
     c->tcp.data = c;
     on_closed((uv_handle_t *)&c->tcp);
@@ -698,6 +851,10 @@ void mr_conn_sweep(mr_conn *c, uint64_t now) {
   if (c->state == MR_CONN_CLOSING) {
     if (c->deadline && now >= c->deadline)
       terminate(c);
+    return;
+  }
+  if (c->state == MR_CONN_HTTP) {
+    http_sweep(c, now);
     return;
   }
   unsigned idle = srv->cfg.idle_timeout;

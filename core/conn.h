@@ -11,6 +11,7 @@
 
 #include "context.h"
 #include "http.h"
+#include "httpconn.h"
 #include "rooms.h"
 #include "transport.h"
 #include "ws.h"
@@ -19,7 +20,8 @@ typedef enum {
   MR_CONN_HANDSHAKE, /* reading the HTTP upgrade request */
   MR_CONN_OPEN,      /* WebSocket frames flow both ways */
   MR_CONN_CLOSING,   /* close frame sent, waiting for the peer's or a flush */
-  MR_CONN_CLOSED     /* on_close done, socket closing, memory freed soon */
+  MR_CONN_CLOSED,    /* on_close done, socket closing, memory freed soon */
+  MR_CONN_HTTP       /* plain HTTP requests answered by on_http */
 } mr_conn_state;
 
 enum {
@@ -64,6 +66,7 @@ typedef struct mr_conn {
   uint64_t next_ping; /* loop time of the next server ping */
   mr_member member;
   char *virtual_remote; /* a virtual connection's claimed address (heap) */
+  mr_httpx *http;       /* plain HTTP requests (heap), in MR_CONN_HTTP only */
 } mr_conn;
 
 /* How on_connect answers an upgrade, besides accepting or refusing it. The
@@ -96,6 +99,14 @@ typedef struct mr_conn_events {
                 size_t len);
   /* A connection that connect saw was refused after all: forget it. */
   void (*refused)(mr_server *srv, mr_conn *c);
+  /* Whether plain HTTP requests are answered (the script has on_http);
+   * without it they get 404 as before. */
+  int (*http_enabled)(mr_server *srv);
+  /* A whole plain HTTP request (req, and body_len bytes of body, both
+   * borrowed for the call): fills ans and returns 0, or returns nonzero
+   * when the handler failed (the answer is then 500). */
+  int (*http)(mr_server *srv, mr_conn *c, const mr_http_request *req,
+              const char *body, size_t body_len, mr_http_answer *ans);
 } mr_conn_events;
 
 /* Finds a connection by id, in any state; NULL once it has been freed. */

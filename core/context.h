@@ -71,7 +71,12 @@ struct mr_admin;
   X(admin_connections_refused,                                                 \
     "admin connections refused over the limit of open ones")                   \
   X(admin_timeouts,                                                            \
-    "admin connections closed for not sending a whole request in time")
+    "admin connections closed for not sending a whole request in time")        \
+  X(http_requests, "plain HTTP requests given to on_http")                     \
+  X(http_errors, "on_http requests answered 500 for a handler error")          \
+  X(http_refused, "plain HTTP requests refused by the server (4xx)")           \
+  X(http_idle_closes,                                                          \
+    "keep-alive HTTP connections closed after --keepalive-timeout")
 
 typedef struct {
 #define MR_STATS_FIELD(name, help) uint64_t name;

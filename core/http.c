@@ -214,6 +214,9 @@ static int parse_head(const char *buf, mr_http_request *req, int *method,
   }
 
   *method = parser.method;
+  req->method = http_method_str(parser.method);
+  req->keep_alive = http_should_keep_alive(&parser);
+  req->http_minor = parser.http_minor;
   *version_ok = parser.http_major > 1 ||
                 (parser.http_major == 1 && parser.http_minor >= 1);
   return 1;
@@ -385,6 +388,10 @@ const char *mr_http_check_header(const char *name, size_t name_len,
       name_is(name, name_len, "Trailer") ||
       name_starts(name, name_len, "Proxy-"))
     return "it is a hop-by-hop header";
+  return mr_http_check_value(value, value_len);
+}
+
+const char *mr_http_check_value(const char *value, size_t value_len) {
   for (size_t i = 0; i < value_len; i++) {
     unsigned char c = (unsigned char)value[i];
     if (c == '\r' || c == '\n')
@@ -455,8 +462,28 @@ int mr_http_build_101(const mr_http_request *req, const char *protocol,
   return fit(n, cap);
 }
 
-static const char *status_text(int status) {
+const char *mr_http_status_text(int status) {
   switch (status) {
+  case 200:
+    return "OK";
+  case 201:
+    return "Created";
+  case 202:
+    return "Accepted";
+  case 204:
+    return "No Content";
+  case 301:
+    return "Moved Permanently";
+  case 302:
+    return "Found";
+  case 303:
+    return "See Other";
+  case 304:
+    return "Not Modified";
+  case 307:
+    return "Temporary Redirect";
+  case 308:
+    return "Permanent Redirect";
   case 400:
     return "Bad Request";
   case 403:
@@ -465,16 +492,66 @@ static const char *status_text(int status) {
     return "Not Found";
   case 405:
     return "Method Not Allowed";
+  case 408:
+    return "Request Timeout";
+  case 409:
+    return "Conflict";
+  case 413:
+    return "Content Too Large";
+  case 415:
+    return "Unsupported Media Type";
+  case 417:
+    return "Expectation Failed";
+  case 422:
+    return "Unprocessable Content";
   case 426:
     return "Upgrade Required";
+  case 429:
+    return "Too Many Requests";
   case 431:
     return "Request Header Fields Too Large";
   case 500:
     return "Internal Server Error";
+  case 501:
+    return "Not Implemented";
   case 503:
     return "Service Unavailable";
   }
+  if (status < 300)
+    return "Success";
+  if (status < 400)
+    return "Redirection";
   return status < 500 ? "Client Error" : "Server Error";
+}
+
+int mr_http_build_response(int status, const char *content_type,
+                           const char *headers, size_t body_len, int close,
+                           int keep_alive_header, char *out, size_t cap) {
+  /* 1xx are interim answers: a 1xx alone would leave the client waiting
+   * for the final response, so only final statuses are built here. */
+  if (status < 200 || status > 599 || (!out && cap > 0) ||
+      (headers && !headers_ok(headers)))
+    return MR_EINVAL;
+  if (!content_type || !*content_type)
+    content_type = "text/plain; charset=utf-8";
+  if (mr_http_check_value(content_type, strlen(content_type)) != NULL)
+    return MR_EINVAL;
+  char length[48] = "";
+  if (status != 204 && status != 304)
+    snprintf(length, sizeof length, "Content-Length: %zu\r\n", body_len);
+  int n =
+      snprintf(out, cap,
+               "HTTP/1.1 %d %s\r\n"
+               "Content-Type: %s\r\n"
+               "%s"
+               "%s"
+               "%s"
+               "\r\n",
+               status, mr_http_status_text(status), content_type, length,
+               close ? "Connection: close\r\n"
+                     : (keep_alive_header ? "Connection: keep-alive\r\n" : ""),
+               headers ? headers : "");
+  return fit(n, cap);
 }
 
 int mr_http_build_error(int status, const char *reason, const char *headers,
@@ -484,7 +561,7 @@ int mr_http_build_error(int status, const char *reason, const char *headers,
   if (status < 400 || status > 599 || (!out && cap > 0) ||
       (headers && !headers_ok(headers)))
     return MR_EINVAL;
-  const char *text = status_text(status);
+  const char *text = mr_http_status_text(status);
   if (!reason)
     reason = text;
   const char *extra = "";

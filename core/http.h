@@ -29,6 +29,11 @@ typedef struct {
   size_t head_len;    /* bytes of the head, including the final CRLFCRLF */
   int is_upgrade;     /* 1 for a valid WebSocket upgrade */
   int status;         /* when not an upgrade: 400, 404, 405, 426 or 431 */
+  const char *method; /* "GET", "POST", ... (static); NULL when unparsed */
+  int keep_alive;     /* the client lets the connection stay open after the
+                         response (HTTP/1.1 without Connection: close, or
+                         HTTP/1.0 with Connection: keep-alive) */
+  int http_minor;     /* 0 for HTTP/1.0, 1 for HTTP/1.1 */
   const char *reason; /* static string explaining status, for logs and body */
   size_t nheaders;
   mr_http_header headers[MR_HTTP_MAX_HEADERS];
@@ -104,6 +109,30 @@ int mr_http_list_next(mr_http_list_iter *it, const char **elem, size_t *len);
  * (Keep-Alive, TE, Trailer, Proxy-*). Both spans are only read. */
 const char *mr_http_check_header(const char *name, size_t name_len,
                                  const char *value, size_t value_len);
+
+/* Checks a header value alone, as mr_http_check_header does: returns NULL
+ * when it may be sent, or a static string saying why not (CR, LF, NUL or
+ * another control character). The span is only read. */
+const char *mr_http_check_value(const char *value, size_t value_len);
+
+/* The reason phrase for a status ("OK", "Not Found"); static. */
+const char *mr_http_status_text(int status);
+
+/* Writes the head of a plain HTTP response into the caller's out (at most
+ * cap bytes, NUL-terminated): the status line for status (200..599 except
+ * 101), Content-Type (content_type, or "text/plain; charset=utf-8" when
+ * NULL or ""), Content-Length: body_len (left out for 204 and 304, which
+ * carry no body), "Connection: close" when close is nonzero, or
+ * "Connection: keep-alive" when keep_alive_header is nonzero (an HTTP/1.0
+ * client that asked for it), then headers (extra lines as for
+ * mr_http_build_101, NULL or "" for none) and the blank line. The body is
+ * not written: the caller sends it after the head, or not at all for HEAD.
+ * Returns the length without the NUL, MR_ETOOBIG when cap is too small, or
+ * MR_EINVAL for a status out of range, a content type with control
+ * characters, or malformed headers. */
+int mr_http_build_response(int status, const char *content_type,
+                           const char *headers, size_t body_len, int close,
+                           int keep_alive_header, char *out, size_t cap);
 
 /* Writes the 101 Switching Protocols response for req into the caller's out
  * (at most cap bytes, NUL-terminated). protocol (protocol_len bytes, only

@@ -15,7 +15,14 @@
 
 typedef struct lua_State lua_State;
 
-enum { MR_H_CONNECT, MR_H_MESSAGE, MR_H_CLOSE, MR_H_RELOAD, MR_H_COUNT };
+enum {
+  MR_H_CONNECT,
+  MR_H_MESSAGE,
+  MR_H_CLOSE,
+  MR_H_RELOAD,
+  MR_H_HTTP,
+  MR_H_COUNT
+};
 
 /* "on_connect", ... indexed by MR_H_*. */
 extern const char *const mr_script_handler_names[MR_H_COUNT];

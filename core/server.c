@@ -46,8 +46,17 @@ static void ev_refused(mr_server *srv, mr_conn *c) {
   mr_bridge_forget(srv->bridge, c);
 }
 
-static const mr_conn_events conn_events = {ev_connect, ev_message, ev_close,
-                                           ev_refused};
+static int ev_http_enabled(mr_server *srv) {
+  return mr_bridge_has_http(srv->bridge);
+}
+
+static int ev_http(mr_server *srv, mr_conn *c, const mr_http_request *req,
+                   const char *body, size_t len, mr_http_answer *ans) {
+  return mr_bridge_on_http(srv->bridge, c, req, body, len, ans);
+}
+
+static const mr_conn_events conn_events = {
+    ev_connect, ev_message, ev_close, ev_refused, ev_http_enabled, ev_http};
 
 int mr_server_init(mr_server *srv, uv_loop_t *loop, const mr_config *cfg) {
   memset(srv, 0, sizeof *srv);
@@ -261,7 +270,7 @@ void mr_server_shutdown(mr_server *srv) {
   for (mr_conn *c = srv->all_head; c; c = c->next) {
     if (c->state == MR_CONN_OPEN)
       mr_conn_close(c, MR_CLOSE_GOING_AWAY, "server shutting down", 20);
-    else if (c->state == MR_CONN_HANDSHAKE)
+    else if (c->state == MR_CONN_HANDSHAKE || c->state == MR_CONN_HTTP)
       mr_conn_doom(c, MR_CLOSE_GOING_AWAY, "server shutting down");
   }
   mr_server_flush(srv);

@@ -323,6 +323,8 @@ static const char *state_name(const mr_conn *c) {
     return (c->flags & MR_CF_DOOMED) ? "closing" : "open";
   case MR_CONN_CLOSING:
     return "closing";
+  case MR_CONN_HTTP:
+    return "http";
   default:
     return "closed";
   }

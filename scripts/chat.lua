@@ -8,7 +8,24 @@
 -- A name or room in the URL that is not UTF-8 (?name=%FF) is refused with 400:
 -- announced as text, it would make every client in the room fail the
 -- connection (1007). Commands arrive in text messages, which are UTF-8.
+--
+-- Plain HTTP on the same port (on_http):
+--   GET  /rooms                  -> 200 {"rooms":[{"name":"lobby","count":2}]}
+--   POST /rooms/NAME/messages    -> 202 {"delivered":N}: the request body
+--        (UTF-8 text) goes to everyone in room NAME as "[api] BODY". It needs
+--        "Authorization: Bearer TOKEN", TOKEN being the server's environment
+--        variable CHAT_PUBLISH_TOKEN; without that variable publishing is off
+--        (403). A wrong or missing token gets 401.
+--   curl -H "Authorization: Bearer $CHAT_PUBLISH_TOKEN" \
+--        --data-binary 'deploy finished' http://127.0.0.1:8080/rooms/lobby/messages
 local ws = require "moonroom"
+
+-- Read once, when the script loads: the environment of a running server
+-- does not change. An empty value disables publishing as an unset one does.
+local PUBLISH_TOKEN = os.getenv("CHAT_PUBLISH_TOKEN")
+if PUBLISH_TOKEN == "" then
+  PUBLISH_TOKEN = nil
+end
 
 local MAX_NAME = 32
 
@@ -79,7 +96,87 @@ function commands.rooms(conn)
   conn:send("* rooms: " .. table.concat(ws.rooms(conn), ", "))
 end
 
+-- ---- plain HTTP ---------------------------------------------------------------
+
+local JSON = { ["Content-Type"] = "application/json" }
+
+local function json_answer(status, value)
+  return status, ws.json.encode(value) .. "\n", JSON
+end
+
+-- Compares every byte whatever the first difference, so that the time taken
+-- says nothing about how much of a guessed token was right.
+local function same_secret(a, b)
+  if #a ~= #b then
+    return false
+  end
+  local diff = 0
+  for i = 1, #a do
+    diff = bit.bor(diff, bit.bxor(a:byte(i), b:byte(i)))
+  end
+  return diff == 0
+end
+
+local function unescape(s)
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+local function list_rooms()
+  local rooms = ws.room_list()
+  -- An empty Lua table is a JSON object to the encoder; the list is an array.
+  if #rooms == 0 then
+    return 200, '{"rooms":[]}\n', JSON
+  end
+  return json_answer(200, { rooms = rooms })
+end
+
+local function publish(req, name)
+  if not PUBLISH_TOKEN then
+    return 403, "publishing is disabled: the server has no CHAT_PUBLISH_TOKEN\n"
+  end
+  local token = (req.headers.authorization or ""):match("^[Bb]earer%s+(%S+)%s*$")
+  if not token or not same_secret(token, PUBLISH_TOKEN) then
+    return 401, "a valid Authorization: Bearer token is required\n",
+      { ["WWW-Authenticate"] = 'Bearer realm="chat"' }
+  end
+  local room = unescape(name)
+  if not ws.utf8_valid(room) or not clean_room(room) then
+    return 400, "room must be 1-64 characters of UTF-8 without spaces\n"
+  end
+  if req.body == "" then
+    return 400, "the message (the request body) is empty\n"
+  end
+  if not ws.utf8_valid(req.body) then
+    return 400, "the message must be valid UTF-8\n"
+  end
+  return json_answer(202, { delivered = ws.broadcast(room, "[api] " .. req.body) })
+end
+
+local routes = {
+  -- The place for more paths (a page at GET /, say): a pattern, the method
+  -- it answers, and a function(req, captures...).
+  { "^/rooms$", "GET", list_rooms },
+  { "^/rooms/([^/]+)/messages$", "POST", publish },
+}
+
+local function on_http(req)
+  for _, route in ipairs(routes) do
+    local captures = { req.path:match(route[1]) }
+    if captures[1] then
+      local method = req.method == "HEAD" and route[2] == "GET" and "GET" or req.method
+      if method ~= route[2] then
+        return 405, "method not allowed\n",
+          { Allow = route[2] == "GET" and "GET, HEAD" or route[2] }
+      end
+      return route[3](req, unpack(captures))
+    end
+  end
+  return 404, "not found\n"
+end
+
 return {
+  on_http = on_http,
+
   on_connect = function(conn, req)
     for _, key in ipairs { "name", "room" } do
       local value = req.query[key]

@@ -172,6 +172,7 @@ local OPTIONS = {
   max_message = "--max-message",
   max_backpressure = "--max-backpressure",
   max_head = "--max-head",
+  max_body = "--max-body",
 }
 
 local Server = {}
@@ -703,6 +704,75 @@ function Server:remote_broadcast(room, msg, binary)
   return n
 end
 
+-- One plain HTTP request through the real connection path (on_http):
+-- srv:request(method, target [, { headers = {...}, body = "...",
+-- remote_addr = "..." }]) -> status, body, headers (names lower-cased).
+-- The kit sends Host, Content-Length (for a body, or any method but GET and
+-- HEAD) and Connection: close unless the headers name them; an interim 100
+-- Continue is skipped. A request the server does not answer at once (an
+-- incomplete one) is an error of the spec.
+function Server:request(method, target, opts)
+  self:_check()
+  if type(method) ~= "string" or not method:match("^%u+$") then
+    error("bad argument #1 to 'request' (an HTTP method such as \"GET\" expected)", 2)
+  end
+  if type(target) ~= "string" then
+    error("bad argument #2 to 'request' (string expected, got " .. type(target) .. ")", 2)
+  end
+  opts = opts or {}
+  local body = opts.body or ""
+  if type(body) ~= "string" then
+    kit_error("body must be a string")
+  end
+  local given, names = {}, {}
+  if opts.headers ~= nil then
+    if type(opts.headers) ~= "table" then
+      kit_error("headers must be a table")
+    end
+    for name in pairs(opts.headers) do
+      names[#names + 1] = name
+      given[name:lower()] = true
+    end
+    table.sort(names)
+  end
+  local lines = { string.format("%s %s HTTP/1.1", method, target) }
+  if not given.host then
+    lines[#lines + 1] = "Host: moonroom.test"
+  end
+  for _, name in ipairs(names) do
+    lines[#lines + 1] = name .. ": " .. tostring(opts.headers[name])
+  end
+  if not given["content-length"] and not given["transfer-encoding"]
+    and (#body > 0 or (method ~= "GET" and method ~= "HEAD")) then
+    lines[#lines + 1] = "Content-Length: " .. #body
+  end
+  if not given.connection then
+    lines[#lines + 1] = "Connection: close"
+  end
+  local s = self._sim
+  local id = s:open(opts.remote_addr)
+  s:feed(id, table.concat(lines, "\r\n") .. "\r\n\r\n" .. body)
+  local out, alive = s:take(id)
+  if alive then
+    s:drop(id)
+  end
+  self:_pump()
+  out = out or ""
+  while out:match("^HTTP/1%.1 1%d%d ") do
+    out = out:gsub("^.-\r\n\r\n", "", 1)
+  end
+  local head, rest = out:match("^(.-\r\n)\r\n(.*)$")
+  if not head then
+    kit_error("%s %s: no response from the server", method, target)
+  end
+  local res = parse_head(head)
+  local len = tonumber(res.headers["content-length"] or "0")
+  if method == "HEAD" then
+    len = 0
+  end
+  return res.status, rest:sub(1, len), res.headers
+end
+
 function Server:stats()
   self:_check()
   return self._sim:stats()
@@ -788,7 +858,7 @@ function M.try_server(script, options)
     local flag = OPTIONS[name]
     if not flag then
       error("moonroom.testing: unknown server option '" .. tostring(name)
-            .. "' (max_message, max_backpressure, max_head)", 3)
+            .. "' (max_message, max_backpressure, max_head, max_body)", 3)
     end
     args[#args + 1] = flag
     args[#args + 1] = tostring(options[name])

@@ -299,4 +299,129 @@ describe("scripts/chat.lua", function()
       assert.same({}, srv:room_names())
     end)
   end)
+
+  -- Plain HTTP beside the WebSockets: the room list and the publish API.
+  -- The token comes from the environment, read when the script loads, so
+  -- the spec sets it (the kit runs the script in this process) before the
+  -- server starts.
+  describe("over HTTP", function()
+    local ffi = require "ffi"
+    pcall(ffi.cdef, "int setenv(const char *, const char *, int); int unsetenv(const char *);")
+    local AUTH = { Authorization = "Bearer s3cret" }
+
+    local function with_token(token)
+      srv:close()
+      if token then
+        ffi.C.setenv("CHAT_PUBLISH_TOKEN", token, 1)
+      else
+        ffi.C.unsetenv("CHAT_PUBLISH_TOKEN")
+      end
+      srv = testing.server("scripts/chat.lua")
+      ffi.C.unsetenv("CHAT_PUBLISH_TOKEN")
+    end
+
+    it("GET /rooms lists the rooms with their counts as JSON", function()
+      local status, body, headers = srv:request("GET", "/rooms")
+      assert.equals(200, status)
+      assert.equals('{"rooms":[]}\n', body)
+      assert.equals("application/json", headers["content-type"])
+      join("r1", "ada")
+      join("r1", "bob")
+      join("r2", "cat")
+      status, body = srv:request("GET", "/rooms")
+      assert.equals(200, status)
+      assert.same({ rooms = { { name = "r1", count = 2 }, { name = "r2", count = 1 } } },
+        require("cjson").decode(body))
+    end)
+
+    it("POST /rooms/NAME/messages with the token reaches everyone in the room", function()
+      with_token("s3cret")
+      local ada = join("news", "ada")
+      local bob = join("news", "bob")
+      local cat = join("other", "cat")
+      ada:messages()
+      local status, body, headers = srv:request("POST", "/rooms/news/messages",
+        { headers = AUTH, body = "deploy finished" })
+      assert.equals(202, status)
+      assert.equals('{"delivered":2}\n', body)
+      assert.equals("application/json", headers["content-type"])
+      assert.same({ "[api] deploy finished" }, ada:messages())
+      assert.same({ "[api] deploy finished" }, bob:messages())
+      assert.same({}, cat:messages())
+    end)
+
+    it("decodes the room name and counts 0 for an empty room", function()
+      with_token("s3cret")
+      local ada = join("a%2Fb", "ada")
+      assert.same({ "a/b" }, ada:rooms())
+      assert.equals('{"delivered":1}\n', select(2, srv:request("POST", "/rooms/a%2Fb/messages",
+        { headers = AUTH, body = "hi" })))
+      assert.same({ "[api] hi" }, ada:messages())
+      assert.equals('{"delivered":0}\n', select(2, srv:request("POST", "/rooms/nobody/messages",
+        { headers = AUTH, body = "hi" })))
+    end)
+
+    it("refuses a missing or wrong token with 401 and delivers nothing", function()
+      with_token("s3cret")
+      local ada = join("news", "ada")
+      for _, headers in ipairs {
+        {},
+        { Authorization = "Bearer wrong" },
+        { Authorization = "Bearer s3cre" },
+        { Authorization = "Basic s3cret" },
+      } do
+        local status, body, h = srv:request("POST", "/rooms/news/messages",
+          { headers = headers, body = "x" })
+        assert.equals(401, status)
+        assert.equals("a valid Authorization: Bearer token is required\n", body)
+        assert.equals('Bearer realm="chat"', h["www-authenticate"])
+      end
+      assert.same({}, ada:messages())
+    end)
+
+    it("is disabled (403) when the server has no CHAT_PUBLISH_TOKEN", function()
+      with_token(nil)
+      local ada = join("news", "ada")
+      local status, body = srv:request("POST", "/rooms/news/messages",
+        { headers = AUTH, body = "x" })
+      assert.equals(403, status)
+      assert.matches("publishing is disabled", body)
+      assert.same({}, ada:messages())
+    end)
+
+    it("refuses a message that is empty or not UTF-8, and a bad room, with 400", function()
+      with_token("s3cret")
+      local ada = join("news", "ada")
+      for _, case in ipairs {
+        { "/rooms/news/messages", "", "the message (the request body) is empty\n" },
+        { "/rooms/news/messages", "\255\254", "the message must be valid UTF-8\n" },
+        { "/rooms/a%20b/messages", "x", "room must be 1-64 characters of UTF-8 without spaces\n" },
+        { "/rooms/%FF/messages", "x", "room must be 1-64 characters of UTF-8 without spaces\n" },
+      } do
+        local status, body = srv:request("POST", case[1], { headers = AUTH, body = case[2] })
+        assert.equals(400, status)
+        assert.equals(case[3], body)
+      end
+      assert.same({}, ada:messages())
+    end)
+
+    it("answers a wrong method with 405 and Allow, other paths with 404", function()
+      with_token("s3cret")
+      local status, _, headers = srv:request("GET", "/rooms/news/messages", { headers = AUTH })
+      assert.equals(405, status)
+      assert.equals("POST", headers.allow)
+      status, _, headers = srv:request("DELETE", "/rooms")
+      assert.equals(405, status)
+      assert.equals("GET, HEAD", headers.allow)
+      assert.equals(404, (srv:request("GET", "/")))
+      assert.equals(404, (srv:request("GET", "/nothing/here")))
+    end)
+
+    it("answers HEAD /rooms with the GET answer's headers and no body", function()
+      local status, body, headers = srv:request("HEAD", "/rooms")
+      assert.equals(200, status)
+      assert.equals("", body)
+      assert.equals(tostring(#'{"rooms":[]}\n'), headers["content-length"])
+    end)
+  end)
 end)

@@ -6,6 +6,9 @@
 --   * a message from a role=pub connection is broadcast to its room, the sender
 --     included, keeping text or binary; role=sub connections only listen, and
 --     anything they send is ignored.
+--   POST /publish?room=NAME (plain HTTP, keep-alive): the body is broadcast to
+--     the room as text, answered 202 with the count (moonroom-loadgen
+--     --http-publish; the Node peer has no such path).
 local ws = require "moonroom"
 
 local MAX_ROOM = 64
@@ -30,5 +33,15 @@ return {
 
   on_close = function(conn, code, reason)
     pub_room[conn] = nil
+  end,
+
+  on_http = function(req)
+    if req.path ~= "/publish" or req.method ~= "POST" then
+      return 404, "not found\n"
+    end
+    local room = req.query.room
+    if room == nil or room == "" or #room > MAX_ROOM then room = "bench" end
+    sent[room] = (sent[room] or 0) + 1
+    return 202, tostring(ws.broadcast(room, req.body))
   end,
 }

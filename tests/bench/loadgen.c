@@ -17,6 +17,13 @@
  *   idle    opens up to N connections, reports the connect rate, prints
  *           "HOLDING <n>" on stderr and holds them for --hold seconds.
  *
+ * fanout --http-publish: the publisher is not a WebSocket client but one
+ * keep-alive HTTP connection that POSTs every message to
+ * /publish?room=ROOM (the path of --url before it), pipelining --window
+ * requests; every response must be 2xx. A message is complete, as ever,
+ * when every subscriber has it: msgs_per_s is publish requests per second
+ * with the fan-out behind each.
+ *
  * Every data message is text (or --binary) of --size bytes:
  *   "<seq:16 hex> <send time CLOCK_MONOTONIC ns:16 hex> <room:8 hex> <sender:8
  * hex> " + 'x' padding Each receiver checks that the sequence numbers of every
@@ -111,6 +118,7 @@ static int o_json = 0;
 static long o_server_pid = 0;
 static int o_verbose = 0;
 static char o_room_name[64] = "bench";
+static int o_http_publish = 0;
 
 /* ---- state ---- */
 static conn_t *conns;
@@ -137,8 +145,9 @@ static char first_handshake_error[160];
 /* traffic counters */
 static uint64_t
     deliveries; /* data messages received (fanout: subscribers only) */
-static uint64_t pub_echoes; /* fanout: publisher's own messages seen back */
-static uint64_t sent_total; /* data messages sent */
+static uint64_t pub_echoes;     /* fanout: publisher's own messages seen back */
+static uint64_t http_responses; /* --http-publish: 2xx answers to the POSTs */
+static uint64_t sent_total;     /* data messages sent */
 static uint64_t
     expected_total; /* chat: deliveries expected for what was sent */
 static uint64_t deliveries_win0, deliveries_win1, sent_win0, sent_win1;
@@ -435,13 +444,28 @@ static void send_frame(conn_t *c, int opcode, const uint8_t *payload,
 /* The message, with room before and after it for the --json wrapping. */
 static uint8_t payload_tmpl[JSON_PRE_LEN + MAX_SIZE + JSON_POST_LEN];
 
+/* --http-publish: the message as the body of one POST, written at once. */
+static void send_post(conn_t *c, const uint8_t *body, size_t len) {
+  static uint8_t req[512 + MAX_SIZE + JSON_PRE_LEN + JSON_POST_LEN];
+  int n = snprintf((char *)req, 512,
+                   "POST %spublish?room=%s HTTP/1.1\r\nHost: %s:%d\r\n"
+                   "Content-Length: %zu\r\n\r\n",
+                   o_path, o_room_name, o_host, o_port, len);
+  memcpy(req + n, body, len);
+  conn_write(c, req, (size_t)n + len);
+}
+
 static void send_data(conn_t *c, uint64_t seq, uint32_t room, uint32_t idx) {
   uint8_t *p = payload_tmpl + JSON_PRE_LEN;
   put_hex(p, seq, 16);
   put_hex(p + 17, now_ns(), 16);
   put_hex(p + 34, room, 8);
   put_hex(p + 43, idx, 8);
-  if (o_json)
+  if (o_http_publish && c->role == ROLE_PUB)
+    send_post(c, o_json ? payload_tmpl : p,
+              o_json ? JSON_PRE_LEN + (size_t)o_size + JSON_POST_LEN
+                     : (size_t)o_size);
+  else if (o_json)
     send_frame(c, o_binary ? 2 : 1, payload_tmpl,
                JSON_PRE_LEN + (size_t)o_size + JSON_POST_LEN);
   else
@@ -704,7 +728,48 @@ static void on_handshake_bytes(conn_t *c, uint64_t now) {
   }
 }
 
+/* --http-publish: reads the publisher's responses, which carry a
+ * Content-Length (a count); anything but 2xx is a protocol error. */
+static void on_http_readable(conn_t *c) {
+  rbuf_reserve(c, c->rlen + 65536);
+  ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+  if (n <= 0) {
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+      return;
+    e_closed++;
+    conn_close(c);
+    return;
+  }
+  c->rlen += (uint32_t)n;
+  size_t off = 0;
+  for (;;) {
+    uint8_t *p = c->rbuf + off;
+    size_t left = c->rlen - off;
+    uint8_t *end = memmem(p, left, "\r\n\r\n", 4);
+    if (!end)
+      break;
+    size_t head = (size_t)(end - p) + 4;
+    char *cl = memmem(p, head, "Content-Length: ", 16);
+    size_t body = cl ? strtoul(cl + 16, NULL, 10) : 0;
+    if (left < head + body)
+      break;
+    if (left < 12 || memcmp(p, "HTTP/1.1 2", 10) != 0) {
+      e_protocol++;
+      set_error("publish answered %.12s", (const char *)p);
+    } else {
+      http_responses++;
+    }
+    off += head + body;
+  }
+  memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+  c->rlen -= (uint32_t)off;
+}
+
 static void on_readable(conn_t *c) {
+  if (o_http_publish && c->role == ROLE_PUB && c->st == ST_OPEN) {
+    on_http_readable(c);
+    return;
+  }
   if (c->st == ST_HS) {
     /* Response heads are a few hundred bytes: start small, grow to MAX_HS. */
     if (c->rlen + 1 >= c->rcap)
@@ -823,6 +888,12 @@ static void on_connected(conn_t *c) {
     memcpy(raw + k, &r, 4);
   }
   EVP_EncodeBlock((unsigned char *)c->key, raw, 16);
+  if (o_http_publish && c->role == ROLE_PUB) {
+    /* A plain HTTP connection: open as soon as TCP is. */
+    ep_set(c, 0, 0);
+    conn_opened(c, now_ns());
+    return;
+  }
   char q[128], req[512];
   query_for(c - conns, q, sizeof q);
   int n = snprintf(
@@ -923,7 +994,8 @@ static void chat_rate_tick(uint64_t now) {
 
 static int drained(void) {
   if (o_scenario == SC_FANOUT)
-    return f_completed == f_sent;
+    return f_completed == f_sent &&
+           (!o_http_publish || http_responses == f_sent);
   if (o_scenario == SC_CHAT)
     return deliveries >= expected_total;
   return 1;
@@ -1047,7 +1119,8 @@ static int print_result(void) {
       t_last_open > t_start ? (double)(t_last_open - t_start) / 1e9 : 0;
   int ok = !err_msg[0] && !e_order && !missing && !e_malformed &&
            !e_cross_room && !e_protocol && !e_closed && !e_handshake &&
-           !e_connect && !got_signal;
+           !e_connect && !got_signal &&
+           (!o_http_publish || http_responses == f_sent);
   if (o_scenario == SC_IDLE)
     ok = !err_msg[0] && opened > 0 && !e_protocol && !e_closed && !got_signal;
   printf("{\"scenario\":\"%s\",\"ok\":%s,", names[o_scenario],
@@ -1081,8 +1154,10 @@ static int print_result(void) {
            win > 0 ? (double)(deliveries_win1 - deliveries_win0) / win : 0.0);
     if (o_scenario == SC_FANOUT)
       printf("\"completed\":%" PRIu64 ",\"pub_echoes\":%" PRIu64
-             ",\"stalled\":%s,",
-             f_completed, pub_echoes, f_stalled ? "true" : "false");
+             ",\"stalled\":%s,\"http_publish\":%s,\"http_responses\":%" PRIu64
+             ",",
+             f_completed, pub_echoes, f_stalled ? "true" : "false",
+             o_http_publish ? "true" : "false", http_responses);
     if (o_scenario == SC_CHAT)
       printf("\"expected\":%" PRIu64 ",\"send_lag_max\":%" PRIu64 ",",
              expected_total, c_lag_max);
@@ -1140,6 +1215,9 @@ static void usage(FILE *f) {
       "connection (16)\n"
       "  --size BYTES      message size, %d..%d (64)\n"
       "  --binary          send binary frames instead of text\n"
+      "  --http-publish    fanout: publish by HTTP POST /publish?room=ROOM on "
+      "one\n"
+      "                    keep-alive connection instead of a WebSocket\n"
       "  --json            wrap each message as {\"text\":\"...\"} and find "
       "it in\n"
       "                    the JSON text that comes back\n"
@@ -1219,6 +1297,7 @@ int main(int argc, char **argv) {
       {"size", required_argument, 0, 'z'},
       {"binary", no_argument, 0, 'b'},
       {"json", no_argument, 0, 'j'},
+      {"http-publish", no_argument, 0, 'P'},
       {"warmup", required_argument, 0, 'W'},
       {"duration", required_argument, 0, 'd'},
       {"settle", required_argument, 0, 'S'},
@@ -1276,6 +1355,9 @@ int main(int argc, char **argv) {
     case 'j':
       o_json = 1;
       break;
+    case 'P':
+      o_http_publish = 1;
+      break;
     case 'W':
       o_warmup = num(optarg, "warmup");
       break;
@@ -1328,6 +1410,8 @@ int main(int argc, char **argv) {
     die("--room-size must be at least 1");
   if (o_concurrency < 1)
     o_concurrency = 1;
+  if (o_http_publish && o_scenario != SC_FANOUT)
+    die("--http-publish is for the fanout scenario");
 
   signal(SIGPIPE, SIG_IGN);
   signal(SIGINT, on_signal);

@@ -297,6 +297,9 @@ def scenarios(smoke):
             dict(name="lua-echo", kind="chat", variants="scripts",
                  args=["--scenario", "chat", "--conns", "8", "--room-size", "1",
                        "--rate", "0", "--window", "4"], warmup=0.1, duration=0.5),
+            dict(name="publish-1k", kind="fanout", variants="moonroom",
+                 args=["--scenario", "fanout", "--conns", "10", "--window", "16",
+                       "--http-publish"], warmup=0.1, duration=0.5),
         ]
     return [
         dict(name="fanout-1k", kind="fanout", variants="servers",
@@ -326,6 +329,13 @@ def scenarios(smoke):
              args=["--scenario", "chat", "--conns", "100", "--room-size", "1",
                    "--rate", "0", "--window", "4"],
              warmup=1, duration=4),
+        # moonroom only: the Node peer has no HTTP publish path.
+        dict(name="publish-1k", kind="fanout", variants="moonroom",
+             title="publish over HTTP: POST requests per second over one keep-alive "
+                   "connection (16 pipelined), each fanned out to 1,000 subscribers, 64 B",
+             args=["--scenario", "fanout", "--conns", "1000", "--window", "16",
+                   "--http-publish"],
+             warmup=1, duration=5),
     ]
 
 
@@ -341,6 +351,8 @@ def variants(kind, opts):
     node = lambda port: ["node", os.path.join(PEER_DIR, "server.js"), str(port), "127.0.0.1"]
     if kind == "servers":
         return [("moonroom", moonroom(bench)), ("node", node)]
+    if kind == "moonroom":
+        return [("moonroom", moonroom(bench))]
     return [("bench_min.lua", moonroom(os.path.join(HERE, "bench_min.lua"))),
             ("bench.lua", moonroom(bench)),
             ("bench_work.lua", moonroom(os.path.join(HERE, "bench_work.lua"))),
@@ -588,6 +600,18 @@ def report(opts, scs, results, info, started, elapsed, alone):
             lines.append(f"| {title} | {fmt_stat(a, fmt, scale)} | {fmt_stat(b, fmt, scale)} "
                          f"| {ratio} |")
         lines.append("")
+    for sc in scs:
+        if sc["variants"] != "moonroom":
+            continue
+        lines.append(f"## {sc['title']}\n")
+        lines.append("| metric | moonroom |")
+        lines.append("|---|---|")
+        for key, title, fmt, _ in METRICS[sc["kind"]]:
+            if sc["kind"] == "fanout" and key == "msgs_per_s":
+                title = "publish requests/s completed (every subscriber has it)"
+            lines.append(f"| {title} | "
+                         f"{fmt_stat(stats(collect(results, sc['name'], 'moonroom', key)), fmt, SCALE.get(key, 1.0))} |")
+        lines.append("")
     lua = [sc for sc in scs if sc["variants"] == "scripts"]
     if lua:
         lines.append("## Lua handler cost (moonroom only)\n")
@@ -725,7 +749,7 @@ def main():
                          "asserts delivery and order only, writes no docs")
     ap.add_argument("--only", default="",
                     help="comma-separated scenarios: fanout-1k, fanout-10k, chat-10k, idle, "
-                         "lua-fanout-1k, lua-echo")
+                         "lua-fanout-1k, lua-echo, publish-1k")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     ap.add_argument("--moonroom", help="server binary (default BUILD_DIR/moonroom)")
     ap.add_argument("--loadgen",

@@ -109,6 +109,9 @@ static void test_defaults(void) {
   CHECK_STR(cfg.cookie, "");
   CHECK_STR(cfg.admin_listen.host, ""); /* no admin listener by default */
   CHECK_EQ_INT(cfg.admin_listen.port, 0);
+  CHECK_EQ_INT(cfg.max_body, 1048576);
+  CHECK_EQ_INT(cfg.request_timeout, 10);
+  CHECK_EQ_INT(cfg.keepalive_timeout, 5);
   CHECK_EQ_INT(out_len, 0); /* nothing printed */
 }
 
@@ -153,6 +156,13 @@ static void test_options(void) {
   CHECK_EQ_INT(cfg.max_head, 256);
   CHECK_EQ_INT(parse("--max-head", "1048576", "app.lua", NULL), MR_CONFIG_RUN);
   CHECK_EQ_INT(cfg.max_head, 1048576);
+
+  CHECK_EQ_INT(parse("--max-body", "0", "--request-timeout", "3",
+                     "--keepalive-timeout", "1", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.max_body, 0);
+  CHECK_EQ_INT(cfg.request_timeout, 3);
+  CHECK_EQ_INT(cfg.keepalive_timeout, 1);
 
   CHECK_EQ_INT(parse("--max-connections", "0", "app.lua", NULL), MR_CONFIG_RUN);
   CHECK_EQ_INT(cfg.max_connections, 0);
@@ -283,6 +293,12 @@ static void test_bad_values(void) {
             "--max-head: expected 256..1048576 bytes, got '255'");
   check_bad("--max-head", "1048577",
             "--max-head: expected 256..1048576 bytes, got '1048577'");
+  check_bad("--max-body", "2147483649",
+            "--max-body: expected 0..2147483648 bytes, got '2147483649'");
+  check_bad("--request-timeout", "0",
+            "--request-timeout: expected a number of seconds, got '0'");
+  check_bad("--keepalive-timeout", "0",
+            "--keepalive-timeout: expected a number of seconds, got '0'");
   check_bad("--max-connections", "100000001",
             "--max-connections: expected a count, got '100000001'");
   check_bad("--max-connections", "many",
@@ -479,6 +495,13 @@ static const char help_golden[] =
     "  --cookie SECRET           shared cluster secret (or MOONROOM_COOKIE)\n"
     "  --admin-listen HOST:PORT  serve /metrics, /healthz and /readyz over\n"
     "                            plain HTTP here (default off)\n"
+    "  --max-body BYTES          largest plain HTTP request body; larger gets\n"
+    "                            413 (default 1048576)\n"
+    "  --request-timeout SECONDS  time allowed for a whole plain HTTP\n"
+    "                            request, head and body; later gets 408\n"
+    "                            (default 10)\n"
+    "  --keepalive-timeout SECONDS  close an idle keep-alive HTTP connection\n"
+    "                            after this long (default 5)\n"
     "  --help                    print this help and exit\n"
     "  --version                 print the version and exit\n";
 
@@ -647,6 +670,9 @@ static void test_table_shape(void) {
                                       "node",
                                       "cookie",
                                       "admin-listen",
+                                      "max-body",
+                                      "request-timeout",
+                                      "keepalive-timeout",
                                       "help",
                                       "version"};
   size_t n = sizeof names / sizeof names[0];

@@ -559,6 +559,92 @@ static void test_build_error_extras(void) {
   check_error_response(out, n, "HTTP/1.1 401 ", "x");
 }
 
+/* A plain request's method, version and keep-alive, which on_http and the
+ * exchange read from the same parse. */
+static void test_plain_request_fields(void) {
+  static const struct {
+    const char *req;
+    const char *method;
+    int minor, keep_alive;
+  } cases[] = {
+      {"GET / HTTP/1.1\r\n\r\n", "GET", 1, 1},
+      {"POST / HTTP/1.1\r\nConnection: close\r\n\r\n", "POST", 1, 0},
+      {"PUT / HTTP/1.0\r\n\r\n", "PUT", 0, 0},
+      {"DELETE / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", "DELETE", 0, 1},
+      {"HEAD / HTTP/1.1\r\nConnection: foo, close\r\n\r\n", "HEAD", 1, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    mr_http_request req;
+    CHECK_EQ_INT(mr_http_parse_upgrade(cases[i].req, strlen(cases[i].req),
+                                       MAX_HEAD, &req),
+                 0);
+    CHECK_EQ_INT(req.status, 404);
+    CHECK_STR(req.method, cases[i].method);
+    CHECK_EQ_INT(req.http_minor, cases[i].minor);
+    CHECK_EQ_INT(req.keep_alive, cases[i].keep_alive);
+  }
+}
+
+static void test_build_response(void) {
+  char out[1024];
+  int n = mr_http_build_response(200, NULL, NULL, 5, 0, 0, out, sizeof out);
+  CHECK_STR(out, "HTTP/1.1 200 OK\r\n"
+                 "Content-Type: text/plain; charset=utf-8\r\n"
+                 "Content-Length: 5\r\n"
+                 "\r\n");
+  CHECK_EQ_INT(n, (int)strlen(out));
+  mr_http_build_response(202, "application/json", "X-A: 1\r\nX-B: 2\r\n", 0, 1,
+                         0, out, sizeof out);
+  CHECK_STR(out, "HTTP/1.1 202 Accepted\r\n"
+                 "Content-Type: application/json\r\n"
+                 "Content-Length: 0\r\n"
+                 "Connection: close\r\n"
+                 "X-A: 1\r\nX-B: 2\r\n"
+                 "\r\n");
+  mr_http_build_response(404, "", "", 3, 0, 1, out, sizeof out);
+  CHECK_STR(out, "HTTP/1.1 404 Not Found\r\n"
+                 "Content-Type: text/plain; charset=utf-8\r\n"
+                 "Content-Length: 3\r\n"
+                 "Connection: keep-alive\r\n"
+                 "\r\n");
+  /* 204 and 304 carry no body, so no length either. */
+  mr_http_build_response(204, NULL, NULL, 0, 0, 0, out, sizeof out);
+  CHECK(strstr(out, "Content-Length") == NULL);
+  mr_http_build_response(304, NULL, NULL, 0, 0, 0, out, sizeof out);
+  CHECK(strstr(out, "Content-Length") == NULL);
+  mr_http_build_response(299, NULL, NULL, 0, 0, 0, out, sizeof out);
+  CHECK(strstr(out, "HTTP/1.1 299 Success\r\n") == out);
+  mr_http_build_response(599, NULL, NULL, 0, 0, 0, out, sizeof out);
+  CHECK(strstr(out, "HTTP/1.1 599 Server Error\r\n") == out);
+  /* Interim and out-of-range statuses, and anything that would split the
+   * head, are refused. */
+  CHECK_EQ_INT(mr_http_build_response(101, NULL, NULL, 0, 0, 0, out, 1024),
+               MR_EINVAL);
+  CHECK_EQ_INT(mr_http_build_response(100, NULL, NULL, 0, 0, 0, out, 1024),
+               MR_EINVAL);
+  CHECK_EQ_INT(mr_http_build_response(600, NULL, NULL, 0, 0, 0, out, 1024),
+               MR_EINVAL);
+  CHECK_EQ_INT(
+      mr_http_build_response(200, "a\r\nX: y", NULL, 0, 0, 0, out, 1024),
+      MR_EINVAL);
+  CHECK_EQ_INT(mr_http_build_response(200, NULL, "Content-Length: 1\r\n", 0, 0,
+                                      0, out, 1024),
+               MR_EINVAL);
+  CHECK_EQ_INT(mr_http_build_response(200, NULL, "X-A: 1", 0, 0, 0, out, 1024),
+               MR_EINVAL);
+  CHECK_EQ_INT(mr_http_build_response(200, NULL, NULL, 0, 0, 0, out, 40),
+               MR_ETOOBIG);
+}
+
+static void test_check_value(void) {
+  CHECK(mr_http_check_value("text/html; charset=utf-8", 24) == NULL);
+  CHECK(mr_http_check_value("a\tb", 3) == NULL);
+  CHECK_STR(mr_http_check_value("a\rb", 3), "the value contains CR or LF");
+  CHECK_STR(mr_http_check_value("a\0b", 3), "the value contains NUL");
+  CHECK_STR(mr_http_check_value("a\x7f", 2),
+            "the value contains a control character");
+}
+
 int main(void) {
   test_accept_key();
   test_valid_upgrade();
@@ -573,5 +659,8 @@ int main(void) {
   test_check_header();
   test_build_101_extras();
   test_build_error_extras();
+  test_plain_request_fields();
+  test_build_response();
+  test_check_value();
   return test_report();
 }
