@@ -18,6 +18,8 @@
 --        (403). A wrong or missing token gets 401.
 --   curl -H "Authorization: Bearer $CHAT_PUBLISH_TOKEN" \
 --        --data-binary 'deploy finished' http://127.0.0.1:8080/rooms/lobby/messages
+--   GET  /, /chat.css, /chat.js  -> the demo page (scripts/chat/): open
+--        http://127.0.0.1:8080/?room=lobby&name=ada in a browser
 local ws = require "moonroom"
 
 -- Read once, when the script loads: the environment of a running server
@@ -152,9 +154,34 @@ local function publish(req, name)
   return json_answer(202, { delivered = ws.broadcast(room, "[api] " .. req.body) })
 end
 
+-- The demo page's files live in chat/ next to this script, read on every
+-- request (they are small), so an edit to the page shows on the next reload
+-- of the browser without reloading the server.
+local PAGE_DIR = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".")
+  .. "/chat/"
+local PAGE_FILES = {
+  ["/"] = { "index.html", "text/html; charset=utf-8" },
+  ["/chat.css"] = { "chat.css", "text/css; charset=utf-8" },
+  ["/chat.js"] = { "chat.js", "text/javascript; charset=utf-8" },
+}
+
+local function page(req)
+  local file = PAGE_FILES[req.path]
+  local f = io.open(PAGE_DIR .. file[1], "rb")
+  if not f then
+    ws.log.error("demo page file %s%s is missing", PAGE_DIR, file[1])
+    return 404, "not found\n"
+  end
+  local body = f:read("*a")
+  f:close()
+  return 200, body, { ["Content-Type"] = file[2], ["Cache-Control"] = "no-cache" }
+end
+
 local routes = {
-  -- The place for more paths (a page at GET /, say): a pattern, the method
-  -- it answers, and a function(req, captures...).
+  -- A pattern, the method it answers, and a function(req, captures...).
+  { "^/$", "GET", page },
+  { "^/chat%.css$", "GET", page },
+  { "^/chat%.js$", "GET", page },
   { "^/rooms$", "GET", list_rooms },
   { "^/rooms/([^/]+)/messages$", "POST", publish },
 }

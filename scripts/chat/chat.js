@@ -74,6 +74,8 @@
       return ws.send("/who");
     }
     if (line.startsWith("! ")) return show("error", line.slice(2));
+    // Published by a backend through the HTTP API (POST /rooms/NAME/messages).
+    if (line.startsWith("[api] ")) return show("chat api", line.slice(6), "api");
     const colon = line.indexOf(": ");
     if (colon > 0) return show("chat", line.slice(colon + 2), line.slice(0, colon));
     show("system", line);
