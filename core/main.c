@@ -92,12 +92,14 @@ int main(int argc, char **argv) {
     fprintf(stderr, "moonroom: cannot load %s\n", err);
     return 1;
   }
-  if (mr_server_listen(&srv) != 0)
+  if (mr_server_listen(&srv) != 0 ||
+      (cfg.admin_listen.host[0] && mr_admin_start(&srv) != 0) ||
+      (cfg.cluster && mr_cluster_start(&srv, mr_broadcast_remote, &srv) != 0)) {
+    /* Closing the Lua state runs the finalizers of the C modules a script
+     * loaded (lua-cjson's buffers are malloc'd), which exiting does not. */
+    mr_bridge_free(srv.bridge);
     return 1;
-  if (cfg.admin_listen.host[0] && mr_admin_start(&srv) != 0)
-    return 1;
-  if (cfg.cluster && mr_cluster_start(&srv, mr_broadcast_remote, &srv) != 0)
-    return 1;
+  }
   if (cfg.reload)
     mr_reload_start(&srv);
   uv_run(loop, UV_RUN_DEFAULT);
