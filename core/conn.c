@@ -153,11 +153,13 @@ static int over_backpressure(mr_conn *c) {
   if (c->tx.outq.bytes <= limit)
     return 0;
   if (!(c->flags & MR_CF_DOOMED)) {
+    static mr_log_limit lim = MR_LOG_LIMIT_INIT("backpressure closes");
     c->srv->stats.backpressure_closes++;
-    mr_warn("conn %llu (%s): closed 1008, %zu unsent bytes exceed "
-            "--max-backpressure %zu",
-            (unsigned long long)c->id, mr_conn_remote(c), c->tx.outq.bytes,
-            limit);
+    mr_log_limited(&lim, MR_LOG_WARN,
+                   "conn %llu (%s): closed 1008, %zu unsent bytes exceed "
+                   "--max-backpressure %zu",
+                   (unsigned long long)c->id, mr_conn_remote(c),
+                   c->tx.outq.bytes, limit);
     mr_conn_doom(c, MR_CLOSE_POLICY, "backpressure limit exceeded");
   }
   return 1;
@@ -260,8 +262,9 @@ static void after_wslay(mr_conn *c) {
     } else {
       srv->stats.protocol_errors++;
     }
-    mr_info("conn %llu (%s): closed %u: %s", (unsigned long long)c->id,
-            mr_conn_remote(c), code, why);
+    static mr_log_limit lim = MR_LOG_LIMIT_INIT("protocol closes");
+    mr_log_limited(&lim, MR_LOG_INFO, "conn %llu (%s): closed %u: %s",
+                   (unsigned long long)c->id, mr_conn_remote(c), code, why);
     set_close(c, code, why, strlen(why));
   }
   if (st == MR_WS_CLOSE_DONE)
@@ -279,8 +282,9 @@ static void protocol_failure(mr_conn *c, unsigned code, const char *why) {
     srv->stats.messages_too_big++;
   else
     srv->stats.protocol_errors++;
-  mr_info("conn %llu (%s): closed %u: %s", (unsigned long long)c->id,
-          mr_conn_remote(c), code, why);
+  static mr_log_limit lim = MR_LOG_LIMIT_INIT("protocol failures");
+  mr_log_limited(&lim, MR_LOG_INFO, "conn %llu (%s): closed %u: %s",
+                 (unsigned long long)c->id, mr_conn_remote(c), code, why);
   set_close(c, code, why, strlen(why));
   mr_buf *f = mr_frame_new_close((uint16_t)code, why, strlen(why));
   if (f) {
@@ -441,9 +445,10 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
   if (r != 0 || !req.is_upgrade) {
     int status = r != 0 ? 400 : req.status;
     const char *why = r != 0 ? "malformed request" : req.reason;
+    static mr_log_limit lim = MR_LOG_LIMIT_INIT("refused upgrades");
     srv->stats.handshakes_refused++;
-    mr_info("conn %llu (%s): upgrade refused %d: %s", (unsigned long long)c->id,
-            mr_conn_remote(c), status, why);
+    mr_log_limited(&lim, MR_LOG_INFO, "conn %llu (%s): upgrade refused %d: %s",
+                   (unsigned long long)c->id, mr_conn_remote(c), status, why);
     refuse(c, status, why, "");
     return;
   }
@@ -551,9 +556,11 @@ static void http_run(mr_conn *c) {
       if (mr_httpx_continue(&c->tx.outq) == 0)
         pending_add(c);
     } else if (r == MR_HTTPX_REFUSE) {
+      static mr_log_limit refused_lim = MR_LOG_LIMIT_INIT("refused requests");
       srv->stats.http_refused++;
-      mr_info("conn %llu (%s): http refused %d: %s", (unsigned long long)c->id,
-              mr_conn_remote(c), status, why);
+      mr_log_limited(&refused_lim, MR_LOG_INFO,
+                     "conn %llu (%s): http refused %d: %s",
+                     (unsigned long long)c->id, mr_conn_remote(c), status, why);
       http_end(c);
       refuse(c, status, why, "");
     } else if (r == MR_HTTPX_UPGRADE) {
@@ -616,10 +623,13 @@ static void http_sweep(mr_conn *c, uint64_t now) {
   if (now < c->deadline)
     return;
   if (mr_httpx_partial(c->http)) {
+    static mr_log_limit lim = MR_LOG_LIMIT_INIT("request timeouts");
     srv->stats.http_refused++;
-    mr_info("conn %llu (%s): http refused 408: request not complete within "
-            "--request-timeout",
-            (unsigned long long)c->id, mr_conn_remote(c));
+    mr_log_limited(
+        &lim, MR_LOG_INFO,
+        "conn %llu (%s): http refused 408: request not complete within "
+        "--request-timeout",
+        (unsigned long long)c->id, mr_conn_remote(c));
     http_end(c);
     refuse(c, 408, "request not complete within --request-timeout", "");
     return;
@@ -841,9 +851,10 @@ void mr_conn_sweep(mr_conn *c, uint64_t now) {
     return;
   if (c->state == MR_CONN_HANDSHAKE) {
     if (now >= c->deadline) {
+      static mr_log_limit lim = MR_LOG_LIMIT_INIT("handshake timeouts");
       srv->stats.handshakes_timed_out++;
-      mr_info("conn %llu (%s): handshake timed out", (unsigned long long)c->id,
-              mr_conn_remote(c));
+      mr_log_limited(&lim, MR_LOG_INFO, "conn %llu (%s): handshake timed out",
+                     (unsigned long long)c->id, mr_conn_remote(c));
       terminate(c);
     }
     return;

@@ -179,6 +179,9 @@ static void on_sweep(uv_timer_t *t) {
       mr_conn_sweep(c, now);
   }
   mr_server_flush(srv);
+  /* The counts of lines held back during a burst are logged soon after it
+   * ends, not only when the next such event comes. */
+  mr_log_limits_flush();
   if (srv->shutting_down && !srv->all_head)
     finish_shutdown(srv);
 }
