@@ -803,6 +803,28 @@ void mr_conn_feed(mr_conn *c, const uint8_t *data, size_t len) {
 
 static void on_refused_closed(uv_handle_t *h) { free(h); }
 
+/* Descriptors are handed out lowest first, so a client that got descriptor
+ * fd means fd + 1 are open. Past the limit minus the reserve the client is
+ * closed at once (it sees a clean close or a reset, never a hang), so that
+ * the log, the admin port and cluster links still have descriptors. Counted
+ * per connection. Returns 1 when the connection must be dropped. */
+static int over_fd_reserve(mr_conn *c) {
+  static mr_log_limit lim =
+      MR_LOG_LIMIT_INIT("connections refused at the open-file limit");
+  mr_server *srv = c->srv;
+  uv_os_fd_t fd;
+  if (!srv->fd_limit || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0 ||
+      (unsigned)fd + srv->fd_reserve < srv->fd_limit)
+    return 0;
+  srv->stats.connections_refused++;
+  mr_log_limited(&lim, MR_LOG_WARN,
+                 "connection refused: %u descriptors open, open-file limit "
+                 "%u (ulimit -n) less %u kept for the admin port, cluster "
+                 "links and the log",
+                 (unsigned)fd + 1, srv->fd_limit, srv->fd_reserve);
+  return 1;
+}
+
 void mr_conn_accept(mr_server *srv) {
   unsigned open = (unsigned)HASH_COUNT(srv->conns_by_id);
   if (srv->shutting_down ||
@@ -828,6 +850,10 @@ void mr_conn_accept(mr_server *srv) {
   uv_tcp_init(srv->loop, &c->tcp);
   c->tcp.data = c;
   if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&c->tcp) != 0) {
+    terminate(c);
+    return;
+  }
+  if (over_fd_reserve(c)) {
     terminate(c);
     return;
   }

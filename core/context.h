@@ -116,6 +116,12 @@ typedef struct mr_server {
   int timer_armed;        /* timer is started, for timer_due */
   uint64_t timer_due;     /* the deadline it is armed for (loop time, ms) */
   struct mr_admin *admin; /* --admin-listen's HTTP server; NULL when off */
+  /* The open-file limit read at listen (0: not checked, as in the kit) and
+   * the descriptors kept back from clients for the log, the admin port and
+   * cluster links: a client whose descriptor is at or above
+   * fd_limit - fd_reserve is refused. */
+  unsigned fd_limit;
+  unsigned fd_reserve;
 } mr_server;
 
 #endif

@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "admin.h"
 #include "bridge.h"
@@ -134,10 +135,23 @@ static void on_prepare(uv_prepare_t *p) {
 static void on_connection(uv_stream_t *s, int status) {
   mr_server *srv = s->data;
   if (status < 0) {
-    /* EMFILE and friends: counted and logged. (libuv itself accepts and
-     * closes the connection on EMFILE, so the client sees a reset.) */
+    /* A connection never stays in the backlog here: on EMFILE or ENFILE
+     * libuv closes a descriptor it keeps for the purpose, accepts and
+     * closes every waiting connection (the clients see a reset), and calls
+     * us only when even that failed. So the connections dropped cannot be
+     * counted one by one: this counts one per failed accept, and the log
+     * names the file limit. The descriptor reserve (mr_conn_accept) keeps
+     * the server clear of this in the ordinary case. */
+    static mr_log_limit lim = MR_LOG_LIMIT_INIT("failed accepts");
     srv->stats.connections_refused++;
-    mr_warn("accept failed: %s", uv_strerror(status));
+    if (status == UV_EMFILE || status == UV_ENFILE)
+      mr_log_limited(&lim, MR_LOG_WARN,
+                     "accept failed: %s (open-file limit %u, ulimit -n); "
+                     "waiting connections were reset",
+                     uv_strerror(status), srv->fd_limit);
+    else
+      mr_log_limited(&lim, MR_LOG_WARN, "accept failed: %s",
+                     uv_strerror(status));
     return;
   }
   mr_conn_accept(srv);
@@ -201,6 +215,27 @@ static void on_signal(uv_signal_t *s, int signum) {
   mr_server_shutdown(srv);
 }
 
+/* Reads the open-file limit and sets the reserve kept from clients: an
+ * eighth of the limit, at least 16 and at most 256 descriptors, enough for
+ * the admin port's 64 connections, cluster links and reading scripts. */
+static void read_fd_limit(mr_server *srv) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+      rl.rlim_cur > 0x7fffffff) {
+    srv->fd_limit = 0;
+    return;
+  }
+  srv->fd_limit = (unsigned)rl.rlim_cur;
+  unsigned reserve = srv->fd_limit / 8;
+  if (reserve < 16)
+    reserve = 16;
+  if (reserve > 256)
+    reserve = 256;
+  srv->fd_reserve = reserve;
+  mr_debug("open-file limit %u, %u descriptors kept from clients",
+           srv->fd_limit, srv->fd_reserve);
+}
+
 int mr_server_listen(mr_server *srv) {
   struct sockaddr_storage ss;
   int r;
@@ -226,6 +261,7 @@ int mr_server_listen(mr_server *srv) {
     return r;
   }
   srv->listening = 1;
+  read_fd_limit(srv);
 
   srv->handles_started = 1;
   uv_prepare_init(srv->loop, &srv->flush_prep);
