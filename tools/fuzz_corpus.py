@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Writes the fuzz seed corpora, tests/fuzz/corpus/<target>/, from the
+inputs below (the seed tables the targets started from, plus one seed for
+each message kind and each refusal the parsers know). The files are
+committed; run this again after changing the inputs here:
+
+    python3 tools/fuzz_corpus.py
+
+Both the seeded ctest runs (tests/fuzz/driver.c) and libFuzzer read the
+directories as they are."""
+
+import shutil
+import struct
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "tests" / "fuzz" / "corpus"
+
+KEY = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+
+
+def req(extra=b"", path=b"/chat?room=a&name=b", version=b"13"):
+    return (b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: keep-alive, Upgrade\r\n" + KEY +
+            b"Sec-WebSocket-Version: " + version + b"\r\n" + extra + b"\r\n")
+
+
+HTTP = {
+    "upgrade": req(),
+    "extra-headers": req(b"X-A: 1\r\nX-B:  two  \r\n"),
+    "subprotocols": req(b"Sec-WebSocket-Protocol: a, b,,c\r\n"),
+    "plain-get": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "post-upgrade": b"POST / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+    "origin-cookie": req(b"Origin: http://example.com\r\n"
+                         b"Cookie: a=1; b=2\r\n"),
+    "extensions": req(b"Sec-WebSocket-Extensions: permessage-deflate; "
+                      b"client_max_window_bits\r\n"),
+    "version-8": req(version=b"8"),
+    "no-key": (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"),
+    "http10": req().replace(b"HTTP/1.1", b"HTTP/1.0", 1),
+    "percent-path": req(path=b"/r%20oom?q=%E2%82%AC&x"),
+    "post-body": (b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5"
+                  b"\r\nContent-Type: text/plain\r\n\r\nhello"),
+    "chunked": (b"POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                b"chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+    "partial-head": b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: webso",
+}
+
+
+def frame(payload):
+    return struct.pack(">I", len(payload)) + payload
+
+
+def s16(b):
+    return struct.pack(">H", len(b)) + b
+
+
+WIRE = {
+    "room-text": frame(b"\x1e" + s16(b"room") + struct.pack(">I", 5) +
+                       b"hello"),
+    "room-binary": frame(b"\x1f" + s16(b"room") + struct.pack(">I", 3) +
+                         b"\x00\xff\x80"),
+    "peers": frame(b"\x10\x00\x01" + s16(b"n1") + s16(b"127.0.0.1:7001")),
+    "peers-two": frame(b"\x10\x00\x02" + s16(b"n1") + s16(b"127.0.0.1:7001") +
+                       s16(b"n2") + s16(b"[::1]:7002")),
+    "interest-add": frame(b"\x11\x01" + s16(b"room")),
+    "interest-remove": frame(b"\x11\x00" + s16(b"room")),
+    "interest-all": frame(b"\x12" + struct.pack(">I", 2) + s16(b"a") +
+                          s16(b"lobby")),
+    "ping": frame(b"\x13" + struct.pack(">Q", 1)),
+    "pong": frame(b"\x14" + struct.pack(">Q", 1)),
+    "hello": frame(b"\x01\x01" + s16(b"node-a") + s16(b"127.0.0.1:7001") +
+                   bytes(range(32))),
+    "challenge": frame(b"\x02" + bytes(32)),
+    "auth": frame(b"\x03" + bytes(range(32, 64))),
+    "two-frames": frame(b"\x13" + struct.pack(">Q", 7)) +
+    frame(b"\x11\x01" + s16(b"r")),
+}
+
+
+def masked(opcode_byte, payload, fin=True):
+    """A client frame with mask key 0 (payload unchanged)."""
+    b0 = (0x80 if fin else 0) | opcode_byte
+    n = len(payload)
+    if n < 126:
+        head = bytes([b0, 0x80 | n])
+    elif n < 65536:
+        head = bytes([b0, 0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([b0, 0x80 | 127]) + struct.pack(">Q", n)
+    return head + b"\x00\x00\x00\x00" + payload
+
+
+FRAMES = {
+    "text": masked(0x1, b"hi"),
+    "ping-then-empty-text": masked(0x9, b"abc") + masked(0x1, b""),
+    "fragmented-with-ping": masked(0x1, b"a", fin=False) + masked(0x9, b"") +
+    masked(0x0, b"b"),
+    "close-1000": masked(0x8, b"\x03\xe8"),
+    "binary": masked(0x2, b"\x00\x01\x02\xff"),
+    "utf8-text": masked(0x1, "h\u00e9llo \u20ac \U0001f600".encode()),
+    "text-126": masked(0x1, b"x" * 200),
+    "pong": masked(0xA, b"p"),
+    "close-reason": masked(0x8, b"\x03\xe9going away"),
+    "echo-commands": masked(0x1, b"join lobby") + masked(0x1, b"say hi"),
+    "three-fragments": masked(0x1, b"ab", fin=False) +
+    masked(0x0, b"cd", fin=False) + masked(0x0, b"ef"),
+    "binary-fragmented": masked(0x2, b"\x01", fin=False) +
+    masked(0x0, b"\x02"),
+}
+
+
+def main():
+    for target, seeds in (("http", HTTP), ("wire", WIRE),
+                          ("frames", FRAMES)):
+        d = ROOT / target
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        for i, (name, data) in enumerate(seeds.items()):
+            (d / f"{i:02d}-{name}").write_bytes(data)
+        print(f"{d}: {len(seeds)} seeds")
+
+
+if __name__ == "__main__":
+    main()
