@@ -837,9 +837,11 @@ void mr_conn_accept(mr_server *srv) {
     uv_tcp_init(srv->loop, t);
     uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)t);
     uv_close((uv_handle_t *)t, on_refused_closed);
+    static mr_log_limit lim = MR_LOG_LIMIT_INIT("connections refused");
     srv->stats.connections_refused++;
-    mr_warn("connection refused: %s",
-            srv->shutting_down ? "shutting down" : "--max-connections reached");
+    mr_log_limited(&lim, MR_LOG_WARN, "connection refused: %s",
+                   srv->shutting_down ? "shutting down"
+                                      : "--max-connections reached");
     return;
   }
   mr_conn *c = conn_new(srv);
