@@ -6,23 +6,17 @@
 #include <string.h>
 
 #include "codec.h"
+#include "conn_internal.h"
 #include "error.h"
 #include "log.h"
 
-/* How long a closing connection may take to answer our close frame or to
- * drain its queue before the socket is simply closed. */
-#define CLOSING_GRACE_MS 2000
 /* Every read is consumed before its callback returns, so one buffer
  * serves every connection of the process (the loop is single-threaded). */
 static uint8_t readbuf[65536];
 
-static void terminate(mr_conn *c);
-static int over_backpressure(mr_conn *c);
-static void start_http(mr_conn *c, const char *rest, size_t len);
-
 /* ---- intrusive lists ---------------------------------------------------- */
 
-static void pending_add(mr_conn *c) {
+void mr_conn__pending_add(mr_conn *c) {
   if (c->flags & (MR_CF_PENDING | MR_CF_VIRTUAL))
     return;
   mr_server *srv = c->srv;
@@ -52,8 +46,8 @@ static void doomed_remove(mr_conn *c) {
     c->doomed_next->doomed_pprev = c->doomed_pprev;
 }
 
-static void set_close(mr_conn *c, unsigned code, const char *reason,
-                      size_t len) {
+void mr_conn__set_close(mr_conn *c, unsigned code, const char *reason,
+                        size_t len) {
   if (c->close_code)
     return; /* the first reason to close is the one on_close hears */
   c->close_code = (uint16_t)code;
@@ -67,7 +61,7 @@ static void set_close(mr_conn *c, unsigned code, const char *reason,
 void mr_conn_doom(mr_conn *c, uint16_t code, const char *reason) {
   if (c->state == MR_CONN_CLOSED || (c->flags & MR_CF_DOOMED))
     return;
-  set_close(c, code, reason, strlen(reason));
+  mr_conn__set_close(c, code, reason, strlen(reason));
   mr_server *srv = c->srv;
   c->flags |= MR_CF_DOOMED;
   c->doomed_next = srv->doomed;
@@ -79,26 +73,26 @@ void mr_conn_doom(mr_conn *c, uint16_t code, const char *reason) {
 
 void mr_conn_finish(mr_conn *c) {
   doomed_remove(c);
-  terminate(c);
+  mr_conn__terminate(c);
 }
 
 /* ---- writing --------------------------------------------------------------
  */
 
-static int queue_buf(mr_conn *c, mr_buf *b) {
+int mr_conn__queue_buf(mr_conn *c, mr_buf *b) {
   int r = mr_outq_push(&c->tx.outq, b);
   if (r != 0)
     return r;
-  pending_add(c);
+  mr_conn__pending_add(c);
   return 0;
 }
 
-static int queue_bytes(mr_conn *c, const void *p, size_t len) {
+int mr_conn__queue_bytes(mr_conn *c, const void *p, size_t len) {
   mr_buf *b = mr_buf_new(len);
   if (!b)
     return MR_ENOMEM;
   memcpy(b->data, p, len);
-  int r = queue_buf(c, b);
+  int r = mr_conn__queue_buf(c, b);
   mr_buf_release(b);
   return r;
 }
@@ -111,13 +105,13 @@ static void on_write(uv_write_t *req, int status) {
   if (n < 0) {
     mr_debug("conn %llu: write failed: %s", (unsigned long long)c->id,
              uv_strerror((int)n));
-    set_close(c, MR_CLOSE_ABNORMAL, "write failed", 12);
-    terminate(c);
+    mr_conn__set_close(c, MR_CLOSE_ABNORMAL, "write failed", 12);
+    mr_conn__terminate(c);
     return;
   }
   c->srv->stats.bytes_out += (size_t)n;
   if (c->tx.outq.count > 0 || c->closing_how == MR_CLOSING_AFTER_FLUSH)
-    pending_add(c);
+    mr_conn__pending_add(c);
 }
 
 /* Writes what the socket takes and hands the rest to one uv_write. It never
@@ -145,7 +139,7 @@ void mr_conn_flush(mr_conn *c) {
  * still goes to a reader that keeps up, and a connection holds at most the
  * limit plus one message. Before judging, write what the socket takes.
  * Returns 1 when the connection is over the limit (and now doomed). */
-static int over_backpressure(mr_conn *c) {
+int mr_conn__over_backpressure(mr_conn *c) {
   size_t limit = c->srv->cfg.max_backpressure;
   if (c->tx.outq.bytes <= limit)
     return 0;
@@ -168,9 +162,9 @@ static int over_backpressure(mr_conn *c) {
 int mr_conn_send_frame(mr_conn *c, mr_buf *frame) {
   if (!mr_conn_is_open(c))
     return MR_ECLOSED;
-  if (over_backpressure(c))
+  if (mr_conn__over_backpressure(c))
     return MR_ECLOSED;
-  int r = queue_buf(c, frame);
+  int r = mr_conn__queue_buf(c, frame);
   if (r != 0)
     return r;
   c->srv->stats.messages_out++;
@@ -188,172 +182,25 @@ int mr_conn_send(mr_conn *c, const void *msg, size_t len, int binary) {
   return r;
 }
 
-/* ---- the WebSocket session's events (ws.h) ------------------------------ */
-
-/* Control frames from wslay (pongs, our close). A client that pings without
- * reading would otherwise pile up pongs, so the backpressure limit applies
- * here too. wslay hands over a frame's header and payload in separate
- * calls: once the connection is doomed nothing more is queued, so no half
- * frame goes out. */
-static int ev_send(void *owner, const uint8_t *data, size_t len) {
-  mr_conn *c = owner;
-  if ((c->flags & MR_CF_DOOMED) || over_backpressure(c))
-    return 0;
-  return queue_bytes(c, data, len);
-}
-
-static void ev_message(void *owner, const uint8_t *msg, size_t len,
-                       int binary) {
-  mr_conn *c = owner;
-  mr_server *srv = c->srv;
-  if (!mr_conn_is_open(c))
-    return; /* a closing connection's late messages are dropped */
-  srv->stats.messages_in++;
-  if (srv->conn_events->message(srv, c, msg, len, binary) != 0) {
-    srv->stats.handler_errors++;
-    mr_conn_close(c, MR_CLOSE_INTERNAL, "handler error", 13);
-  }
-}
-
-static void ev_close(void *owner, unsigned code, const char *reason,
-                     size_t len) {
-  set_close(owner, code, reason, len);
-}
-
-static void ev_pong(void *owner) {
-  mr_conn *c = owner;
-  c->flags &= ~MR_CF_PINGED;
-}
-
-static const mr_ws_events ws_events = {ev_message, ev_close, ev_pong, ev_send};
-
-static mr_ws_pool *ws_pool(mr_server *srv) {
-  if (!srv->ws_pool)
-    srv->ws_pool = mr_ws_pool_new(&ws_events, srv->cfg.max_message);
-  return srv->ws_pool;
-}
-
-static void set_closing(mr_conn *c, int how) {
-  if (c->state == MR_CONN_OPEN)
-    c->state = MR_CONN_CLOSING;
-  c->closing_how = (uint8_t)how;
-  if (!c->deadline)
-    c->deadline = uv_now(c->srv->loop) + CLOSING_GRACE_MS;
-  pending_add(c);
-}
-
-/* After wslay has read or we queued a close: push out the control frames
- * wslay produced and work out how far the close handshake has come. */
-static void after_wslay(mr_conn *c) {
-  mr_server *srv = c->srv;
-  unsigned code = 0;
-  mr_ws_close_state st = mr_ws_pump(&c->ws, &code);
-  if (st == MR_WS_OPEN)
-    return;
-  if (!c->close_code) {
-    /* wslay closed the connection itself: a limit or validation failure. */
-    const char *why = "protocol error";
-    if (code == MR_CLOSE_BAD_DATA) {
-      why = "invalid UTF-8 in a text message";
-      srv->stats.invalid_utf8++;
-    } else if (code == MR_CLOSE_TOO_BIG) {
-      why = "message larger than --max-message";
-      srv->stats.messages_too_big++;
-    } else {
-      srv->stats.protocol_errors++;
-    }
-    static mr_log_limit lim = MR_LOG_LIMIT_INIT("protocol closes");
-    mr_log_limited(&lim, MR_LOG_INFO, "conn %llu (%s): closed %u: %s",
-                   (unsigned long long)c->id, mr_conn_remote(c), code, why);
-    set_close(c, code, why, strlen(why));
-  }
-  if (st == MR_WS_CLOSE_DONE)
-    set_closing(c, MR_CLOSING_AFTER_FLUSH);
-  else
-    set_closing(c, c->closing_how == MR_CLOSING_NONE ? MR_CLOSING_AWAIT_PEER
-                                                     : c->closing_how);
-}
-
-/* A frame-level failure that wslay answers without a status code: the peer
- * is owed 1002 or 1009, so we send the close frame ourselves. */
-static void protocol_failure(mr_conn *c, unsigned code, const char *why) {
-  mr_server *srv = c->srv;
-  if (code == MR_CLOSE_TOO_BIG)
-    srv->stats.messages_too_big++;
-  else
-    srv->stats.protocol_errors++;
-  static mr_log_limit lim = MR_LOG_LIMIT_INIT("protocol failures");
-  mr_log_limited(&lim, MR_LOG_INFO, "conn %llu (%s): closed %u: %s",
-                 (unsigned long long)c->id, mr_conn_remote(c), code, why);
-  set_close(c, code, why, strlen(why));
-  mr_buf *f = mr_frame_new_close((uint16_t)code, why, strlen(why));
-  if (f) {
-    queue_buf(c, f);
-    mr_buf_release(f);
-  }
-  c->deadline = 0;
-  set_closing(c, MR_CLOSING_AFTER_FLUSH);
-  c->state = MR_CONN_CLOSING;
-}
-
-static void feed_ws(mr_conn *c, const uint8_t *p, size_t n) {
-  if (c->closing_how == MR_CLOSING_AFTER_FLUSH)
-    return;
-  mr_ws_pool *pool = ws_pool(c->srv);
-  int r = pool ? mr_ws_feed(pool, &c->ws, c, p, n) : MR_ENOMEM;
-  if (c->state == MR_CONN_CLOSED)
-    return;
-  if (r == MR_ENOMEM) {
-    mr_conn_doom(c, MR_CLOSE_INTERNAL, "out of memory");
-    return;
-  }
-  if (r == MR_ETOOBIG) {
-    protocol_failure(c, MR_CLOSE_TOO_BIG, "message larger than --max-message");
-    return;
-  }
-  if (r != 0) {
-    protocol_failure(c, MR_CLOSE_PROTOCOL, "malformed frame");
-    return;
-  }
-  after_wslay(c);
-  if (c->state == MR_CONN_OPEN)
-    mr_ws_release_if_idle(pool, &c->ws);
-}
-
-int mr_conn_close(mr_conn *c, uint16_t code, const char *reason, size_t len) {
-  if (!mr_conn_is_open(c))
-    return MR_ECLOSED;
-  if (len > 123)
-    len = 123;
-  set_close(c, code, reason, len);
-  mr_ws_pool *pool = ws_pool(c->srv);
-  if (!pool || mr_ws_queue_close(pool, &c->ws, c, code, reason, len) != 0) {
-    mr_conn_doom(c, code, "");
-    return 0;
-  }
-  after_wslay(c);
-  return 0;
-}
-
 /* ---- handshake ------------------------------------------------------------
  */
 
 /* Answers the upgrade with an HTTP error (and extra header lines, "" for
  * none) and closes once it is written. */
-static void refuse(mr_conn *c, int status, const char *reason,
-                   const char *headers) {
+void mr_conn__refuse(mr_conn *c, int status, const char *reason,
+                     const char *headers) {
   size_t cap = 512 + strlen(reason) + strlen(headers);
   mr_buf *b = mr_buf_new(cap);
   int n = b ? mr_http_build_error(status, reason, headers, (char *)b->data, cap)
             : MR_ENOMEM;
   if (n > 0) {
     b->len = (size_t)n;
-    queue_buf(c, b);
+    mr_conn__queue_buf(c, b);
   }
   mr_buf_release(b);
   c->state = MR_CONN_CLOSING;
   c->closing_how = MR_CLOSING_AFTER_FLUSH;
-  c->deadline = uv_now(c->srv->loop) + CLOSING_GRACE_MS;
+  c->deadline = uv_now(c->srv->loop) + MR_CONN_CLOSING_GRACE_MS;
   free(c->head);
   c->head = NULL;
   if (!(c->flags & MR_CF_VIRTUAL))
@@ -390,10 +237,11 @@ static void refuse_after_connect(mr_conn *c, int ok,
   c->close_reason_len = 0;
   mr_info("conn %llu (%s): upgrade refused %d by on_connect",
           (unsigned long long)c->id, mr_conn_remote(c), status);
-  refuse(c, status,
-         ans->body[0] && !ok ? ans->body
-                             : (status == 500 ? "internal error" : "forbidden"),
-         ok ? "" : ans->headers);
+  mr_conn__refuse(c, status,
+                  ans->body[0] && !ok
+                      ? ans->body
+                      : (status == 500 ? "internal error" : "forbidden"),
+                  ok ? "" : ans->headers);
 }
 
 /* Puts the 101 in front of the frames on_connect queued: it can only be
@@ -418,11 +266,11 @@ static int queue_101(mr_conn *c, const mr_http_request *req,
             (unsigned long long)c->id, mr_conn_remote(c), mr_strerror(n));
     return n;
   }
-  pending_add(c);
+  mr_conn__pending_add(c);
   return 0;
 }
 
-static void handshake(mr_conn *c, const char *data, size_t n) {
+void mr_conn__handshake(mr_conn *c, const char *data, size_t n) {
   mr_server *srv = c->srv;
   size_t cap = srv->cfg.max_head + 1;
   if (!c->head && !(c->head = malloc(cap))) {
@@ -439,7 +287,7 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
     return;
   if (r == 0 && !req.is_upgrade && req.status == 404 &&
       srv->conn_events->http_enabled(srv)) {
-    start_http(c, data + take, n - take);
+    mr_conn__start_http(c, data + take, n - take);
     return;
   }
   if (r != 0 || !req.is_upgrade) {
@@ -449,7 +297,7 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
     srv->stats.handshakes_refused++;
     mr_log_limited(&lim, MR_LOG_INFO, "conn %llu (%s): upgrade refused %d: %s",
                    (unsigned long long)c->id, mr_conn_remote(c), status, why);
-    refuse(c, status, why, "");
+    mr_conn__refuse(c, status, why, "");
     return;
   }
 
@@ -478,7 +326,7 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
   c->deadline = 0;
   c->last_rx = uv_now(srv->loop);
   c->next_ping = c->last_rx + (uint64_t)srv->cfg.ping_interval * 1000;
-  pending_add(c);
+  mr_conn__pending_add(c);
   mr_debug("conn %llu (%s): open %.*s%s%.*s", (unsigned long long)c->id,
            mr_conn_remote(c), (int)req.path_len, req.path,
            ans.protocol ? " protocol " : "", (int)ans.protocol_len,
@@ -489,155 +337,10 @@ static void handshake(mr_conn *c, const char *data, size_t n) {
   char *head = c->head;
   c->head = NULL;
   if (extra > 0)
-    feed_ws(c, (const uint8_t *)head + req.head_len, extra);
+    mr_conn__feed_ws(c, (const uint8_t *)head + req.head_len, extra);
   if (take < n && c->state != MR_CONN_CLOSED)
-    feed_ws(c, (const uint8_t *)data + take, n - take);
+    mr_conn__feed_ws(c, (const uint8_t *)data + take, n - take);
   free(head);
-}
-
-/* ---- plain HTTP (httpconn.h) ---------------------------------------------
- */
-
-static void http_end(mr_conn *c) {
-  mr_httpx_free(c->http);
-  free(c->http);
-  c->http = NULL;
-}
-
-/* Calls on_http for the request that arrived whole and queues its answer.
- * Returns 1 when the connection stays for another request. */
-static int http_answer(mr_conn *c) {
-  mr_server *srv = c->srv;
-  mr_httpx *x = c->http;
-  mr_http_answer ans;
-  mr_http_answer_init(&ans);
-  srv->stats.http_requests++;
-  if (srv->conn_events->http(srv, c, &x->req, x->body, x->body_len, &ans))
-    srv->stats.http_errors++;
-  mr_debug("conn %llu (%s): %s %.*s -> %d", (unsigned long long)c->id,
-           mr_conn_remote(c), x->req.method, (int)x->req.path_len, x->req.path,
-           ans.status);
-  int r = mr_httpx_respond(x, &ans, !srv->shutting_down, &c->tx.outq);
-  pending_add(c);
-  if (r < 0) {
-    srv->stats.internal_errors++;
-    mr_warn("conn %llu (%s): cannot queue the response: %s",
-            (unsigned long long)c->id, mr_conn_remote(c), mr_strerror(r));
-    mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
-    return 0;
-  }
-  if (r == 0) {
-    http_end(c);
-    c->deadline = 0; /* the closing grace, not the request's time */
-    set_closing(c, MR_CLOSING_AFTER_FLUSH);
-    c->state = MR_CONN_CLOSING;
-    if (!(c->flags & MR_CF_VIRTUAL))
-      uv_read_stop((uv_stream_t *)&c->tcp);
-    return 0;
-  }
-  /* A client that does not read its answers is judged as a WebSocket
-   * reader is. */
-  return !over_backpressure(c);
-}
-
-/* Answers every whole request that is waiting, in order, then sets the
- * deadline for what comes next: the rest of a request that has begun, or
- * the next request on an idle keep-alive connection. Refusals of the
- * server's own (400, 408, 413, 417, 431) close after the answer: the rest
- * of the stream cannot be trusted to start a new request. */
-static void http_run(mr_conn *c) {
-  mr_server *srv = c->srv;
-  mr_httpx_limits lim = {srv->cfg.max_head, srv->cfg.max_body};
-  int status = 0, r = MR_HTTPX_AGAIN;
-  const char *why = "";
-  while (c->state == MR_CONN_HTTP && !(c->flags & MR_CF_DOOMED) &&
-         (r = mr_httpx_next(c->http, &lim, &status, &why)) != MR_HTTPX_AGAIN) {
-    if (r == MR_HTTPX_CONTINUE) {
-      if (mr_httpx_continue(&c->tx.outq) == 0)
-        pending_add(c);
-    } else if (r == MR_HTTPX_REFUSE) {
-      static mr_log_limit refused_lim = MR_LOG_LIMIT_INIT("refused requests");
-      srv->stats.http_refused++;
-      mr_log_limited(&refused_lim, MR_LOG_INFO,
-                     "conn %llu (%s): http refused %d: %s",
-                     (unsigned long long)c->id, mr_conn_remote(c), status, why);
-      http_end(c);
-      refuse(c, status, why, "");
-    } else if (r == MR_HTTPX_UPGRADE) {
-      /* A WebSocket upgrade after plain requests on one connection: its
-       * bytes go to the handshake as on a new connection. */
-      mr_httpx *x = c->http;
-      c->http = NULL;
-      c->state = MR_CONN_HANDSHAKE;
-      c->deadline = uv_now(srv->loop) + srv->cfg.handshake_timeout * 1000ull;
-      handshake(c, x->buf, x->len);
-      mr_httpx_free(x);
-      free(x);
-    } else if (http_answer(c)) {
-      c->deadline = uv_now(srv->loop) + (mr_httpx_partial(c->http)
-                                             ? srv->cfg.request_timeout
-                                             : srv->cfg.keepalive_timeout) *
-                                            1000ull;
-    }
-  }
-}
-
-/* The first request on the connection is plain HTTP and the script answers
- * such requests: the head read so far and the rest of this read become the
- * first request of an exchange, whose time counts from the accept. */
-static void start_http(mr_conn *c, const char *rest, size_t len) {
-  mr_server *srv = c->srv;
-  if (!(c->http = malloc(sizeof *c->http))) {
-    mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
-    return;
-  }
-  mr_httpx_init(c->http);
-  c->state = MR_CONN_HTTP;
-  uint64_t hs = srv->cfg.handshake_timeout * 1000ull;
-  c->deadline = (c->deadline >= hs ? c->deadline - hs : uv_now(srv->loop)) +
-                srv->cfg.request_timeout * 1000ull;
-  if (mr_httpx_feed(c->http, c->head, c->head_len) != 0 ||
-      mr_httpx_feed(c->http, rest, len) != 0) {
-    mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
-    return;
-  }
-  free(c->head);
-  c->head = NULL;
-  c->head_len = 0;
-  http_run(c);
-}
-
-static void http_read(mr_conn *c, const char *data, size_t n) {
-  if (!mr_httpx_partial(c->http))
-    c->deadline = uv_now(c->srv->loop) + c->srv->cfg.request_timeout * 1000ull;
-  if (mr_httpx_feed(c->http, data, n) != 0)
-    mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
-  else
-    http_run(c);
-}
-
-/* A request that has begun and not arrived whole in time gets 408; an idle
- * keep-alive connection is closed quietly, as its client expects it may. */
-static void http_sweep(mr_conn *c, uint64_t now) {
-  mr_server *srv = c->srv;
-  if (now < c->deadline)
-    return;
-  if (mr_httpx_partial(c->http)) {
-    static mr_log_limit lim = MR_LOG_LIMIT_INIT("request timeouts");
-    srv->stats.http_refused++;
-    mr_log_limited(
-        &lim, MR_LOG_INFO,
-        "conn %llu (%s): http refused 408: request not complete within "
-        "--request-timeout",
-        (unsigned long long)c->id, mr_conn_remote(c));
-    http_end(c);
-    refuse(c, 408, "request not complete within --request-timeout", "");
-    return;
-  }
-  srv->stats.http_idle_closes++;
-  mr_debug("conn %llu (%s): idle keep-alive connection closed",
-           (unsigned long long)c->id, mr_conn_remote(c));
-  terminate(c);
 }
 
 /* ---- reading --------------------------------------------------------------
@@ -658,18 +361,18 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     if (n != UV_EOF)
       mr_debug("conn %llu: read error: %s", (unsigned long long)c->id,
                uv_strerror((int)n));
-    set_close(c, MR_CLOSE_ABNORMAL, "", 0);
-    terminate(c);
+    mr_conn__set_close(c, MR_CLOSE_ABNORMAL, "", 0);
+    mr_conn__terminate(c);
     return;
   }
   srv->stats.bytes_in += (size_t)n;
   c->last_rx = uv_now(srv->loop);
   if (c->state == MR_CONN_HANDSHAKE)
-    handshake(c, buf->base, (size_t)n);
+    mr_conn__handshake(c, buf->base, (size_t)n);
   else if (c->state == MR_CONN_OPEN || c->state == MR_CONN_CLOSING)
-    feed_ws(c, (const uint8_t *)buf->base, (size_t)n);
+    mr_conn__feed_ws(c, (const uint8_t *)buf->base, (size_t)n);
   else if (c->state == MR_CONN_HTTP)
-    http_read(c, buf->base, (size_t)n);
+    mr_conn__http_read(c, buf->base, (size_t)n);
 }
 
 /* ---- lifetime -------------------------------------------------------------
@@ -693,7 +396,7 @@ static void on_closed(uv_handle_t *h) {
 /* The one teardown path: leave every room first, so nothing can reach the
  * connection through a room, then tell Lua, then close the socket. The
  * memory goes in on_closed. */
-static void terminate(mr_conn *c) {
+void mr_conn__terminate(mr_conn *c) {
   if (c->state == MR_CONN_CLOSED)
     return;
   mr_server *srv = c->srv;
@@ -703,7 +406,7 @@ static void terminate(mr_conn *c) {
   doomed_remove(c);
   mr_rooms_leave_all(&srv->rooms, &c->member);
   if (!c->close_code)
-    set_close(c, MR_CLOSE_ABNORMAL, "", 0);
+    mr_conn__set_close(c, MR_CLOSE_ABNORMAL, "", 0);
   if (had_lua) {
     srv->stats.connections_open--;
     c->flags &= ~MR_CF_LUA;
@@ -852,11 +555,11 @@ void mr_conn_accept(mr_server *srv) {
   uv_tcp_init(srv->loop, &c->tcp);
   c->tcp.data = c;
   if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&c->tcp) != 0) {
-    terminate(c);
+    mr_conn__terminate(c);
     return;
   }
   if (over_fd_reserve(c)) {
-    terminate(c);
+    mr_conn__terminate(c);
     return;
   }
   srv->stats.connections_accepted++;
@@ -867,7 +570,7 @@ void mr_conn_accept(mr_server *srv) {
   if (r != 0) {
     mr_warn("conn %llu: read_start failed: %s", (unsigned long long)c->id,
             uv_strerror(r));
-    terminate(c);
+    mr_conn__terminate(c);
   }
 }
 
@@ -883,17 +586,17 @@ void mr_conn_sweep(mr_conn *c, uint64_t now) {
       srv->stats.handshakes_timed_out++;
       mr_log_limited(&lim, MR_LOG_INFO, "conn %llu (%s): handshake timed out",
                      (unsigned long long)c->id, mr_conn_remote(c));
-      terminate(c);
+      mr_conn__terminate(c);
     }
     return;
   }
   if (c->state == MR_CONN_CLOSING) {
     if (c->deadline && now >= c->deadline)
-      terminate(c);
+      mr_conn__terminate(c);
     return;
   }
   if (c->state == MR_CONN_HTTP) {
-    http_sweep(c, now);
+    mr_conn__http_sweep(c, now);
     return;
   }
   unsigned idle = srv->cfg.idle_timeout;
@@ -915,7 +618,7 @@ void mr_conn_sweep(mr_conn *c, uint64_t now) {
       return;
     }
     mr_buf *f = mr_frame_new(MR_OP_PING, NULL, 0);
-    int r = f ? queue_buf(c, f) : MR_ENOMEM;
+    int r = f ? mr_conn__queue_buf(c, f) : MR_ENOMEM;
     if (f)
       mr_buf_release(f);
     if (r != 0) {
