@@ -19,6 +19,14 @@
 #define BACKOFF_MIN_MS 100  /* first redial delay, doubling ... */
 #define BACKOFF_MAX_MS 2000 /* ... up to this */
 #define REFUSAL_WARN_MS 30000
+/* A node that fails authentication has a different cookie, which no redial
+ * fixes until an operator does: it is redialed far more slowly. */
+#define AUTH_BACKOFF_MIN_MS 1000  /* first redial delay, doubling ... */
+#define AUTH_BACKOFF_MAX_MS 60000 /* ... up to this */
+/* How many nodes refused for their cookie the accepting side remembers, to
+ * log each once; past that, refusals are counted but not logged, so a flood
+ * of made-up names cannot fill the log. */
+#define COOKIE_LOG_MAX 64
 /* A frame carries one message plus its room name and headers. */
 #define FRAME_HEADROOM (MR_WIRE_MAX_ROOM + 64)
 /* Room names are cut to this many bytes in log lines. */
@@ -51,6 +59,8 @@ typedef struct peer {
   mr_link *link;
   int refused; /* the last attempt failed authentication */
   uint64_t last_warn;
+  int wrong_cookie;  /* the last attempt failed on the cookie: slow backoff */
+  int cookie_logged; /* that was logged once since the last link up */
 } peer;
 
 /* What the cluster knows about one link (its mr_link_data): the
@@ -61,6 +71,7 @@ typedef struct session {
    * acceptor's CHALLENGE to a dialer, the dialer's AUTH to an acceptor). */
   int got_hello;
   int quiet; /* closed on purpose (duplicate): nothing to count or report */
+  int wrong_cookie;                /* the handshake failed on the cookie */
   char addr[MR_WIRE_MAX_NAME + 1]; /* the peer's advertised address */
   uint8_t nonce_d[32], nonce_a[32];
   interest *rooms; /* rooms the peer has members in */
@@ -77,6 +88,10 @@ struct mr_cluster {
   char addr[MR_WIRE_MAX_NAME + 1]; /* "-" when this node does not listen */
   peer *peers;
   int closing;
+  /* Nodes whose links this node accepted and refused for their cookie, as
+   * "NAME ADDR", each logged once until it links up. */
+  char *cookie_logged[COOKIE_LOG_MAX];
+  int ncookie_logged;
 };
 
 static session *sess(mr_link *l) { return mr_link_data(l); }
@@ -107,9 +122,13 @@ static void format_addr(char *out, size_t cap, const mr_addr *a) {
 static void on_peer_timer(uv_timer_t *t);
 
 static void peer_schedule(peer *p) {
-  p->backoff = p->backoff ? p->backoff * 2 : BACKOFF_MIN_MS;
-  if (p->backoff > BACKOFF_MAX_MS)
-    p->backoff = BACKOFF_MAX_MS;
+  unsigned lo = p->wrong_cookie ? AUTH_BACKOFF_MIN_MS : BACKOFF_MIN_MS;
+  unsigned hi = p->wrong_cookie ? AUTH_BACKOFF_MAX_MS : BACKOFF_MAX_MS;
+  p->backoff = p->backoff ? p->backoff * 2 : lo;
+  if (p->backoff < lo)
+    p->backoff = lo;
+  if (p->backoff > hi)
+    p->backoff = hi;
   /* Jitter keeps two nodes from redialing each other in lockstep. */
   unsigned delay = p->backoff / 2 + (unsigned)rand() % (p->backoff / 2 + 1);
   uv_timer_start(&p->timer, on_peer_timer, delay, 0);
@@ -313,8 +332,12 @@ static void remember_peer(mr_link *l) {
     return;
   p->up_since = uv_now(cl->srv->loop);
   p->refused = 0;
+  p->wrong_cookie = 0;
+  p->cookie_logged = 0;
   snprintf(p->name, sizeof p->name, "%s", l->name);
 }
+
+static void cookie_forget(mr_cluster *cl, mr_link *l);
 
 /* The handshake succeeded: room traffic may flow. */
 static void link_up(mr_link *l) {
@@ -324,6 +347,8 @@ static void link_up(mr_link *l) {
   mr_link_set_up(l);
   cl->srv->stats.cluster_links_up++;
   remember_peer(l);
+  if (!l->dialer)
+    cookie_forget(cl, l);
   mr_info("cluster: link %s node %s (%s) up", l->dialer ? "to" : "from",
           l->name, sess(l)->addr);
   send_peers(l);
@@ -369,6 +394,7 @@ static void on_hello(mr_link *l, const mr_wire_msg *m) {
 static void on_proof(mr_link *l, const mr_wire_msg *m) {
   uint8_t want[32];
   if (make_proof(l, 0, want) != 0 || !mr_wire_mac_equal(want, m->auth.mac)) {
+    sess(l)->wrong_cookie = 1;
     mr_link_close(l, "authentication failed: node has a different cookie", 1);
     return;
   }
@@ -499,6 +525,78 @@ static void on_link_frame(mr_link *l, const mr_wire_msg *m) {
 
 /* ---- closed links ------------------------------------------------------- */
 
+/* The key under which an accepted node refused for its cookie is
+ * remembered: its name and advertised address. */
+static void cookie_key(mr_link *l, char *out, size_t cap) {
+  snprintf(out, cap, "%s %s", l->name, sess(l)->addr);
+}
+
+/* Whether the refusal of l for its cookie is the first from that node
+ * (then it is remembered, while there is room). */
+static int cookie_first(mr_cluster *cl, mr_link *l) {
+  char key[2 * MR_WIRE_MAX_NAME + 2];
+  cookie_key(l, key, sizeof key);
+  for (int i = 0; i < cl->ncookie_logged; i++)
+    if (strcmp(cl->cookie_logged[i], key) == 0)
+      return 0;
+  if (cl->ncookie_logged == COOKIE_LOG_MAX)
+    return 0;
+  size_t len = strlen(key) + 1;
+  char *copy = malloc(len);
+  if (copy) {
+    memcpy(copy, key, len);
+    cl->cookie_logged[cl->ncookie_logged++] = copy;
+  }
+  return 1;
+}
+
+/* A node that links up is forgotten, so that it is reported again should
+ * its cookie change later. */
+static void cookie_forget(mr_cluster *cl, mr_link *l) {
+  char key[2 * MR_WIRE_MAX_NAME + 2];
+  cookie_key(l, key, sizeof key);
+  for (int i = 0; i < cl->ncookie_logged; i++)
+    if (strcmp(cl->cookie_logged[i], key) == 0) {
+      free(cl->cookie_logged[i]);
+      cl->cookie_logged[i] = cl->cookie_logged[--cl->ncookie_logged];
+      return;
+    }
+}
+
+/* Logs a handshake that failed on the cookie: on the dialing side once per
+ * peer until it links up, on the accepting side once per remote node.
+ * refused is 1 when this node found the proof wrong (why says so), 0 when
+ * the dialer closed after this node's proof. The caller counts it. */
+static void report_cookie(mr_link *l, const char *why, int refused) {
+  mr_cluster *cl = cluster_of(l);
+  peer *p = sess(l)->peer;
+  if (l->dialer && p) {
+    p->wrong_cookie = 1;
+    if (p->cookie_logged) {
+      mr_debug("cluster: node %s at %s refused again: %s", l->name, p->addr,
+               why);
+      return;
+    }
+    p->cookie_logged = 1;
+    mr_warn("cluster: node %s at %s has a different cookie (%s); check "
+            "--cookie / MOONROOM_COOKIE on both nodes; redialing with backoff "
+            "up to %d s, further failures are counted in "
+            "cluster_links_refused, not logged",
+            l->name, p->addr, why, AUTH_BACKOFF_MAX_MS / 1000);
+    return;
+  }
+  if (!cookie_first(cl, l)) {
+    mr_debug("cluster: link from %s refused again: wrong cookie (node %s)",
+             l->remote, l->name);
+    return;
+  }
+  mr_warn("cluster: link from %s refused: wrong cookie (node %s, at %s): %s; "
+          "check --cookie / MOONROOM_COOKIE on both nodes; further attempts "
+          "are counted in cluster_links_refused, not logged",
+          l->remote, l->name, sess(l)->addr,
+          refused ? why : "it did not accept this node's proof");
+}
+
 /* Counts and logs why a link ended. A peer that keeps failing the same way
  * is reported every REFUSAL_WARN_MS, not on every redial. */
 static void report_close(mr_link *l, mr_link_state was, const char *why,
@@ -513,6 +611,9 @@ static void report_close(mr_link *l, mr_link_state was, const char *why,
   } else if (was == MR_LINK_UP) {
     srv->stats.cluster_links_dropped++;
     mr_warn("cluster: link %s node %s down: %s", dir, who, why);
+  } else if (s->wrong_cookie) {
+    srv->stats.cluster_links_refused++;
+    report_cookie(l, why, refused);
   } else if (refused || (was != MR_LINK_CONNECTING && !cl->closing)) {
     srv->stats.cluster_links_refused++;
     peer *p = s->peer;
@@ -539,6 +640,11 @@ static void on_link_closed(mr_link *l, mr_link_state was, const char *why,
    * first; with another link to that node up, nothing was lost. */
   if (was == MR_LINK_UP && mr_link_env_find_up(&cl->links, l->name, l))
     s->quiet = 1;
+  /* A dialer that closes the handshake after this node's proof found that
+   * proof wrong: it has a different cookie (it says no more on the wire). */
+  if (!l->dialer && was == MR_LINK_HANDSHAKE && s->got_hello && !refused &&
+      !cl->closing)
+    s->wrong_cookie = 1;
   report_close(l, was, why, refused);
   /* Redial the node: the one we dialed, or one that dialed us and that we
    * remembered by its advertised address. */
@@ -747,4 +853,8 @@ void mr_cluster_close(mr_cluster *cl) {
     uv_close((uv_handle_t *)&cl->listener, NULL);
 }
 
-void mr_cluster_free(mr_cluster *cl) { free(cl); }
+void mr_cluster_free(mr_cluster *cl) {
+  for (int i = 0; i < cl->ncookie_logged; i++)
+    free(cl->cookie_logged[i]);
+  free(cl);
+}

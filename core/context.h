@@ -76,7 +76,9 @@ struct mr_admin;
   X(http_errors, "on_http requests answered 500 for a handler error")          \
   X(http_refused, "plain HTTP requests refused by the server (4xx)")           \
   X(http_idle_closes,                                                          \
-    "keep-alive HTTP connections closed after --keepalive-timeout")
+    "keep-alive HTTP connections closed after --keepalive-timeout")            \
+  X(cluster_stalls,                                                            \
+    "heartbeats that judged no link because this node had not run")
 
 typedef struct {
 #define MR_STATS_FIELD(name, help) uint64_t name;

@@ -457,6 +457,12 @@ static void send_ping(mr_link *l, uint64_t now) {
   mr_buf_release(ping);
 }
 
+/* Pings an established link without judging its silence or deadline. */
+static void ping_only(mr_link *l, uint64_t now) {
+  if (l->state == MR_LINK_UP)
+    send_ping(l, now);
+}
+
 void mr_link_tick(mr_link *l, uint64_t now) {
   if (l->state == MR_LINK_HANDSHAKE) {
     if (now >= l->deadline)
@@ -481,6 +487,27 @@ void mr_link_env_tick(mr_link_env *env, uint64_t now) {
   for (mr_link *l = env->links; l; l = next) {
     next = l->next;
     mr_link_tick(l, now);
+  }
+}
+
+void mr_link_env_beat(mr_link_env *env, uint64_t now) {
+  uint64_t gap = now - env->last_beat;
+  env->last_beat = now;
+  if (gap < MR_LINK_STALL_MS) {
+    mr_link_env_tick(env, now);
+    return;
+  }
+  env->srv->stats.cluster_stalls++;
+  if (env->links)
+    mr_warn("cluster: this node did not run for %llu ms (stopped, paused or "
+            "starved); reading what the peers sent before judging any link",
+            (unsigned long long)(gap - MR_LINK_HEARTBEAT_MS));
+  /* A ping closes at most its own link (a full queue), so the saved next
+   * pointer stays valid. */
+  mr_link *next;
+  for (mr_link *l = env->links; l; l = next) {
+    next = l->next;
+    ping_only(l, now);
   }
 }
 
@@ -523,7 +550,7 @@ void mr_link_env_send_up(mr_link_env *env, mr_buf *frame) {
 
 static void on_heartbeat(uv_timer_t *t) {
   mr_link_env *env = t->data;
-  mr_link_env_tick(env, uv_now(env->srv->loop));
+  mr_link_env_beat(env, uv_now(env->srv->loop));
 }
 
 void mr_link_env_init(mr_link_env *env, mr_server *srv,
@@ -540,6 +567,7 @@ void mr_link_env_init(mr_link_env *env, mr_server *srv,
   uv_prepare_start(&env->flush_prep, on_flush);
   uv_timer_init(srv->loop, &env->heartbeat);
   env->heartbeat.data = env;
+  env->last_beat = uv_now(srv->loop);
   uv_timer_start(&env->heartbeat, on_heartbeat, MR_LINK_HEARTBEAT_MS,
                  MR_LINK_HEARTBEAT_MS);
 }

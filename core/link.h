@@ -33,6 +33,10 @@
 /* An established link that has received nothing for this long is dead;
  * PINGs every tick keep a healthy one from ever getting there. */
 #define MR_LINK_SILENT_MS 5000
+/* A heartbeat that comes this long after the previous one finds a loop that
+ * did not run in between (the process was stopped, starved or paused): it
+ * judges no link, because what the peers sent meanwhile is still unread. */
+#define MR_LINK_STALL_MS (2 * MR_LINK_HEARTBEAT_MS)
 
 typedef enum {
   MR_LINK_CONNECTING, /* TCP connect in progress (a link we dial) */
@@ -79,7 +83,8 @@ struct mr_link_env {
   mr_link *links;   /* every link that is not closed */
   mr_link *pending; /* links with queued, unflushed bytes */
   uv_prepare_t flush_prep;
-  uv_timer_t heartbeat; /* mr_link_env_tick every MR_LINK_HEARTBEAT_MS */
+  uv_timer_t heartbeat; /* mr_link_env_beat every MR_LINK_HEARTBEAT_MS */
+  uint64_t last_beat;   /* loop time of the last mr_link_env_beat */
 };
 
 struct mr_link {
@@ -126,6 +131,15 @@ void mr_link_env_close(mr_link_env *env);
 /* The heartbeat of every link at loop time now (mr_link_tick); the timer
  * calls it with the loop's time, tests with the time they need. */
 void mr_link_env_tick(mr_link_env *env, uint64_t now);
+
+/* The heartbeat timer's step at loop time now. Normally mr_link_env_tick;
+ * but when now is MR_LINK_STALL_MS or more past the previous beat, this
+ * node itself did not run meanwhile, and libuv runs timers before it reads
+ * sockets: the peers' frames of the whole stall still wait unread. Such a
+ * beat only pings (counted in cluster_stalls, logged) and judges nothing,
+ * so silence is measured from the time this node could read again: the
+ * next beat, one heartbeat later, judges with the waiting frames read. */
+void mr_link_env_beat(mr_link_env *env, uint64_t now);
 
 /* The established link to the node named name, other than except (may be
  * NULL); NULL when there is none. */

@@ -14,6 +14,7 @@
 
 #include "cluster.h"
 #include "link.h"
+#include "log_capture.h"
 #include "virtual_server.h"
 #include "wire.h"
 
@@ -361,6 +362,48 @@ static void test_acceptor_checks_the_proof(void) {
   CHECK_EQ_INT(stats(b)->cluster_links_up, 1);
   CHECK_EQ_INT(stats(b)->cluster_links_refused, 1);
   mr_link_release(l);
+  node_stop(b);
+}
+
+/* How many warning lines of text name a wrong cookie. */
+static int cookie_warnings(const char *text) {
+  int n = 0;
+  for (const char *p = text; (p = strstr(p, "wrong cookie")); p++) {
+    const char *bol = p;
+    while (bol > text && bol[-1] != '\n')
+      bol--;
+    const char *warn = strstr(bol, " warn ");
+    if (warn && warn < p)
+      n++;
+  }
+  return n;
+}
+
+/* The acceptor logs a node refused for its cookie once, in words naming the
+ * cookie and what to check, and only counts it after that; once the node
+ * links up it is forgotten, so a later change of cookie is logged again. */
+static void test_wrong_cookie_is_logged_once(void) {
+  node *b = node_start("b", "secret");
+  CHECK_EQ_INT(capture_begin(), 0);
+  for (int i = 0; i < 3; i++) {
+    mr_link *l = mr_cluster_link_virtual(b->cl, 0);
+    CHECK_EQ_INT(forged_dialer(l, "wrong"), MR_LINK_CLOSED);
+    mr_link_release(l);
+  }
+  const char *text = capture_end();
+  CHECK_EQ_INT(cookie_warnings(text), 1);
+  CHECK(strstr(text, "wrong cookie (node evil") != NULL);
+  CHECK(strstr(text, "MOONROOM_COOKIE") != NULL);
+  CHECK_EQ_INT(stats(b)->cluster_links_refused, 3);
+  mr_link *up = mr_cluster_link_virtual(b->cl, 0);
+  CHECK_EQ_INT(forged_dialer(up, "secret"), MR_LINK_UP);
+  mr_link_release(up);
+  CHECK_EQ_INT(capture_begin(), 0);
+  mr_link *l = mr_cluster_link_virtual(b->cl, 0);
+  CHECK_EQ_INT(forged_dialer(l, "wrong"), MR_LINK_CLOSED);
+  mr_link_release(l);
+  CHECK_EQ_INT(cookie_warnings(capture_end()), 1);
+  CHECK_EQ_INT(stats(b)->cluster_links_refused, 4);
   node_stop(b);
 }
 
@@ -799,6 +842,7 @@ int main(void) {
   test_handshake();
   test_wrong_cookie();
   test_acceptor_checks_the_proof();
+  test_wrong_cookie_is_logged_once();
   test_handshake_refusals();
   test_unknown_tag_on_an_established_link();
   test_interest_and_forwarding();

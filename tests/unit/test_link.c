@@ -316,6 +316,39 @@ static void test_heartbeat(void) {
   rig_free(t);
 }
 
+/* A beat MR_LINK_STALL_MS or more after the previous one finds a node that
+ * did not run meanwhile: it pings but judges neither silence nor handshake
+ * deadlines (what the peers sent is still unread), and counts the stall.
+ * The next beat judges as usual, so a peer that is really gone still goes. */
+static void test_stalled_beat_judges_nothing(void) {
+  rig *t = rig_new(1 << 20);
+  uint64_t t0 = uv_now(&t->loop);
+  mr_link *l = mr_link_new_virtual(&t->env, 1, "test");
+  mr_link *h = mr_link_new_virtual(&t->env, 0, "handshaking");
+  mr_link_set_up(l);
+  mr_link_env_beat(&t->env, t0 + 1000);
+  expect_ping(l, MR_WIRE_PING, t0 + 1000);
+  CHECK(t->srv.stats.cluster_stalls == 0);
+  /* Seven seconds without a beat: past both the silence limit and the
+   * handshake deadline, yet nothing is judged. */
+  uint64_t resumed = t0 + 1000 + MR_LINK_SILENT_MS + 2000;
+  mr_link_env_beat(&t->env, resumed);
+  CHECK_EQ_INT(rec(l)->closed, 0);
+  CHECK_EQ_INT(rec(h)->closed, 0);
+  expect_ping(l, MR_WIRE_PING, resumed);
+  CHECK(t->srv.stats.cluster_stalls == 1);
+  /* One heartbeat later the loop has read what was waiting; nothing came. */
+  mr_link_env_beat(&t->env, resumed + MR_LINK_HEARTBEAT_MS);
+  CHECK_EQ_INT(rec(l)->closed, 1);
+  CHECK_STR(rec(l)->why, "no heartbeat");
+  CHECK_EQ_INT(rec(h)->closed, 1);
+  CHECK_STR(rec(h)->why, "handshake timed out");
+  CHECK(t->srv.stats.cluster_stalls == 1);
+  mr_link_release(l);
+  mr_link_release(h);
+  rig_free(t);
+}
+
 /* ---- writing ------------------------------------------------------------- */
 
 /* A link whose queue would pass max_queue is dropped and counted, rather
@@ -390,6 +423,7 @@ int main(void) {
   test_ping_pong();
   test_handshake_deadline();
   test_heartbeat();
+  test_stalled_beat_judges_nothing();
   test_queue_limit();
   test_release_and_env_close();
   return test_report();
