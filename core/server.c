@@ -11,6 +11,7 @@
 #include "error.h"
 #include "log.h"
 #include "reload.h"
+#include "watchdog.h"
 #include "ws.h"
 
 #define SWEEP_MS 250
@@ -155,9 +156,7 @@ static void finish_shutdown(mr_server *srv) {
   close_handle((uv_handle_t *)&srv->sweep);
   close_handle((uv_handle_t *)&srv->timer);
   close_handle((uv_handle_t *)&srv->flush_prep);
-  close_handle((uv_handle_t *)&srv->sig_int);
-  close_handle((uv_handle_t *)&srv->sig_term);
-  close_handle((uv_handle_t *)&srv->sig_hup);
+  mr_watchdog_stop();
   mr_reload_stop(srv);
   if (srv->cluster)
     mr_cluster_close(srv->cluster);
@@ -183,8 +182,10 @@ static void on_sweep(uv_timer_t *t) {
     finish_shutdown(srv);
 }
 
-static void on_signal(uv_signal_t *s, int signum) {
-  mr_server *srv = s->data;
+/* Called on the loop by the watchdog (core/watchdog.c), which takes the
+ * signals in its own thread so that they work whatever the loop is doing. */
+static void on_signal(void *ud, int signum) {
+  mr_server *srv = ud;
   if (signum == SIGHUP) {
     mr_reload_now(srv, "SIGHUP");
     return;
@@ -235,13 +236,12 @@ int mr_server_listen(mr_server *srv) {
   uv_timer_init(srv->loop, &srv->timer);
   srv->timer.data = srv;
   uv_unref((uv_handle_t *)&srv->timer);
-  uv_signal_init(srv->loop, &srv->sig_int);
-  uv_signal_init(srv->loop, &srv->sig_term);
-  uv_signal_init(srv->loop, &srv->sig_hup);
-  srv->sig_int.data = srv->sig_term.data = srv->sig_hup.data = srv;
-  uv_signal_start(&srv->sig_int, on_signal, SIGINT);
-  uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
-  uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
+  /* Signals go to the watchdog's thread, never to uv_signal_t: libuv's
+   * handler would only run when the loop does. */
+  if ((r = mr_watchdog_start(srv->loop, on_signal, srv)) != 0) {
+    mr_error("cannot start the signal watchdog: %s", uv_strerror(r));
+    return r;
+  }
   mr_info("listening on %s:%d (script %s, %s)", srv->cfg.listen.host,
           srv->cfg.listen.port, srv->cfg.script,
           mr_bridge_version(srv->bridge));

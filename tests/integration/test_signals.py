@@ -1,0 +1,98 @@
+"""Signals whatever the loop is doing (issue 16, item 1): a handler stuck in
+`while true do end` no longer makes the node ignore SIGTERM and SIGINT."""
+
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import RawClient
+
+SCRIPT = Path(__file__).parent / "scripts" / "signals.lua"
+STUCK_EXIT = 3
+
+
+def start_stuck(server):
+    """A server whose loop is stuck in on_message, with the client that
+    sent the message."""
+    srv = server(script=SCRIPT)
+    c = RawClient.connect(srv.port)
+    c.send_text("echo?")
+    assert c.recv_text() == "echo?"
+    c.send_text("spin")
+    assert srv.wait_log(r"spinning", 5), srv.log()
+    return srv, c
+
+
+def wait_exit(srv, timeout):
+    t0 = time.monotonic()
+    try:
+        rc = srv.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the server did not exit within {timeout} s of the "
+                    f"signal:\n{srv.log()}")
+    return rc, time.monotonic() - t0
+
+
+def names_the_handler(log):
+    return re.search(r"stuck in \S*signals\.lua: on_message \(conn \d+\)",
+                     log)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT],
+                         ids=["SIGTERM", "SIGINT"])
+def test_stuck_handler_signal_exits_3_after_grace(server, sig):
+    srv, c = start_stuck(server)
+    srv.signal(sig)
+    rc, elapsed = wait_exit(srv, 6)
+    log = srv.log()
+    assert rc == STUCK_EXIT, (rc, log)
+    assert elapsed < 5, elapsed
+    assert "did not answer within 2 s" in log, log
+    assert names_the_handler(log), log
+    c.close()
+
+
+def test_stuck_handler_second_signal_exits_at_once(server):
+    srv, c = start_stuck(server)
+    srv.signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    srv.signal(signal.SIGINT)
+    rc, _ = wait_exit(srv, 6)
+    elapsed = time.monotonic() - t0
+    log = srv.log()
+    assert rc == STUCK_EXIT, (rc, log)
+    assert elapsed < 1.5, elapsed  # well inside the 2 s grace
+    assert "second signal" in log, log
+    assert names_the_handler(log), log
+    c.close()
+
+
+def test_signal_during_a_short_busy_handler_is_orderly(server):
+    """A handler that is busy for less than the grace is not 'stuck': the
+    loop answers when it returns, and shutdown is the usual one."""
+    srv = server(script=SCRIPT)
+    c = RawClient.connect(srv.port)
+    c.send_text("busy:0.7")
+    assert srv.wait_log(r"busy for", 5), srv.log()
+    srv.signal(signal.SIGTERM)
+    assert c.recv_text(timeout=5) == "done"
+    code, _ = c.expect_close(timeout=5)
+    assert code == 1001
+    c.send_close(1001)
+    rc, _ = wait_exit(srv, 6)
+    assert rc == 0, srv.log()
+    assert "stuck" not in srv.log()
+
+
+def test_sighup_still_reloads(server):
+    srv = server(script=SCRIPT)
+    srv.proc.send_signal(signal.SIGHUP)
+    assert srv.wait_log(r"SIGHUP", 5), srv.log()
+    c = RawClient.connect(srv.port)
+    c.send_text("still?")
+    assert c.recv_text() == "still?"
+    c.close()
