@@ -1,5 +1,6 @@
-"""Signals whatever the loop is doing (issue 16, item 1): a handler stuck in
-`while true do end` no longer makes the node ignore SIGTERM and SIGINT."""
+"""Signals whatever the loop is doing (issue 16, items 1 and 6a): a handler
+stuck in `while true do end` no longer makes the node ignore SIGTERM and
+SIGINT; the shutdown grace is the documented 3 s."""
 
 import re
 import signal
@@ -96,3 +97,25 @@ def test_sighup_still_reloads(server):
     c.send_text("still?")
     assert c.recv_text() == "still?"
     c.close()
+
+
+def test_shutdown_grace_is_three_seconds(server):
+    """6a: SIGTERM arrives while a handler is busy for 1 s; the grace must
+    start after it, not from the loop's cached clock of before it. A client
+    that never answers its close is cut after ~3 s, not ~2 s."""
+    srv = server(script=SCRIPT)
+    busy = RawClient.connect(srv.port)
+    deaf = RawClient.connect(srv.port)
+    busy.send_text("busy:1.0")
+    assert srv.wait_log(r"busy for", 5), srv.log()
+    srv.signal(signal.SIGTERM)
+    code, _ = deaf.expect_close(timeout=5, answer_pings=False)
+    t_close = time.monotonic()
+    assert code == 1001
+    assert deaf.wait_eof(6), "the server never dropped the deaf client"
+    grace = time.monotonic() - t_close
+    assert 2.8 <= grace <= 4.0, grace
+    rc, _ = wait_exit(srv, 5)
+    assert rc == 0, srv.log()
+    busy.close()
+    deaf.close()
