@@ -1,6 +1,7 @@
-"""Signals whatever the loop is doing (issue 16, items 1 and 6a): a handler
+"""Signals whatever the loop is doing (issue 16, items 1, 6a, 6c): a handler
 stuck in `while true do end` no longer makes the node ignore SIGTERM and
-SIGINT; the shutdown grace is the documented 3 s."""
+SIGINT; the shutdown grace is the documented 3 s; ws.clock() moves inside a
+long handler where ws.now() does not."""
 
 import re
 import signal
@@ -119,3 +120,15 @@ def test_shutdown_grace_is_three_seconds(server):
     assert rc == 0, srv.log()
     busy.close()
     deaf.close()
+
+
+def test_clock_advances_in_a_long_handler_now_does_not(server):
+    """6c: ws.now() is the loop's cached clock; ws.clock() reads the time."""
+    srv = server(script=SCRIPT)
+    c = RawClient.connect(srv.port)
+    c.send_text("clock:0.3")
+    m = re.fullmatch(r"now=([\d.]+) clock=([\d.]+)", c.recv_text())
+    assert m, m
+    assert float(m.group(1)) == 0
+    assert 250 <= float(m.group(2)) <= 2000, m.group(2)
+    c.close()
