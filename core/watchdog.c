@@ -107,9 +107,18 @@ static void stuck(int sig, const char *why) {
   _exit(MR_WATCHDOG_EXIT_STUCK);
 }
 
-/* Waits for the loop to answer what was forwarded; a second SIGINT or
- * SIGTERM meanwhile, or the grace running out, ends the process. Returns 0
- * when answered, -1 when the watchdog is stopping. */
+/* A SIGINT or SIGTERM for a loop that answered every earlier one: a second
+ * one while a handler runs cannot wait for the loop (the README promises
+ * that it exits at once); otherwise it goes to the loop. */
+static void take(int sig) {
+  if (atomic_load(&sent) > 0 && mr_watchdog_current().event)
+    stuck(sig, "second signal while a handler was running");
+  forward(sig);
+}
+
+/* Waits for the loop to answer what was forwarded; a further SIGINT or
+ * SIGTERM before it did, or the grace running out, ends the process.
+ * Returns 0 when answered, -1 when the watchdog is stopping. */
 static int await_answer(int first) {
   uint64_t deadline = now_ms() + MR_WATCHDOG_GRACE_MS;
   while (atomic_load(&answered) < atomic_load(&sent)) {
@@ -124,10 +133,17 @@ static int await_answer(int first) {
     int sig = sigtimedwait(&sigs, NULL, &ts);
     if (atomic_load(&stopping))
       return -1;
-    if (sig == SIGHUP)
+    if (sig == SIGHUP) {
       forward(sig);
-    else if (sig == SIGINT || sig == SIGTERM)
-      stuck(sig, "second signal while the loop had not answered the first");
+    } else if (sig == SIGINT || sig == SIGTERM) {
+      if (atomic_load(&answered) < atomic_load(&sent))
+        stuck(sig, "second signal while the loop had not answered the first");
+      /* The loop answered the first just before this one came: this one
+       * is the loop's too, with a grace of its own. */
+      take(sig);
+      first = sig;
+      deadline = now_ms() + MR_WATCHDOG_GRACE_MS;
+    }
   }
   return 0;
 }
@@ -144,11 +160,7 @@ static void *run(void *arg) {
       forward(sig);
       continue;
     }
-    /* A second signal while a handler runs cannot wait for the loop: the
-     * README promises that it exits at once. */
-    if (atomic_load(&sent) > 0 && mr_watchdog_current().event)
-      stuck(sig, "second signal while a handler was running");
-    forward(sig);
+    take(sig);
     if (await_answer(sig) != 0)
       return NULL;
   }
