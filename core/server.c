@@ -192,6 +192,11 @@ static void on_signal(void *ud, int signum) {
   }
   if (srv->shutting_down) {
     mr_warn("second signal: exiting now");
+    /* Closing the Lua state runs the finalizers of the C modules a script
+     * loaded (lua-cjson's buffers are malloc'd), which exiting does not;
+     * nothing returns to the loop after it. */
+    mr_bridge_free(srv->bridge);
+    srv->bridge = NULL;
     exit(0);
   }
   mr_info("%s: closing every connection with 1001",
