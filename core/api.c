@@ -263,6 +263,15 @@ static int l_now(lua_State *L) {
   return 1;
 }
 
+/* clock() -> milliseconds of the monotonic clock read now, with fractions:
+ * the clock now() caches at the start of each loop turn, so a handler that
+ * runs long can see time pass (now() does not move inside it). The test
+ * kit's frozen clock does not apply: this is always the real one. */
+static int l_clock(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e6);
+  return 1;
+}
+
 /* node() -> this node's name (--node, or host-pid) */
 static int l_node(lua_State *L) {
   mr_server *srv = upvalue_server(L);
@@ -401,6 +410,7 @@ static const luaL_Reg core_funcs[] = {{"join", l_join},
                                       {"utf8_valid", l_utf8_valid},
                                       {"room_list", l_room_list},
                                       {"room_state", l_room_state},
+                                      {"clock", l_clock},
                                       {NULL, NULL}};
 
 #define CORE_KEY "moonroom.core"

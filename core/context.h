@@ -94,7 +94,6 @@ typedef struct mr_server {
   int handles_started;     /* timers, signals and the flush hook exist */
   uv_prepare_t flush_prep; /* flushes queued writes before the loop polls */
   uv_timer_t sweep;        /* every 250 ms: timeouts, pings */
-  uv_signal_t sig_int, sig_term, sig_hup;
   mr_rooms rooms;
   struct mr_conn *conns_by_id; /* uthash on id: how Lua handles resolve */
   struct mr_conn *all_head;    /* every connection, for the sweep */

@@ -6,6 +6,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "watchdog.h"
 
 int mr_gate_traceback(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
@@ -49,7 +50,11 @@ int mr_gate_call(lua_State *L, int nargs, int nres, const char *script,
   lua_pushlightuserdata(L, (void *)&traceback_key);
   lua_rawget(L, LUA_REGISTRYINDEX);
   lua_insert(L, base);
+  /* The label tells the watchdog what a loop that stopped answering
+   * signals is stuck in. */
+  mr_watchdog_label prev = mr_watchdog_enter(script, event, conn);
   int r = lua_pcall(L, nargs, nres, base);
+  mr_watchdog_leave(prev);
   lua_remove(L, base);
   if (r != 0) {
     char what[4200];

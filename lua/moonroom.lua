@@ -30,6 +30,9 @@ local M = {}
 --   utf8_valid(s)                    -> true | false
 --   room_list()                      -> { { name = room, count = n }, ... } sorted by name
 --   room_state(room)                 -> the room's table | nil, "empty room"
+--   clock()                          -> the monotonic clock read now, ms with
+--                                       fractions; now() is cached per loop
+--                                       turn and stands still in a handler
 for name, fn in pairs(core) do
   M[name] = fn
 end
