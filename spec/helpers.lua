@@ -127,7 +127,21 @@ function helpers.temp_script(src)
   local path = os.tmpname()
   os.remove(path)
   path = path .. ".lua"
-  return helpers.write_file(path, src)
+  --- A server on spec/fixtures/eval.lua and one connection to it: the pair
+-- the API specs drive with helpers.eval. Returns srv, conn.
+function helpers.eval_server(target)
+  local srv = require("moonroom.testing").server(helpers.fixture("eval"))
+  return srv, srv:connect(target or "/")
+end
+
+--- Runs a chunk of Lua in the eval server through conn; returns its answer
+-- ("ok ..." or "error ...").
+function helpers.eval(conn, code)
+  assert(conn:send(code) == true, "the eval connection is not open")
+  return conn:next()
+end
+
+return helpers.write_file(path, src)
 end
 
 --- Connects an observer to a server running spec/fixtures/recorder.lua: it
@@ -135,6 +149,20 @@ end
 -- "close ID CODE REASON").
 function helpers.observer(srv)
   return srv:connect("/?observe=1")
+end
+
+--- A server on spec/fixtures/eval.lua and one connection to it: the pair
+-- the API specs drive with helpers.eval. Returns srv, conn.
+function helpers.eval_server(target)
+  local srv = require("moonroom.testing").server(helpers.fixture("eval"))
+  return srv, srv:connect(target or "/")
+end
+
+--- Runs a chunk of Lua in the eval server through conn; returns its answer
+-- ("ok ..." or "error ...").
+function helpers.eval(conn, code)
+  assert(conn:send(code) == true, "the eval connection is not open")
+  return conn:next()
 end
 
 return helpers

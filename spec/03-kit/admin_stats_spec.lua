@@ -4,7 +4,6 @@
 -- traffic are checked against /metrics by tests/integration/test_admin.py.
 -- Driven by spec/fixtures/eval.lua.
 local helpers = require "helpers"
-local testing = require "moonroom.testing"
 
 local ADMIN = { "admin_requests", "admin_bad_requests",
   "admin_connections_refused", "admin_timeouts" }
@@ -13,8 +12,7 @@ describe("ws.stats() and the admin counters", function()
   local srv, c
 
   before_each(function()
-    srv = testing.server(helpers.fixture("eval"))
-    c = srv:connect("/")
+    srv, c = helpers.eval_server()
   end)
 
   after_each(function()

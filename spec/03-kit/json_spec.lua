@@ -1,14 +1,12 @@
 -- ws.json through the real core (the server's own module and lua-cjson, in
 -- the script's lua_State), driven by spec/fixtures/eval.lua.
 local helpers = require "helpers"
-local testing = require "moonroom.testing"
 
 describe("ws.json", function()
   local srv, c
 
   before_each(function()
-    srv = testing.server(helpers.fixture("eval"))
-    c = srv:connect("/")
+    srv, c = helpers.eval_server()
   end)
 
   after_each(function()
@@ -16,8 +14,7 @@ describe("ws.json", function()
   end)
 
   local function eval(code)
-    assert.is_true(c:send(code))
-    return c:next()
+    return helpers.eval(c, code)
   end
 
   -- Runs `return EXPR` without a tail call, so that an error names the line.

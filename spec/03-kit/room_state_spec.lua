@@ -13,8 +13,7 @@ describe("ws.room_list", function()
   local srv, c
 
   before_each(function()
-    srv = testing.server(helpers.fixture("eval"))
-    c = srv:connect("/")
+    srv, c = helpers.eval_server()
   end)
 
   after_each(function()
@@ -22,8 +21,7 @@ describe("ws.room_list", function()
   end)
 
   local function eval(code)
-    assert.is_true(c:send(code))
-    return c:next()
+    return helpers.eval(c, code)
   end
 
   it("is empty when no room has members", function()

@@ -11,8 +11,7 @@ describe("clean text at the Lua boundary", function()
   local srv, c, other
 
   before_each(function()
-    srv = testing.server(helpers.fixture("eval"))
-    c = srv:connect("/")
+    srv, c = helpers.eval_server()
     other = srv:connect("/?room=r")
   end)
 
@@ -21,8 +20,7 @@ describe("clean text at the Lua boundary", function()
   end)
 
   local function eval(code)
-    assert.is_true(c:send(code))
-    return c:next()
+    return helpers.eval(c, code)
   end
 
   -- Runs `return EXPR` without a tail call, so that errors name the function.

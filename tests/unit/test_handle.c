@@ -16,13 +16,7 @@ static const char script_src[] =
     "end }\n";
 
 static int write_script(void) {
-  snprintf(script_path, sizeof script_path, "/tmp/moonroom-unit-handle-XXXXXX");
-  int fd = mkstemp(script_path);
-  if (fd < 0)
-    return -1;
-  ssize_t n = write(fd, script_src, sizeof script_src - 1);
-  close(fd);
-  return n == (ssize_t)(sizeof script_src - 1) ? 0 : -1;
+  return write_temp_script(script_path, sizeof script_path, script_src);
 }
 
 /* Ids are 64-bit and pass 2^31 on a long-lived server; tostring must print

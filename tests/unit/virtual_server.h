@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "bridge.h"
@@ -123,6 +124,20 @@ static inline void h_stop(harness *h) {
   free(h->srv);
   h->srv = NULL;
   CHECK_EQ_INT(uv_loop_close(&h->loop), 0);
+}
+
+/* Writes src to a new temporary script (its path into path, cap >= 40),
+ * for tests whose handler lives in the test file. The caller unlinks it.
+ * Returns 0 or -1. */
+static inline int write_temp_script(char *path, size_t cap, const char *src) {
+  snprintf(path, cap, "/tmp/moonroom-unit-XXXXXX");
+  int fd = mkstemp(path);
+  if (fd < 0)
+    return -1;
+  size_t len = strlen(src);
+  ssize_t n = write(fd, src, len);
+  close(fd);
+  return n == (ssize_t)len ? 0 : -1;
 }
 
 /* ---- the handshake ------------------------------------------------------- */
