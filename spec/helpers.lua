@@ -127,21 +127,7 @@ function helpers.temp_script(src)
   local path = os.tmpname()
   os.remove(path)
   path = path .. ".lua"
-  --- A server on spec/fixtures/eval.lua and one connection to it: the pair
--- the API specs drive with helpers.eval. Returns srv, conn.
-function helpers.eval_server(target)
-  local srv = require("moonroom.testing").server(helpers.fixture("eval"))
-  return srv, srv:connect(target or "/")
-end
-
---- Runs a chunk of Lua in the eval server through conn; returns its answer
--- ("ok ..." or "error ...").
-function helpers.eval(conn, code)
-  assert(conn:send(code) == true, "the eval connection is not open")
-  return conn:next()
-end
-
-return helpers.write_file(path, src)
+  return helpers.write_file(path, src)
 end
 
 --- Connects an observer to a server running spec/fixtures/recorder.lua: it
