@@ -98,6 +98,11 @@ int mr_inflate_message(mr_zpool *p, const uint8_t *in, size_t len, size_t max,
                        uint8_t **out, size_t *out_len) {
   *out = NULL;
   *out_len = 0;
+  /* No payload at all is not valid deflate once the tail is appended (the
+   * tail lacks its block header), but it can only mean an empty message,
+   * and some clients send it so. */
+  if (len == 0)
+    return 0;
   z_stream *z = take_inflater(p);
   if (!z)
     return MR_ENOMEM;
