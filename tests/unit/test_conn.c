@@ -6,6 +6,10 @@
  * connections through the harness in tests/unit/virtual_server.h. */
 #include "virtual_server.h"
 
+#include <zlib.h>
+
+#include "deflate.h"
+
 /* malloc is wrapped at link time (-Wl,--wrap=malloc, see CMakeLists.txt)
  * so that a test can make the core's next allocation fail. */
 static int fail_next_malloc;
@@ -839,6 +843,93 @@ static void test_ws_pool(void) {
   h_stop(&h);
 }
 
+/* ---- permessage-deflate: nothing held between messages ------------------ */
+
+/* What a client sends: raw deflate, sync flush, the tail stripped. */
+static size_t client_deflate(const char *msg, uint8_t *out, size_t cap) {
+  z_stream z;
+  memset(&z, 0, sizeof z);
+  if (deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    return 0;
+  z.next_in = (uint8_t *)msg;
+  z.avail_in = (uInt)strlen(msg);
+  z.next_out = out;
+  z.avail_out = (uInt)cap;
+  deflate(&z, Z_SYNC_FLUSH);
+  size_t n = cap - z.avail_out;
+  deflateEnd(&z);
+  return n - 4;
+}
+
+static void test_deflate_session(void) {
+  harness h;
+  static const char *const opts[] = {"--compression", "on",
+                                     "--compression-threshold", "16", NULL};
+  if (!CHECK(h_start(&h, fixture("echo_observed.lua"), opts) == 0))
+    return;
+  char req[512];
+  int n = snprintf(req, sizeof req,
+                   "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: " KEY "\r\n"
+                   "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: "
+                   "permessage-deflate; client_max_window_bits\r\n\r\n");
+  mr_conn *c = mr_conn_new_virtual(h.srv);
+  uint64_t id = c->id;
+  feed(&h, c, req, (size_t)n);
+  char out[1024];
+  size_t len = take(&h, id, (uint8_t *)out, sizeof out - 1);
+  out[len] = '\0';
+  CHECK(strstr(out, "\r\nSec-WebSocket-Extensions: permessage-deflate; "
+                    "server_no_context_takeover; "
+                    "client_no_context_takeover\r\n\r\n") != NULL);
+  c = mr_conn_find(h.srv, id);
+  if (!CHECK(c && mr_conn_is_open(c)))
+    return;
+  CHECK_EQ_INT(c->deflate_bits, 15);
+  CHECK(mr_ws_deflate_enabled(&c->ws));
+
+  /* A compressed message in, a compressed echo out. */
+  const char *msg = "hello hello hello hello hello hello";
+  uint8_t z[128], frame[160];
+  size_t zlen = client_deflate(msg, z, sizeof z);
+  feed(&h, c, frame, client_frame(frame, 0x80 | 0x40 | MR_OP_TEXT, z, zlen, 1));
+  uint8_t reply[256];
+  len = take(&h, id, reply, sizeof reply);
+  CHECK_EQ_INT(reply[0], 0x80 | 0x40 | MR_OP_TEXT);
+  if (CHECK(len >= 2 && (reply[1] & 0x7F) == len - 2)) {
+    uint8_t plain[128];
+    z_stream zi;
+    memset(&zi, 0, sizeof zi);
+    inflateInit2(&zi, -15);
+    uint8_t in[260];
+    memcpy(in, reply + 2, len - 2);
+    memcpy(in + len - 2, "\0\0\xff\xff", 4);
+    zi.next_in = in;
+    zi.avail_in = (uInt)(len + 2);
+    zi.next_out = plain;
+    zi.avail_out = sizeof plain;
+    inflate(&zi, Z_SYNC_FLUSH);
+    char want[128];
+    snprintf(want, sizeof want, "text 1 %s", msg);
+    CHECK_SPAN((const char *)plain, sizeof plain - zi.avail_out, want);
+    inflateEnd(&zi);
+  }
+  /* Nothing is held by the connection once the message is done: its wslay
+   * context went back to the pool, and the one deflate stream waits idle
+   * in the server's pool, for every connection. */
+  CHECK(c->ws.slot == NULL);
+  CHECK(h.srv->zpool != NULL && mr_zpool_idle(h.srv->zpool) == 1);
+  CHECK_EQ_INT(h.srv->stats.compressed_messages_in, 1);
+  CHECK_EQ_INT(h.srv->stats.compressed_messages_out, 1);
+  CHECK_EQ_INT(h.srv->stats.compression_negotiated, 1);
+  /* A short reply goes plain (under the threshold), RSV1 per message. */
+  send_frame(&h, id, MR_OP_TEXT, "hi", 2);
+  len = take(&h, id, reply, sizeof reply);
+  CHECK_EQ_INT(reply[0], 0x80 | MR_OP_TEXT);
+  CHECK_SPAN((const char *)reply + 2, len - 2, "text 2 hi");
+  h_stop(&h);
+}
+
 int main(void) {
   test_bad_close_after_ours();
   /* Refusals and closes log at info/warn; the checks say what matters.
@@ -866,5 +957,6 @@ int main(void) {
   test_send_when_not_open();
   test_ws_pool();
   test_ping_queue_failure_is_counted();
+  test_deflate_session();
   return test_report();
 }
