@@ -78,14 +78,25 @@ static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data,
   return (ssize_t)len;
 }
 
+/* Hands the control frames wslay has queued so far (the pong to a ping
+ * that arrived earlier in this read) to the owner's queue. wslay keeps
+ * them in a queue of its own, which mr_ws_pump used to flush only after
+ * the whole read, behind whatever the handlers had queued meanwhile; this
+ * runs before each message is handed up, so the connection's one output
+ * queue holds frames in the order their causes arrived. */
+static void send_queued_control(wslay_event_context_ptr ctx) {
+  if (wslay_event_want_write(ctx))
+    wslay_event_send(ctx);
+}
+
 static void ws_on_msg(wslay_event_context_ptr ctx,
                       const struct wslay_event_on_msg_recv_arg *arg, void *ud) {
-  (void)ctx;
   mr_ws_slot *slot = ud;
   const mr_ws_events *ev = slot->pool->ev;
   switch (arg->opcode) {
   case WSLAY_TEXT_FRAME:
   case WSLAY_BINARY_FRAME:
+    send_queued_control(ctx);
     ev->message(slot->owner, arg->msg, arg->msg_length,
                 arg->opcode == WSLAY_BINARY_FRAME);
     return;
@@ -101,6 +112,11 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
     ev->close(slot->owner, code, rlen ? (const char *)arg->msg + 2 : "", rlen);
     return;
   }
+  case WSLAY_PING:
+    /* wslay queued the pong before telling us: send it now, ahead of
+     * anything a later message in this read makes the handlers queue. */
+    send_queued_control(ctx);
+    return;
   case WSLAY_PONG:
     ev->pong(slot->owner);
     return;
