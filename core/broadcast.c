@@ -3,6 +3,7 @@
 #include "cluster.h"
 #include "codec.h"
 #include "conn.h"
+#include "deflate.h"
 #include "error.h"
 #include "log.h"
 
@@ -12,18 +13,46 @@ int mr_broadcast_local(mr_server *srv, const char *room, size_t room_len,
   mr_room *r = mr_rooms_find(&srv->rooms, room, room_len);
   if (!r)
     return 0;
-  mr_buf *frame = mr_frame_new(binary ? MR_OP_BINARY : MR_OP_TEXT, msg, len);
+  int op = binary ? MR_OP_BINARY : MR_OP_TEXT;
+  mr_buf *frame = mr_frame_new(op, msg, len);
   if (!frame)
     return MR_ENOMEM;
+  /* Compressed frames, made lazily, the first time a recipient that
+   * negotiated permessage-deflate is met: with no context takeover one
+   * frame serves every such recipient whose window is at least the one it
+   * was made with, so there is one per window size in use at most (in
+   * practice one). tried[b] says a frame for b was attempted: NULL there
+   * means compression did not help or zlib failed, and the plain frame
+   * goes instead. */
+  mr_buf *zframe[MR_DEFLATE_MAX_BITS + 1] = {0};
+  uint8_t tried[MR_DEFLATE_MAX_BITS + 1] = {0};
   int n = 0;
   mr_room_iter it;
   mr_member *m;
   mr_room_iter_init(&it, r);
   while ((m = mr_room_iter_next(&it))) {
     mr_conn *c = m->owner;
-    if (c != except && mr_conn_send_frame(c, frame) == 0)
+    if (c == except)
+      continue;
+    unsigned bits = mr_conn_deflate_bits(c, len);
+    mr_buf *z = NULL;
+    if (bits) {
+      unsigned b = MR_DEFLATE_MIN_BITS;
+      while (b < bits && !zframe[b])
+        b++;
+      if (!zframe[b] && !tried[bits]) {
+        tried[bits] = 1;
+        mr_conn_deflate(srv, op, bits, msg, len, &zframe[bits]);
+        b = bits;
+      }
+      z = zframe[b];
+    }
+    if ((z ? mr_conn_send_compressed(c, z, frame->len)
+           : mr_conn_send_frame(c, frame)) == 0)
       n++;
   }
+  for (unsigned b = 0; b <= MR_DEFLATE_MAX_BITS; b++)
+    mr_buf_release(zframe[b]);
   mr_buf_release(frame);
   return n;
 }

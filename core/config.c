@@ -165,6 +165,41 @@ const mr_option mr_options[] = {
      .def = "5",
      .expect = "a number of seconds",
      .help = "close an idle keep-alive HTTP connection after this long"},
+    {.name = "compression",
+     .arg = "off|on",
+     .type = MR_OPT_ONOFF,
+     FIELD(compression),
+     .def = "off",
+     .expect = "off or on",
+     .help = "negotiate permessage-deflate (RFC 7692) with clients that "
+             "offer it"},
+    {.name = "compression-threshold",
+     .arg = "BYTES",
+     .type = MR_OPT_UINT,
+     FIELD(compression_threshold),
+     .min = 0,
+     .max = 1ull << 31,
+     .def = "128",
+     .expect = "0..2147483648 bytes",
+     .help = "messages shorter than this are sent uncompressed"},
+    {.name = "compression-level",
+     .arg = "1..9",
+     .type = MR_OPT_UINT,
+     FIELD(compression_level),
+     .min = 1,
+     .max = 9,
+     .def = "1",
+     .expect = "a zlib level 1..9",
+     .help = "zlib compression level: 1 fastest, 9 smallest"},
+    {.name = "compression-window",
+     .arg = "9..15",
+     .type = MR_OPT_UINT,
+     FIELD(compression_window),
+     .min = 9,
+     .max = 15,
+     .def = "15",
+     .expect = "window bits 9..15",
+     .help = "the server's deflate window, 2^N bytes (server_max_window_bits)"},
     {.name = "help", .type = MR_OPT_HELP, .help = "print this help and exit"},
     {.name = "version",
      .type = MR_OPT_VERSION,
@@ -364,6 +399,11 @@ static int take_option(const mr_option *o, const char *val, mr_config *cfg,
     return MR_CONFIG_RUN;
   case MR_OPT_OFF:
     *(int *)dst = 0;
+    return MR_CONFIG_RUN;
+  case MR_OPT_ONOFF:
+    if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0)
+      return bad_value(o, val, err, errlen);
+    *(int *)dst = strcmp(val, "on") == 0;
     return MR_CONFIG_RUN;
   case MR_OPT_HELP:
     print_help(out);

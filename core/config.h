@@ -44,6 +44,11 @@ typedef struct {
   /* --admin-listen: where /metrics, /healthz and /readyz are served over
    * plain HTTP; an empty host means off. */
   mr_addr admin_listen;
+  /* permessage-deflate (pmd.c negotiates, deflate.c compresses). */
+  int compression;              /* --compression on: negotiate it */
+  size_t compression_threshold; /* shorter messages are sent plain */
+  unsigned compression_level;   /* zlib's level, 1..9 */
+  unsigned compression_window;  /* the server's window bits, 9..15 */
 } mr_config;
 
 enum { MR_CONFIG_RUN = 0, MR_CONFIG_EXIT = 1, MR_CONFIG_USAGE = 2 };
@@ -58,7 +63,8 @@ typedef enum {
   MR_OPT_LOG_LEVEL, /* debug, info, warn or error into an int */
   MR_OPT_OFF,       /* a flag that clears an int that is 1 by default */
   MR_OPT_HELP,      /* prints the generated help and exits */
-  MR_OPT_VERSION    /* prints the version and exits */
+  MR_OPT_VERSION,   /* prints the version and exits */
+  MR_OPT_ONOFF      /* off or on into an int (0 or 1) */
 } mr_option_type;
 
 /* One command-line option. The parser, the defaults and --help are all

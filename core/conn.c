@@ -7,8 +7,10 @@
 
 #include "codec.h"
 #include "conn_internal.h"
+#include "deflate.h"
 #include "error.h"
 #include "log.h"
+#include "pmd.h"
 
 /* Every read is consumed before its callback returns, so one buffer
  * serves every connection of the process (the loop is single-threaded). */
@@ -171,10 +173,44 @@ int mr_conn_send_frame(mr_conn *c, mr_buf *frame) {
   return 0;
 }
 
+int mr_conn_send_compressed(mr_conn *c, mr_buf *frame, size_t plain_len) {
+  int r = mr_conn_send_frame(c, frame);
+  if (r == 0) {
+    c->srv->stats.compressed_messages_out++;
+    c->srv->stats.compressed_bytes_saved += plain_len - frame->len;
+  }
+  return r;
+}
+
+unsigned mr_conn_deflate_bits(const mr_conn *c, size_t len) {
+  return len >= c->srv->cfg.compression_threshold ? c->deflate_bits : 0;
+}
+
+int mr_conn_deflate(mr_server *srv, int opcode, unsigned bits, const void *msg,
+                    size_t len, mr_buf **frame) {
+  *frame = NULL;
+  if (!srv->zpool &&
+      !(srv->zpool = mr_zpool_new((int)srv->cfg.compression_level)))
+    return MR_ENOMEM;
+  int r = mr_deflate_frame(srv->zpool, opcode, bits, msg, len, frame);
+  if (r == 0 && *frame)
+    srv->stats.messages_deflated++;
+  return r;
+}
+
 int mr_conn_send(mr_conn *c, const void *msg, size_t len, int binary) {
   if (!mr_conn_is_open(c))
     return MR_ECLOSED;
-  mr_buf *f = mr_frame_new(binary ? MR_OP_BINARY : MR_OP_TEXT, msg, len);
+  int op = binary ? MR_OP_BINARY : MR_OP_TEXT;
+  unsigned bits = mr_conn_deflate_bits(c, len);
+  mr_buf *z = NULL;
+  /* Out of memory for zlib is no reason to fail a send that fits plain. */
+  if (bits && mr_conn_deflate(c->srv, op, bits, msg, len, &z) == 0 && z) {
+    int r = mr_conn_send_compressed(c, z, mr_frame_header_len(len) + len);
+    mr_buf_release(z);
+    return r;
+  }
+  mr_buf *f = mr_frame_new(op, msg, len);
   if (!f)
     return MR_ENOMEM;
   int r = mr_conn_send_frame(c, f);
@@ -244,17 +280,67 @@ static void refuse_after_connect(mr_conn *c, int ok,
                   ok ? "" : ans->headers);
 }
 
+/* Answers the first permessage-deflate offer that can be honoured, when
+ * --compression is on: writes the response's extension header line into
+ * ext (cap bytes; "" when none was agreed) and marks c as compressing.
+ * Declined offers are counted and logged. */
+static void negotiate_deflate(mr_conn *c, const mr_http_request *req, char *ext,
+                              size_t cap) {
+  mr_server *srv = c->srv;
+  ext[0] = '\0';
+  if (!srv->cfg.compression)
+    return;
+  mr_http_list_iter it;
+  const char *offer;
+  size_t len;
+  unsigned declined = 0;
+  const char *why = NULL;
+  mr_pmd_agreement a;
+  int ok = 0;
+  mr_http_list_init(&it, req, "Sec-WebSocket-Extensions");
+  while (!ok && mr_http_list_next(&it, &offer, &len))
+    ok = mr_pmd_negotiate(offer, len, srv->cfg.compression_window, &a,
+                          &declined, &why);
+  if (declined) {
+    static mr_log_limit lim = MR_LOG_LIMIT_INIT("declined compression offers");
+    srv->stats.compression_offers_declined += declined;
+    mr_log_limited(&lim, MR_LOG_INFO,
+                   "conn %llu (%s): %u permessage-deflate offer%s declined: %s",
+                   (unsigned long long)c->id, mr_conn_remote(c), declined,
+                   declined == 1 ? "" : "s", why);
+  }
+  if (!ok)
+    return;
+  if (mr_pmd_response(&a, ext, cap) < 0) {
+    ext[0] = '\0';
+    return;
+  }
+  c->deflate_bits = (uint8_t)a.server_bits;
+  mr_ws_enable_deflate(&c->ws);
+  srv->stats.compression_negotiated++;
+}
+
 /* Puts the 101 in front of the frames on_connect queued: it can only be
  * built once on_connect has chosen a protocol and headers, and it must
  * reach the client before them. Returns 0, or a negative code after
  * counting and logging the failure. */
 static int queue_101(mr_conn *c, const mr_http_request *req,
-                     const mr_conn_answer *ans) {
-  size_t cap = 256 + ans->protocol_len + strlen(ans->headers);
+                     const mr_conn_answer *ans, const char *ext) {
+  size_t elen = strlen(ext);
+  size_t cap = 256 + ans->protocol_len + strlen(ans->headers) + elen;
   mr_buf *b = mr_buf_new(cap);
   int n = b ? mr_http_build_101(req, ans->protocol, ans->protocol_len,
                                 ans->headers, (char *)b->data, cap)
             : MR_ENOMEM;
+  if (n > 0 && elen > 0) {
+    /* The extension line is the server's own, a Sec-WebSocket-* header
+     * that the builder keeps on_connect's headers from setting: it goes in
+     * after them, before the blank line that ends the head (cap counted
+     * it). */
+    memcpy(b->data + n - 2, ext, elen);
+    memcpy(b->data + n - 2 + elen, "\r\n", 2);
+    n += (int)elen;
+  }
   if (n > 0) {
     b->len = (size_t)n;
     n = mr_outq_push_front(&c->tx.outq, b);
@@ -314,8 +400,11 @@ void mr_conn__handshake(mr_conn *c, const char *data, size_t n) {
   ans.headers[0] = '\0';
   int ok = srv->conn_events->connect(srv, c, &req, &ans);
   c->flags &= ~MR_CF_HOLD;
+  char ext[160] = "";
+  if (ok && !(c->flags & MR_CF_DOOMED) && c->state == MR_CONN_OPEN)
+    negotiate_deflate(c, &req, ext, sizeof ext);
   if (ok && !(c->flags & MR_CF_DOOMED) && c->state == MR_CONN_OPEN &&
-      queue_101(c, &req, &ans) != 0)
+      queue_101(c, &req, &ans, ext) != 0)
     mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
   if (!ok || (c->flags & MR_CF_DOOMED) || c->state != MR_CONN_OPEN) {
     refuse_after_connect(c, ok, &ans);

@@ -53,6 +53,9 @@ typedef struct mr_conn {
   uint8_t state;
   uint8_t closing_how; /* MR_CLOSING_* */
   uint16_t flags;
+  /* The window (9..15) messages to this client are deflated with, once
+   * permessage-deflate was negotiated; 0 when it was not. */
+  uint8_t deflate_bits;
   /* Handshake: the request head accumulates here and is freed on upgrade. */
   char *head;
   uint32_t head_len;
@@ -143,6 +146,22 @@ int mr_conn_send(mr_conn *c, const void *msg, size_t len, int binary);
  * own reference. Returns 0 or MR_ECLOSED; a connection that goes over its
  * backpressure limit is doomed, not closed here. */
 int mr_conn_send_frame(mr_conn *c, mr_buf *frame);
+
+/* The window bits to deflate a message of len bytes to c with: c's when c
+ * negotiated permessage-deflate and len is at least
+ * --compression-threshold; 0 when it goes plain. */
+unsigned mr_conn_deflate_bits(const mr_conn *c, size_t len);
+
+/* Deflates msg into a frame with RSV1 for recipients whose window is at
+ * least bits (the server's stream pool, made at the first call). Returns 0
+ * with *frame (one reference for the caller), or NULL when compression
+ * would not make it smaller; MR_ENOMEM. Counted in messages_deflated. */
+int mr_conn_deflate(mr_server *srv, int opcode, unsigned bits, const void *msg,
+                    size_t len, mr_buf **frame);
+
+/* mr_conn_send_frame for a compressed frame (from mr_conn_deflate); counts
+ * it and what it saved against the plain frame's plain_len bytes. */
+int mr_conn_send_compressed(mr_conn *c, mr_buf *frame, size_t plain_len);
 
 /* Starts the close handshake with code and reason (the connection stays
  * until the peer answers or a short deadline passes). Returns 0 or

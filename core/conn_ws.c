@@ -48,7 +48,15 @@ static void ev_pong(void *owner) {
   c->flags &= ~MR_CF_PINGED;
 }
 
-static const mr_ws_events ws_events = {ev_message, ev_close, ev_pong, ev_send};
+static void ev_inflated(void *owner, size_t in_len, size_t out_len) {
+  (void)in_len;
+  (void)out_len;
+  mr_conn *c = owner;
+  c->srv->stats.compressed_messages_in++;
+}
+
+static const mr_ws_events ws_events = {ev_message, ev_close, ev_pong, ev_send,
+                                       ev_inflated};
 
 static mr_ws_pool *ws_pool(mr_server *srv) {
   if (!srv->ws_pool)
@@ -100,12 +108,9 @@ static void after_wslay(mr_conn *c) {
 
 /* A frame-level failure that wslay answers without a status code: the peer
  * is owed 1002 or 1009, so we send the close frame ourselves. */
-static void protocol_failure(mr_conn *c, unsigned code, const char *why) {
-  mr_server *srv = c->srv;
-  if (code == MR_CLOSE_TOO_BIG)
-    srv->stats.messages_too_big++;
-  else
-    srv->stats.protocol_errors++;
+static void protocol_failure(mr_conn *c, unsigned code, const char *why,
+                             uint64_t *counter) {
+  ++*counter;
   static mr_log_limit lim = MR_LOG_LIMIT_INIT("protocol failures");
   mr_log_limited(&lim, MR_LOG_INFO, "conn %llu (%s): closed %u: %s",
                  (unsigned long long)c->id, mr_conn_remote(c), code, why);
@@ -131,12 +136,28 @@ void mr_conn__feed_ws(mr_conn *c, const uint8_t *p, size_t n) {
     mr_conn_doom(c, MR_CLOSE_INTERNAL, "out of memory");
     return;
   }
+  mr_stats *st = &c->srv->stats;
   if (r == MR_ETOOBIG) {
-    protocol_failure(c, MR_CLOSE_TOO_BIG, "message larger than --max-message");
+    protocol_failure(c, MR_CLOSE_TOO_BIG, "message larger than --max-message",
+                     &st->messages_too_big);
+    return;
+  }
+  /* An inflated text message that is not UTF-8, and compressed data that
+   * does not inflate, are both payloads inconsistent with their message
+   * (RFC 6455 7.4.1: 1007); the framing itself was sound. */
+  if (r == MR_EUTF8) {
+    protocol_failure(c, MR_CLOSE_BAD_DATA, "invalid UTF-8 in a text message",
+                     &st->invalid_utf8);
+    return;
+  }
+  if (r == MR_EDEFLATE) {
+    protocol_failure(c, MR_CLOSE_BAD_DATA, "corrupt compressed data",
+                     &st->inflate_errors);
     return;
   }
   if (r != 0) {
-    protocol_failure(c, MR_CLOSE_PROTOCOL, "malformed frame");
+    protocol_failure(c, MR_CLOSE_PROTOCOL, "malformed frame",
+                     &st->protocol_errors);
     return;
   }
   after_wslay(c);

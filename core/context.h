@@ -23,6 +23,7 @@ struct mr_bridge;
 struct mr_cluster;
 struct mr_ws_pool;
 struct mr_admin;
+struct mr_zpool;
 
 /* Every refusal and drop is counted; ws.stats() shows these, and /metrics
  * (metrics.c) exports each with its help text. */
@@ -78,7 +79,18 @@ struct mr_admin;
   X(http_idle_closes,                                                          \
     "keep-alive HTTP connections closed after --keepalive-timeout")            \
   X(cluster_stalls,                                                            \
-    "heartbeats that judged no link because this node had not run")
+    "heartbeats that judged no link because this node had not run")            \
+  X(compression_negotiated, "connections that negotiated permessage-deflate")  \
+  X(compression_offers_declined,                                               \
+    "permessage-deflate offers declined as malformed or unsupported")          \
+  X(compressed_messages_in, "compressed messages received and inflated")       \
+  X(compressed_messages_out, "messages queued compressed (RSV1) for clients")  \
+  X(compressed_bytes_saved,                                                    \
+    "bytes saved on the wire by compressed frames over plain ones")            \
+  X(messages_deflated,                                                         \
+    "messages compressed (a broadcast once per window size in use)")           \
+  X(inflate_errors, "connections closed with 1007 for corrupt compressed "     \
+                    "data")
 
 typedef struct {
 #define MR_STATS_FIELD(name, help) uint64_t name;
@@ -123,6 +135,9 @@ typedef struct mr_server {
    * fd_limit - fd_reserve is refused. */
   unsigned fd_limit;
   unsigned fd_reserve;
+  /* Idle zlib streams for compressing messages (deflate.h); created at the
+   * first compressed send. Inflating has its own, under ws_pool. */
+  struct mr_zpool *zpool;
 } mr_server;
 
 #endif

@@ -24,7 +24,8 @@
   X(UTF8, -5005, "invalid UTF-8")                                              \
   X(AUTH, -5006, "authentication failed")                                      \
   X(NOTFOUND, -5007, "not found")                                              \
-  X(LUA, -5008, "Lua error")
+  X(LUA, -5008, "Lua error")                                                   \
+  X(DEFLATE, -5009, "corrupt compressed data")
 
 enum {
 #define MR_ERR_ENUM(name, code, msg) MR_E##name = (code),

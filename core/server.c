@@ -9,6 +9,7 @@
 #include "cluster.h"
 #include "codec.h"
 #include "conn.h"
+#include "deflate.h"
 #include "error.h"
 #include "log.h"
 #include "reload.h"
@@ -337,6 +338,8 @@ void mr_server_shutdown(mr_server *srv) {
 void mr_server_free(mr_server *srv) {
   mr_ws_pool_free(srv->ws_pool);
   srv->ws_pool = NULL;
+  mr_zpool_free(srv->zpool);
+  srv->zpool = NULL;
   if (srv->cluster) {
     mr_cluster_free(srv->cluster);
     srv->cluster = NULL;

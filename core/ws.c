@@ -4,14 +4,22 @@
 #include <string.h>
 #include <wslay/wslay.h>
 
+#include "deflate.h"
 #include "error.h"
+#include "utf8.h"
 
 /* Idle wslay contexts kept for reuse; more are freed. */
 #define POOL_MAX 256
 
 enum {
-  WS_TOO_BIG = 1 << 0,  /* a frame header announced too much */
-  WS_BAD_CLOSE = 1 << 1 /* the peer's close frame had a 1-byte body */
+  WS_TOO_BIG = 1 << 0,     /* a frame header announced too much, or a
+                              compressed message inflated to too much */
+  WS_BAD_CLOSE = 1 << 1,   /* the peer's close frame had a 1-byte body */
+  WS_DEFLATE = 1 << 2,     /* permessage-deflate was negotiated: RSV1 ok */
+  WS_BAD_UTF8 = 1 << 3,    /* an inflated text message is not UTF-8 */
+  WS_BAD_DEFLATE = 1 << 4, /* a compressed message is not valid deflate */
+  WS_NO_MEMORY = 1 << 5,   /* a compressed message could not be inflated */
+  WS_FAILED = WS_BAD_UTF8 | WS_BAD_DEFLATE | WS_NO_MEMORY
 };
 
 typedef struct mr_ws_slot {
@@ -31,6 +39,9 @@ struct mr_ws_pool {
    * cannot make another read), so it lives here, not in every session. */
   const uint8_t *feed;
   size_t feed_len;
+  /* The inflate stream, taken only while a message is inflated; made at
+   * the first compressed message. */
+  mr_zpool *zpool;
 };
 
 static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
@@ -89,6 +100,39 @@ static void send_queued_control(wslay_event_context_ptr ctx) {
     wslay_event_send(ctx);
 }
 
+/* A compressed message (RSV1 on its first frame; wslay refuses RSV1 unless
+ * the session allows it): inflated within --max-message, checked for
+ * UTF-8 when it is text, and handed up plain. A failure stops reading and
+ * leaves a flag for mr_ws_feed, whose caller sends the close frame. */
+static void deliver_compressed(wslay_event_context_ptr ctx, mr_ws_slot *slot,
+                               const struct wslay_event_on_msg_recv_arg *arg) {
+  mr_ws_pool *p = slot->pool;
+  int binary = arg->opcode == WSLAY_BINARY_FRAME;
+  uint8_t *msg = NULL;
+  size_t len = 0;
+  int r = MR_ENOMEM;
+  /* The pool's level is for deflating, which this pool never does. */
+  if (p->zpool || (p->zpool = mr_zpool_new(1)))
+    r = mr_inflate_message(p->zpool, arg->msg, arg->msg_length, p->max_message,
+                           &msg, &len);
+  if (r == 0 && !binary && !mr_utf8_valid(msg, len))
+    r = MR_EUTF8;
+  if (r != 0) {
+    slot->ws->flags |= r == MR_ETOOBIG    ? WS_TOO_BIG
+                       : r == MR_EUTF8    ? WS_BAD_UTF8
+                       : r == MR_EDEFLATE ? WS_BAD_DEFLATE
+                                          : WS_NO_MEMORY;
+    wslay_event_shutdown_read(ctx);
+    free(msg);
+    return;
+  }
+  const mr_ws_events *ev = p->ev;
+  if (ev->inflated)
+    ev->inflated(slot->owner, arg->msg_length, len);
+  ev->message(slot->owner, msg, len, binary);
+  free(msg);
+}
+
 static void ws_on_msg(wslay_event_context_ptr ctx,
                       const struct wslay_event_on_msg_recv_arg *arg, void *ud) {
   mr_ws_slot *slot = ud;
@@ -97,6 +141,10 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
   case WSLAY_TEXT_FRAME:
   case WSLAY_BINARY_FRAME:
     send_queued_control(ctx);
+    if (arg->rsv & WSLAY_RSV1_BIT) {
+      deliver_compressed(ctx, slot, arg);
+      return;
+    }
     ev->message(slot->owner, arg->msg, arg->msg_length,
                 arg->opcode == WSLAY_BINARY_FRAME);
     return;
@@ -150,6 +198,7 @@ void mr_ws_pool_free(mr_ws_pool *p) {
     p->idle = slot->next;
     free_slot(slot);
   }
+  mr_zpool_free(p->zpool);
   free(p);
 }
 
@@ -178,6 +227,11 @@ static int attach(mr_ws_pool *p, mr_ws *ws, void *owner) {
     ws->slot = slot;
   }
   slot->owner = owner;
+  /* A pooled context may have served a session that negotiated otherwise:
+   * RSV1 is allowed exactly on sessions that agreed to permessage-deflate,
+   * and wslay answers it with 1002 on the others. */
+  wslay_event_config_set_allowed_rsv_bits(
+      slot->ctx, (ws->flags & WS_DEFLATE) ? WSLAY_RSV1_BIT : WSLAY_RSV_NONE);
   return 0;
 }
 
@@ -195,10 +249,25 @@ int mr_ws_feed(mr_ws_pool *p, mr_ws *ws, void *owner, const uint8_t *data,
    * length encoding) makes wslay fail without a status code, as does our
    * own early size check: the peer is owed 1002 or 1009, which the owner
    * sends. Once our own close frame is out nothing may follow it. */
-  if ((r != 0 || (ws->flags & WS_BAD_CLOSE)) &&
-      !wslay_event_get_close_sent(ctx))
-    return ws->flags & WS_TOO_BIG ? MR_ETOOBIG : MR_EPROTO;
+  if ((r != 0 || (ws->flags & (WS_BAD_CLOSE | WS_FAILED | WS_TOO_BIG))) &&
+      !wslay_event_get_close_sent(ctx)) {
+    if (ws->flags & WS_TOO_BIG)
+      return MR_ETOOBIG;
+    if (ws->flags & WS_BAD_UTF8)
+      return MR_EUTF8;
+    if (ws->flags & WS_BAD_DEFLATE)
+      return MR_EDEFLATE;
+    if (ws->flags & WS_NO_MEMORY)
+      return MR_ENOMEM;
+    return MR_EPROTO;
+  }
   return 0;
+}
+
+void mr_ws_enable_deflate(mr_ws *ws) { ws->flags |= WS_DEFLATE; }
+
+int mr_ws_deflate_enabled(const mr_ws *ws) {
+  return (ws->flags & WS_DEFLATE) != 0;
 }
 
 int mr_ws_queue_close(mr_ws_pool *p, mr_ws *ws, void *owner, uint16_t code,

@@ -33,6 +33,9 @@ typedef struct mr_ws_events {
    * header and the payload may come in separate calls. Returns 0, or a
    * negative code to make wslay fail. */
   int (*send)(void *owner, const uint8_t *data, size_t len);
+  /* A compressed message of in_len bytes was inflated to out_len; message
+   * is called with it next. May be NULL. */
+  void (*inflated)(void *owner, size_t in_len, size_t out_len);
 } mr_ws_events;
 
 typedef struct mr_ws_pool mr_ws_pool;
@@ -63,10 +66,13 @@ void mr_ws_pool_free(mr_ws_pool *p);
 unsigned mr_ws_pool_idle(const mr_ws_pool *p);
 
 /* Feeds bytes from the peer; events are reported to owner as they parse.
- * Returns 0; MR_ENOMEM when no context could be attached; or, for a
- * frame-level failure that wslay answers without a status code, MR_ETOOBIG
- * (a header announced more than max_message: the peer is owed 1009) or
- * MR_EPROTO (malformed framing or close body: 1002). On those two the owner
+ * Returns 0; MR_ENOMEM when no context could be attached (or a compressed
+ * message could not be inflated); or, for a failure that wslay answers
+ * without a status code, MR_ETOOBIG (a header announced more than
+ * max_message, or a compressed message inflated to more: the peer is owed
+ * 1009), MR_EUTF8 (an inflated text message is not UTF-8: 1007),
+ * MR_EDEFLATE (a compressed message is not valid deflate: 1007) or
+ * MR_EPROTO (malformed framing or close body: 1002). On those the owner
  * sends the close frame itself; no frame from wslay has been queued. A
  * failure after our own close frame went out is not reported: nothing may
  * follow that frame, and mr_ws_close_state says the session is done. */
@@ -90,5 +96,14 @@ void mr_ws_release_if_idle(mr_ws_pool *p, mr_ws *ws);
 
 /* Frees a context that may hold state (a closing connection's). */
 void mr_ws_drop(mr_ws *ws);
+
+/* Marks the session as having negotiated permessage-deflate: frames with
+ * RSV1 are accepted from now on and their messages inflated (within the
+ * pool's max_message) before they are reported. Without it RSV1 is a
+ * protocol error (1002, sent by wslay). */
+void mr_ws_enable_deflate(mr_ws *ws);
+
+/* True once mr_ws_enable_deflate was called for the session. */
+int mr_ws_deflate_enabled(const mr_ws *ws);
 
 #endif

@@ -12,6 +12,7 @@ packages=(
   libssl-dev            # SHA-1/base64 for the handshake, HMAC-SHA256 for the cluster
   libhttp-parser-dev    # HTTP request head parser
   uthash-dev            # hash tables for rooms and connection ids
+  zlib1g-dev            # permessage-deflate (RFC 7692)
   lua-busted            # handler specs
   lua-cjson             # ws.json (the JSON library OpenResty ships)
   python3 python3-websockets python3-pytest  # integration tests' client

@@ -112,6 +112,10 @@ static void test_defaults(void) {
   CHECK_EQ_INT(cfg.max_body, 1048576);
   CHECK_EQ_INT(cfg.request_timeout, 10);
   CHECK_EQ_INT(cfg.keepalive_timeout, 5);
+  CHECK_EQ_INT(cfg.compression, 0); /* permessage-deflate is opt-in */
+  CHECK_EQ_INT(cfg.compression_threshold, 128);
+  CHECK_EQ_INT(cfg.compression_level, 1);
+  CHECK_EQ_INT(cfg.compression_window, 15);
   CHECK_EQ_INT(out_len, 0); /* nothing printed */
 }
 
@@ -502,6 +506,14 @@ static const char help_golden[] =
     "                            (default 10)\n"
     "  --keepalive-timeout SECONDS  close an idle keep-alive HTTP connection\n"
     "                            after this long (default 5)\n"
+    "  --compression off|on      negotiate permessage-deflate (RFC 7692) with\n"
+    "                            clients that offer it (default off)\n"
+    "  --compression-threshold BYTES  messages shorter than this are sent\n"
+    "                            uncompressed (default 128)\n"
+    "  --compression-level 1..9  zlib compression level: 1 fastest, 9\n"
+    "                            smallest (default 1)\n"
+    "  --compression-window 9..15  the server's deflate window, 2^N bytes\n"
+    "                            (server_max_window_bits) (default 15)\n"
     "  --help                    print this help and exit\n"
     "  --version                 print the version and exit\n";
 
@@ -673,6 +685,10 @@ static void test_table_shape(void) {
                                       "max-body",
                                       "request-timeout",
                                       "keepalive-timeout",
+                                      "compression",
+                                      "compression-threshold",
+                                      "compression-level",
+                                      "compression-window",
                                       "help",
                                       "version"};
   size_t n = sizeof names / sizeof names[0];
@@ -704,6 +720,7 @@ static void test_table_shape(void) {
       break;
     case MR_OPT_LOG_LEVEL:
     case MR_OPT_OFF:
+    case MR_OPT_ONOFF:
       CHECK_EQ_INT(o->size, sizeof(int));
       break;
     case MR_OPT_HELP:
@@ -828,6 +845,15 @@ static void check_row(const mr_option *o) {
     CHECK_EQ_INT(load_int(o), 0);
     CHECK_EQ_INT(parse(opt, "app.lua", NULL), MR_CONFIG_USAGE);
     CHECK_CONTAINS(err, opt); /* a flag takes no value */
+    break;
+  case MR_OPT_ONOFF:
+    CHECK_EQ_INT(parse_row(o, "on"), MR_CONFIG_RUN);
+    CHECK_EQ_INT(load_int(o), 1);
+    CHECK_EQ_INT(parse_row(o, "off"), MR_CONFIG_RUN);
+    CHECK_EQ_INT(load_int(o), 0);
+    check_row_bad(o, "yes");
+    check_row_bad(o, "ON");
+    check_row_bad(o, "");
     break;
   case MR_OPT_HELP:
   case MR_OPT_VERSION:
