@@ -79,9 +79,15 @@ function open(url, pmd) {
       while (waiters.length && inbox.length) waiters.shift()(inbox.shift());
     });
     ws.on("pong", () => order.push("pong"));
-    ws.on("error", (e) => { if (!ws._opened) reject(e); });
+    ws.on("error", (e) => {
+      if (!ws._opened) return reject(e);
+      // After the handshake: a frame ws could not take (it fails the
+      // connection); whoever waits for a message hears of it now.
+      ws._closeInfo = { error: String(e.message || e) };
+      while (waiters.length) waiters.shift()(null);
+    });
     ws.on("close", (code, reason) => {
-      ws._closeInfo = { code, reason: reason.toString() };
+      ws._closeInfo = { ...ws._closeInfo, code, reason: reason.toString() };
       while (waiters.length) waiters.shift()(null);
     });
     ws.on("open", () => {
@@ -100,6 +106,7 @@ function open(url, pmd) {
         // Resolves with the next message (or null when the socket closed).
         next(ms = WAIT) {
           if (inbox.length) return Promise.resolve(inbox.shift());
+          if (ws._closeInfo) return Promise.resolve(null);
           return new Promise((res, rej) => {
             const t = setTimeout(() => rej(new Error("no message within " + ms + " ms")), ms);
             waiters.push((m) => { clearTimeout(t); res(m); });
