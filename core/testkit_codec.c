@@ -1,10 +1,13 @@
 /* The kit's client side of the wire: encode(), decode() and accept_key()
  * of the `moonroom.sim` module, so that specs speak real RFC 6455 frames to
- * the real core, as a client would. */
+ * the real core, as a client would; deflate() and inflate() for the
+ * messages of a connection that negotiated permessage-deflate. */
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "codec.h"
 #include "http.h"
@@ -139,7 +142,82 @@ static int l_accept_key(lua_State *L) {
   return 1;
 }
 
-const luaL_Reg mr_testkit_codec_funcs[] = {{"encode", l_encode},
-                                           {"decode", l_decode},
-                                           {"accept_key", l_accept_key},
-                                           {NULL, NULL}};
+/* The permessage-deflate tail a sender strips (RFC 7692 7.2.1). */
+static const uint8_t sync_tail[4] = {0x00, 0x00, 0xff, 0xff};
+
+/* deflate(data [, bits=15]) -> payload
+ * A message compressed as a client compresses it for permessage-deflate
+ * with no context takeover: raw deflate, a sync flush, the tail stripped.
+ * The kit's own zlib calls, not the server's, so a spec checks the server
+ * against an independent encoder. */
+static int l_deflate(lua_State *L) {
+  size_t len;
+  const uint8_t *p = (const uint8_t *)luaL_checklstring(L, 1, &len);
+  int bits = luaL_optint(L, 2, 15);
+  luaL_argcheck(L, bits >= 9 && bits <= 15, 2, "window bits must be 9..15");
+  z_stream z;
+  memset(&z, 0, sizeof z);
+  if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -bits, 8,
+                   Z_DEFAULT_STRATEGY) != Z_OK)
+    return luaL_error(L, "deflateInit2 failed");
+  size_t cap = deflateBound(&z, (uLong)len) + 16;
+  uint8_t *out = malloc(cap);
+  if (!out) {
+    deflateEnd(&z);
+    return luaL_error(L, "out of memory");
+  }
+  z.next_in = (uint8_t *)p;
+  z.avail_in = (uInt)len;
+  z.next_out = out;
+  z.avail_out = (uInt)cap;
+  int r = deflate(&z, Z_SYNC_FLUSH);
+  size_t n = cap - z.avail_out;
+  deflateEnd(&z);
+  if (r != Z_OK) {
+    free(out);
+    return luaL_error(L, "deflate failed: %d", r);
+  }
+  if (n >= 4 && memcmp(out + n - 4, sync_tail, 4) == 0)
+    n -= 4;
+  lua_pushlstring(L, (const char *)out, n);
+  free(out);
+  return 1;
+}
+
+/* inflate(payload) -> data | nil, err
+ * A compressed message from the server, inflated as a client does: the
+ * tail put back, a fresh raw inflate with the largest window. */
+static int l_inflate(lua_State *L) {
+  size_t len;
+  const uint8_t *p = (const uint8_t *)luaL_checklstring(L, 1, &len);
+  z_stream z;
+  memset(&z, 0, sizeof z);
+  if (inflateInit2(&z, -15) != Z_OK)
+    return luaL_error(L, "inflateInit2 failed");
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  int r = Z_OK;
+  for (int part = 0; part < 2 && (r == Z_OK || r == Z_BUF_ERROR); part++) {
+    z.next_in = part == 0 ? (uint8_t *)p : (uint8_t *)sync_tail;
+    z.avail_in = part == 0 ? (uInt)len : 4;
+    do {
+      z.next_out = (uint8_t *)luaL_prepbuffer(&b);
+      z.avail_out = LUAL_BUFFERSIZE;
+      r = inflate(&z, Z_SYNC_FLUSH);
+      luaL_addsize(&b, LUAL_BUFFERSIZE - z.avail_out);
+    } while (r == Z_OK && z.avail_out == 0);
+  }
+  inflateEnd(&z);
+  if (r != Z_OK && r != Z_BUF_ERROR && r != Z_STREAM_END) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "inflate failed: %s", z.msg ? z.msg : "corrupt data");
+    return 2;
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
+const luaL_Reg mr_testkit_codec_funcs[] = {
+    {"encode", l_encode},         {"decode", l_decode},
+    {"accept_key", l_accept_key}, {"deflate", l_deflate},
+    {"inflate", l_inflate},       {NULL, NULL}};

@@ -11,6 +11,7 @@ directories as they are."""
 
 import shutil
 import struct
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "tests" / "fuzz" / "corpus"
@@ -110,9 +111,45 @@ FRAMES = {
 }
 
 
+def deflated(data, bits=15, finish=False):
+    """A permessage-deflate payload as a client makes it: raw deflate, a
+    sync flush with its 00 00 ff ff tail stripped (or a final block)."""
+    z = zlib.compressobj(6, zlib.DEFLATED, -bits)
+    out = z.compress(data) + z.flush(zlib.Z_FINISH if finish
+                                      else zlib.Z_SYNC_FLUSH)
+    return out if finish else out[:-4]
+
+
+def two_flushes(a, b):
+    """One message deflated in two sync-flushed pieces."""
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    out = z.compress(a) + z.flush(zlib.Z_SYNC_FLUSH)
+    return (out + z.compress(b) + z.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+# fuzz_inflate: a mode byte (even: straight to the inflater; odd: as a
+# compressed message on a connection, 1 text, 3 binary), then the payload.
+CHAT = b'{"type":"message","room":"lobby","from":"ada","text":"hello"}'
+INFLATE = {
+    "hello": b"\x00" + deflated(b"hello"),
+    "hello-on-conn": b"\x01" + deflated(b"hello"),
+    "empty": b"\x00" + deflated(b""),
+    "final-block": b"\x02" + deflated(b"hello", finish=True),
+    "stored-block": b"\x00\x00\x05\x00\xfa\xffhello",
+    "chat-json": b"\x00" + deflated(CHAT * 8),
+    "chat-json-on-conn": b"\x01" + deflated(CHAT * 8),
+    "binary-on-conn": b"\x03" + deflated(bytes(range(256)) * 2),
+    "window-9": b"\x04" + deflated(CHAT * 30, bits=9),
+    "bomb": b"\x00" + deflated(b"\x00" * 100000),
+    "bomb-on-conn": b"\x03" + deflated(b"\x00" * 100000),
+    "two-flushes": b"\x00" + two_flushes(b"hello ", b"world"),
+    "not-utf8-on-conn": b"\x01" + deflated(b"ok \xc3\x28"),
+}
+
+
 def main():
     for target, seeds in (("http", HTTP), ("wire", WIRE),
-                          ("frames", FRAMES)):
+                          ("frames", FRAMES), ("inflate", INFLATE)):
         d = ROOT / target
         if d.exists():
             shutil.rmtree(d)

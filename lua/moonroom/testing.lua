@@ -40,6 +40,9 @@
 --   testing.try_server(script [, options]) -> server | nil, err
 --     options (the server's command-line limits, same parser and bounds):
 --       max_message = bytes, max_backpressure = bytes, max_head = bytes
+--       compression = true | "on" | "off" (permessage-deflate, default off),
+--       compression_threshold = bytes, compression_level = 1..9,
+--       compression_window = 9..15
 --   testing.log_level([level]) -> previous level
 --     the core's log threshold for the process: "debug", "info", "warn",
 --     "error" (the kit's default) or "off". Logs go to stderr.
@@ -62,6 +65,14 @@
 --                 one Sec-WebSocket-Protocol header (req.protocols); the
 --                 one on_connect selects is conn.protocol. As a real client
 --                 does, the kit raises when the server selects a protocol
+--                 that was not offered.
+--       compress = true   offers permessage-deflate as a browser does
+--                 ("permessage-deflate; client_max_window_bits"), or a
+--                 string: the Sec-WebSocket-Extensions offer verbatim. When
+--                 the server (compression = true) agrees, conn.compressed is
+--                 true: conn:send compresses every message (RSV1) and the
+--                 server's compressed messages are inflated before they are
+--                 read. The kit raises when the server answers an extension
 --                 that was not offered.
 --     A refusal gives the HTTP status and body (without its final newline),
 --     and response = { status, reason, headers, body }.
@@ -110,6 +121,10 @@
 --                    repeated header's values joined with ", "), body }
 --                    (body only for a refusal)
 --   conn.protocol    the subprotocol the server selected, or nil
+--   conn.compressed  true when permessage-deflate was agreed
+--   conn.compressed_in, conn.compressed_out
+--                    compressed messages received (RSV1 seen, inflated) and
+--                    sent; messages under the server's threshold come plain
 --   conn:send(data [, binary]) -> true | nil, "closed"   one masked frame
 --   conn:send_frame(opcode, payload [, { fin = true, mask = true, rsv = 0 }])
 --                    -> true | nil, "closed"   any frame, for protocol specs
@@ -173,6 +188,10 @@ local OPTIONS = {
   max_backpressure = "--max-backpressure",
   max_head = "--max-head",
   max_body = "--max-body",
+  compression = "--compression",
+  compression_threshold = "--compression-threshold",
+  compression_level = "--compression-level",
+  compression_window = "--compression-window",
 }
 
 local Server = {}
@@ -226,6 +245,14 @@ local function build_request(target, opts)
       end
     end
   end
+  if opts.compress ~= nil and opts.compress ~= false then
+    if opts.compress ~= true and type(opts.compress) ~= "string" then
+      kit_error("compress must be true or an offer string")
+    end
+    -- A browser's offer, or the spec's own.
+    list[#list + 1] = { "Sec-WebSocket-Extensions",
+      opts.compress == true and "permessage-deflate; client_max_window_bits" or opts.compress }
+  end
   if opts.protocols ~= nil then
     if type(opts.protocols) ~= "table" then
       kit_error("protocols must be a list of strings")
@@ -240,6 +267,10 @@ local function build_request(target, opts)
   for _, h in ipairs(list) do
     if h[2] ~= false then
       lines[#lines + 1] = h[1] .. ": " .. tostring(h[2])
+      if h[1]:lower() == "sec-websocket-extensions"
+          and tostring(h[2]):lower():find("permessage-deflate", 1, true) then
+        offered.deflate = true
+      end
       if h[1]:lower() == "sec-websocket-key" then
         key = tostring(h[2])
       elseif h[1]:lower() == "sec-websocket-protocol" then
@@ -285,6 +316,9 @@ local function new_conn(srv, id, target, key)
     _frag = nil,
     _pongs = {},
     _paused = false,
+    compressed = false, -- permessage-deflate was agreed
+    compressed_in = 0,  -- compressed messages received (RSV1 seen)
+    compressed_out = 0, -- compressed messages sent
   }, Conn)
 end
 
@@ -298,6 +332,21 @@ function Conn:_reply(opcode, payload)
   self.server._sim:feed(self.id, sim.encode(opcode, payload))
 end
 
+-- A message as the handler sent it: inflated when it came compressed
+-- (counted in conn.compressed_in, the proof that it was).
+function Conn:_inflate(payload, compressed)
+  if not compressed then
+    return payload
+  end
+  local data, err = sim.inflate(payload)
+  if not data then
+    kit_error("conn %d: the server sent a compressed message that does not inflate: %s",
+              self.id, err)
+  end
+  self.compressed_in = self.compressed_in + 1
+  return data
+end
+
 function Conn:_deliver(data, binary)
   self._tail = self._tail + 1
   self._inbox[self._tail] = { data = data, binary = binary }
@@ -307,7 +356,11 @@ function Conn:_frame(f, alive)
   if f.masked then
     kit_error("conn %d: the server sent a masked frame", self.id)
   end
-  if f.rsv ~= 0 then
+  -- RSV1 (rsv 4) marks a compressed message, on its first frame only, and
+  -- only where permessage-deflate was agreed (RFC 7692 6).
+  local compressed = f.rsv == 4 and self.compressed
+      and (f.opcode == OP_TEXT or f.opcode == OP_BINARY)
+  if f.rsv ~= 0 and not compressed then
     kit_error("conn %d: the server set RSV bits %d", self.id, f.rsv)
   end
   if not f.minimal then
@@ -322,9 +375,9 @@ function Conn:_frame(f, alive)
       kit_error("conn %d: the server interleaved a new message in a fragmented one", self.id)
     end
     if f.fin then
-      self:_deliver(f.payload, op == OP_BINARY)
+      self:_deliver(self:_inflate(f.payload, compressed), op == OP_BINARY)
     else
-      self._frag = { binary = op == OP_BINARY, f.payload }
+      self._frag = { binary = op == OP_BINARY, compressed = compressed, f.payload }
     end
   elseif op == OP_CONT then
     if not self._frag then
@@ -332,7 +385,8 @@ function Conn:_frame(f, alive)
     end
     self._frag[#self._frag + 1] = f.payload
     if f.fin then
-      self:_deliver(table.concat(self._frag), self._frag.binary)
+      self:_deliver(self:_inflate(table.concat(self._frag), self._frag.compressed),
+                    self._frag.binary)
       self._frag = nil
     end
   elseif op == OP_CLOSE then
@@ -390,6 +444,16 @@ function Conn:_receive(bytes, alive)
         end
       end
       self.protocol = proto
+      local ext = res.headers["sec-websocket-extensions"]
+      if ext then
+        if self._offered and not self._offered.deflate then
+          kit_error("conn %d: the server answered extension %q, which was not offered",
+                    self.id, ext)
+        end
+        -- The kit compresses with no context takeover, which is all the
+        -- server ever agrees to.
+        self.compressed = ext:match("^permessage%-deflate") ~= nil
+      end
       self.state = "open"
     else
       local n = tonumber(res.headers["content-length"] or "0") or 0
@@ -457,6 +521,12 @@ function Conn:send(data, binary)
   end
   if self.state ~= "open" then
     return nil, "closed"
+  end
+  if self.compressed then
+    -- As browsers do: every message compressed, RSV1 on its frame.
+    self.compressed_out = self.compressed_out + 1
+    return self:_feed(sim.encode(binary and OP_BINARY or OP_TEXT, sim.deflate(data),
+                                 true, true, 4))
   end
   return self:_feed(sim.encode(binary and OP_BINARY or OP_TEXT, data))
 end
@@ -858,10 +928,16 @@ function M.try_server(script, options)
     local flag = OPTIONS[name]
     if not flag then
       error("moonroom.testing: unknown server option '" .. tostring(name)
-            .. "' (max_message, max_backpressure, max_head, max_body)", 3)
+            .. "' (max_message, max_backpressure, max_head, max_body, "
+            .. "compression, compression_threshold, compression_level, "
+            .. "compression_window)", 3)
     end
     args[#args + 1] = flag
-    args[#args + 1] = tostring(options[name])
+    local value = options[name]
+    if value == true or value == false then
+      value = value and "on" or "off" -- compression = true
+    end
+    args[#args + 1] = tostring(value)
   end
   local s, err = sim.new(script, args)
   if not s then
