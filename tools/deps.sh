@@ -36,3 +36,7 @@ fi
 # file; it drives Debian's chromium and never downloads a browser.
 (cd "$(dirname "$0")/../tests/browser" &&
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+# The compression tests' second independent client, Node's ws, pinned by its
+# lock file (tests/node; driven by tests/integration/test_compression_node.py).
+(cd "$(dirname "$0")/../tests/node" &&
+  npm ci --no-audit --no-fund --loglevel=error)

@@ -30,7 +30,20 @@
  * sender arrive exactly once and in order. With --json the message is wrapped
  * as {"text":"<message>"} for a handler that decodes it, and a received
  * message is any JSON text that holds "text":"<message>". The result is one
- * JSON object on stdout. */
+ * JSON object on stdout.
+ *
+ * --payload chat pads with chat-like JSON (words, names, numbers, as a chat
+ * message with its metadata would be) instead of 'x', so that compression
+ * ratios mean something. --deflate offers permessage-deflate (RFC 7692) the
+ * way a browser does ("permessage-deflate; client_max_window_bits"), fails
+ * the handshake when the server does not accept it, and inflates with zlib
+ * every frame that has RSV1 before reading its timestamp; with the server's
+ * server_no_context_takeover one inflate stream is shared by every
+ * connection, without it each connection keeps its own. The loadgen itself
+ * sends uncompressed frames (RFC 7692 lets a client choose per message), so
+ * that its CPU goes to receiving. wire_bytes_per_delivery is the WebSocket
+ * bytes (frame headers included) the subscribers received in the measured
+ * window, divided by the deliveries. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -53,6 +66,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <zlib.h>
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -93,6 +107,7 @@ typedef struct {
   uint64_t sent_seq;   /* chat: own messages sent */
   uint64_t acked_seq;  /* chat closed loop: own messages seen back */
   uint64_t *peer_last; /* chat: last sequence seen from each room member */
+  z_stream *zin;       /* --deflate with context takeover: this connection's */
 } conn_t;
 
 /* ---- options ---- */
@@ -119,6 +134,8 @@ static long o_server_pid = 0;
 static int o_verbose = 0;
 static char o_room_name[64] = "bench";
 static int o_http_publish = 0;
+static int o_deflate = 0;
+static int o_payload_chat = 0;
 
 /* ---- state ---- */
 static conn_t *conns;
@@ -142,7 +159,18 @@ static uint64_t e_order, e_cross_room, e_unexpected, e_short_write;
 static int first_connect_errno;
 static char first_handshake_error[160];
 
+/* --deflate: one inflate stream for every connection while the server
+ * compresses without context takeover (reset per message); else per
+ * connection (conn_t.zin). */
+static z_stream z_shared;
+static int z_takeover; /* the server did not say server_no_context_takeover */
+static uint8_t *z_out; /* one inflated message */
+#define Z_OUT_CAP (MAX_SIZE + 4096)
+static uint64_t inflated_msgs, inflated_in, inflated_out;
+
 /* traffic counters */
+static uint64_t rx_bytes; /* WebSocket bytes read by open connections */
+static uint64_t rx_bytes_win0, rx_bytes_win1;
 static uint64_t
     deliveries; /* data messages received (fanout: subscribers only) */
 static uint64_t pub_echoes;     /* fanout: publisher's own messages seen back */
@@ -577,6 +605,41 @@ static void on_data(conn_t *c, const uint8_t *p, uint64_t len, uint64_t now) {
   }
 }
 
+/* Inflates one compressed message into z_out (RFC 7692 7.2.2: the payload
+ * plus 00 00 ff ff); returns its length, or UINT64_MAX when it is corrupt
+ * or longer than any message the loadgen sends. */
+static uint64_t inflate_message(conn_t *c, const uint8_t *p, uint64_t len) {
+  static const uint8_t tail[4] = {0, 0, 0xff, 0xff};
+  z_stream *z = &z_shared;
+  if (z_takeover) {
+    if (!c->zin) {
+      c->zin = calloc(1, sizeof *c->zin);
+      if (!c->zin || inflateInit2(c->zin, -15) != Z_OK)
+        die("inflateInit2 failed");
+    }
+    z = c->zin;
+  }
+  z->next_out = z_out;
+  z->avail_out = Z_OUT_CAP;
+  for (int part = 0; part < 2; part++) {
+    z->next_in = (Bytef *)(part ? tail : p);
+    z->avail_in = (uInt)(part ? sizeof tail : len);
+    int r = inflate(z, Z_SYNC_FLUSH);
+    if ((r != Z_OK && r != Z_BUF_ERROR && r != Z_STREAM_END) || z->avail_in) {
+      if (!z_takeover)
+        inflateReset(z); /* the next connection's message starts clean */
+      return UINT64_MAX;
+    }
+  }
+  uint64_t n = Z_OUT_CAP - z->avail_out;
+  if (!z_takeover)
+    inflateReset(z);
+  inflated_msgs++;
+  inflated_in += len;
+  inflated_out += n;
+  return n;
+}
+
 /* Parses every complete frame in buf; returns the bytes consumed. */
 static size_t parse_frames(conn_t *c, const uint8_t *buf, size_t len,
                            uint64_t now) {
@@ -601,7 +664,8 @@ static size_t parse_frames(conn_t *c, const uint8_t *buf, size_t len,
         plen = (plen << 8) | p[2 + i];
       hl = 10;
     }
-    if (masked || rsv || plen > MAX_FRAME) {
+    int compressed = o_deflate && rsv == 0x40 && (op == 1 || op == 2);
+    if (masked || (rsv && !compressed) || plen > MAX_FRAME) {
       e_protocol++;
       conn_close(c);
       break;
@@ -615,6 +679,16 @@ static size_t parse_frames(conn_t *c, const uint8_t *buf, size_t len,
     case 2:
       if (!fin) {
         e_protocol++; /* the loadgen does not reassemble fragments */
+        break;
+      }
+      if (compressed) {
+        uint64_t n = inflate_message(c, pl, plen);
+        if (n == UINT64_MAX) {
+          e_protocol++;
+          conn_close(c);
+          break;
+        }
+        on_data(c, z_out, n, now);
         break;
       }
       on_data(c, pl, plen, now);
@@ -714,6 +788,22 @@ static void on_handshake_bytes(conn_t *c, uint64_t now) {
     hs_fail(c, "bad or missing Sec-WebSocket-Accept", head);
     return;
   }
+  if (o_deflate) {
+    /* The answer must accept permessage-deflate; with
+     * server_no_context_takeover every message inflates on its own. */
+    const char *ext = NULL;
+    for (const char *q = strstr(head, "\r\n"); q; q = strstr(q + 2, "\r\n"))
+      if (strncasecmp(q + 2, "Sec-WebSocket-Extensions:", 25) == 0)
+        ext = q + 2 + 25;
+    if (!ext || !strstr(ext, "permessage-deflate")) {
+      hs_fail(c, "permessage-deflate not negotiated", head);
+      return;
+    }
+    const char *eol = strstr(ext, "\r\n");
+    const char *snct = strstr(ext, "server_no_context_takeover");
+    if (!snct || snct > eol)
+      z_takeover = 1;
+  }
   conn_opened(c, now);
   size_t rest = c->rlen - head_len;
   memmove(c->rbuf, c->rbuf + head_len, rest);
@@ -801,6 +891,8 @@ static void on_readable(conn_t *c) {
     return;
   }
   uint64_t now = now_ns();
+  if (c->role == ROLE_SUB || o_scenario != SC_FANOUT)
+    rx_bytes += (uint64_t)n;
   size_t total = have + (size_t)n;
   size_t used = parse_frames(c, rx, total, now);
   if (c->st != ST_OPEN)
@@ -900,8 +992,11 @@ static void on_connected(conn_t *c) {
       req, sizeof req,
       "GET %s?%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
       "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-      "Sec-WebSocket-Version: 13\r\nUser-Agent: moonroom-loadgen\r\n\r\n",
-      o_path, q, o_host, o_port, c->key);
+      "Sec-WebSocket-Version: 13\r\nUser-Agent: moonroom-loadgen\r\n%s\r\n",
+      o_path, q, o_host, o_port, c->key,
+      o_deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                  "client_max_window_bits\r\n"
+                : "");
   c->st = ST_HS;
   ep_set(c, 0, 0);
   conn_write(c, (const uint8_t *)req, (size_t)n);
@@ -930,6 +1025,7 @@ static void snapshot_begin(uint64_t now) {
   measuring = 1;
   win_begun = 1;
   deliveries_win0 = deliveries;
+  rx_bytes_win0 = rx_bytes;
   sent_win0 = sent_total;
   completed_win0 = f_completed;
   getrusage(RUSAGE_SELF, &ru0);
@@ -944,6 +1040,7 @@ static void snapshot_end(uint64_t now) {
   win_ended = 1;
   t_win1 = now; /* messages stamped later are not in the histogram */
   deliveries_win1 = deliveries;
+  rx_bytes_win1 = rx_bytes;
   sent_win1 = sent_total;
   completed_win1 = f_completed;
   getrusage(RUSAGE_SELF, &ru1);
@@ -1152,6 +1249,14 @@ static int print_result(void) {
     printf("\"msgs_per_s\":%.1f,\"deliveries_per_s\":%.1f,",
            win > 0 ? msgs / win : 0.0,
            win > 0 ? (double)(deliveries_win1 - deliveries_win0) / win : 0.0);
+    uint64_t dwin = deliveries_win1 - deliveries_win0;
+    printf("\"wire_bytes_per_delivery\":%.1f,",
+           dwin ? (double)(rx_bytes_win1 - rx_bytes_win0) / (double)dwin : 0.0);
+    printf("\"deflate\":%s,\"payload\":\"%s\",\"inflated_msgs\":%" PRIu64
+           ",\"inflated_ratio\":%.2f,",
+           o_deflate ? "true" : "false", o_payload_chat ? "chat" : "x",
+           inflated_msgs,
+           inflated_in ? (double)inflated_out / (double)inflated_in : 0.0);
     if (o_scenario == SC_FANOUT)
       printf("\"completed\":%" PRIu64 ",\"pub_echoes\":%" PRIu64
              ",\"stalled\":%s,\"http_publish\":%s,\"http_responses\":%" PRIu64
@@ -1197,6 +1302,36 @@ static int print_result(void) {
   return ok;
 }
 
+/* --payload chat: fills p with chat-like JSON lines (the metadata and words
+ * of chat messages, from a fixed seed), as a compressor would meet them. */
+static void chat_padding(uint8_t *p, size_t len) {
+  static const char *words[] = {
+      "hello", "the",  "deploy", "finished", "is",   "green",   "who",
+      "can",   "look", "at",     "my",       "pull", "request", "thanks",
+      "lunch", "in",   "ten",    "minutes",  "ok",   "build",   "failed",
+      "again", "on",   "main",   "ship",     "it",   "today",   "review"};
+  static const char *names[] = {"ada", "bob", "cy", "dana", "eve", "finn"};
+  uint32_t x = 0x2545f491u;
+  size_t n = 0;
+  char line[256];
+  while (n < len) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    int k =
+        snprintf(line, sizeof line,
+                 "{\"from\":\"%s\",\"room\":\"lobby\",\"id\":%u,\"text\":\"",
+                 names[x % 6], (unsigned)(x % 100000));
+    for (int w = 0; w < 4 + (int)(x >> 28) && k < 200; w++)
+      k += snprintf(line + k, sizeof line - (size_t)k, "%s%s", w ? " " : "",
+                    words[(x >> (w * 3)) % 28]);
+    k += snprintf(line + k, sizeof line - (size_t)k, "\"} ");
+    size_t take = (size_t)k < len - n ? (size_t)k : len - n;
+    memcpy(p + n, line, take);
+    n += take;
+  }
+}
+
 /* ---- options ---- */
 static void usage(FILE *f) {
   fprintf(
@@ -1221,6 +1356,9 @@ static void usage(FILE *f) {
       "  --json            wrap each message as {\"text\":\"...\"} and find "
       "it in\n"
       "                    the JSON text that comes back\n"
+      "  --payload x|chat  pad messages with 'x' or with chat-like JSON (x)\n"
+      "  --deflate         offer permessage-deflate, require it, inflate "
+      "what comes\n"
       "  --warmup S        seconds before measuring (1)\n"
       "  --duration S      measured seconds (5)\n"
       "  --settle S        pause between connecting and sending (0.3)\n"
@@ -1298,6 +1436,8 @@ int main(int argc, char **argv) {
       {"binary", no_argument, 0, 'b'},
       {"json", no_argument, 0, 'j'},
       {"http-publish", no_argument, 0, 'P'},
+      {"deflate", no_argument, 0, 'Z'},
+      {"payload", required_argument, 0, 'Y'},
       {"warmup", required_argument, 0, 'W'},
       {"duration", required_argument, 0, 'd'},
       {"settle", required_argument, 0, 'S'},
@@ -1358,6 +1498,15 @@ int main(int argc, char **argv) {
     case 'P':
       o_http_publish = 1;
       break;
+    case 'Z':
+      o_deflate = 1;
+      break;
+    case 'Y':
+      if (strcmp(optarg, "chat") == 0)
+        o_payload_chat = 1;
+      else if (strcmp(optarg, "x") != 0)
+        die("--payload must be x or chat");
+      break;
     case 'W':
       o_warmup = num(optarg, "warmup");
       break;
@@ -1410,6 +1559,8 @@ int main(int argc, char **argv) {
     die("--room-size must be at least 1");
   if (o_concurrency < 1)
     o_concurrency = 1;
+  if (o_payload_chat && o_json)
+    die("--payload chat pads with JSON of its own: not with --json");
   if (o_http_publish && o_scenario != SC_FANOUT)
     die("--http-publish is for the fanout scenario");
 
@@ -1459,6 +1610,14 @@ int main(int argc, char **argv) {
     pub->role = ROLE_PUB;
   }
   memset(payload_tmpl, 'x', sizeof payload_tmpl);
+  if (o_payload_chat)
+    chat_padding(payload_tmpl + JSON_PRE_LEN + HDR_LEN,
+                 (size_t)o_size - HDR_LEN);
+  if (o_deflate) {
+    z_out = malloc(Z_OUT_CAP);
+    if (!z_out || inflateInit2(&z_shared, -15) != Z_OK)
+      die("zlib: cannot set up inflate");
+  }
   memcpy(payload_tmpl, JSON_PRE, JSON_PRE_LEN);
   uint8_t *msg = payload_tmpl + JSON_PRE_LEN;
   msg[16] = msg[33] = msg[42] = msg[51] = ' ';

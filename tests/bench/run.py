@@ -300,6 +300,11 @@ def scenarios(smoke):
             dict(name="publish-1k", kind="fanout", variants="moonroom",
                  args=["--scenario", "fanout", "--conns", "10", "--window", "16",
                        "--http-publish"], warmup=0.1, duration=0.5),
+            dict(name="fanout-1k-deflate", kind="fanout", variants="deflate",
+                 args=["--scenario", "fanout", "--conns", "20", "--window", "16",
+                       "--size", "1024", "--payload", "chat"], warmup=0.1, duration=0.5),
+            dict(name="idle-deflate", kind="idle", variants="deflate",
+                 args=["--scenario", "idle", "--conns", "50", "--hold", "0.3"]),
         ]
     return [
         dict(name="fanout-1k", kind="fanout", variants="servers",
@@ -336,6 +341,19 @@ def scenarios(smoke):
              args=["--scenario", "fanout", "--conns", "1000", "--window", "16",
                    "--http-publish"],
              warmup=1, duration=5),
+        # permessage-deflate on and off, both servers: messages big enough to
+        # be compressed (over the 128-byte threshold), of chat-like JSON.
+        dict(name="fanout-1k-deflate", kind="fanout", variants="deflate",
+             title="fan-out with and without permessage-deflate, 1,000 subscribers, "
+                   "1 KiB of chat-like JSON, 16 in flight",
+             args=["--scenario", "fanout", "--conns", "1000", "--window", "16",
+                   "--size", "1024", "--payload", "chat"],
+             warmup=1, duration=5),
+        dict(name="idle-deflate", kind="idle", variants="deflate",
+             title="idle with and without permessage-deflate negotiated, 19,000 connections "
+                   "(rooms of 10)",
+             args=["--scenario", "idle", "--conns", "19000", "--room-size", "10",
+                   "--hold", "2", "--concurrency", "256"]),
     ]
 
 
@@ -344,13 +362,19 @@ def variants(kind, opts):
     mr_extra = ["--ping-interval", "0", "--idle-timeout", "0",
                 "--max-backpressure", str(opts.max_backpressure)]
 
-    def moonroom(script):
+    def moonroom(script, extra=()):
         return lambda port: [opts.moonroom, "--listen", f"127.0.0.1:{port}", *mr_extra,
-                             script]
+                             *extra, script]
 
     node = lambda port: ["node", os.path.join(PEER_DIR, "server.js"), str(port), "127.0.0.1"]
     if kind == "servers":
         return [("moonroom", moonroom(bench)), ("node", node)]
+    if kind == "deflate":
+        # Both with their compression settings alike (see peer/server.js).
+        return [("moonroom", moonroom(bench)),
+                ("moonroom deflate", moonroom(bench, ["--compression", "on"])),
+                ("node", node),
+                ("node deflate", lambda port: node(port) + ["deflate"])]
     if kind == "moonroom":
         return [("moonroom", moonroom(bench))]
     return [("bench_min.lua", moonroom(os.path.join(HERE, "bench_min.lua"))),
@@ -360,7 +384,9 @@ def variants(kind, opts):
 
 
 # Load generator options a variant needs: bench_json.lua's clients speak JSON.
-VARIANT_LOADGEN_ARGS = {"bench_json.lua": ["--json"]}
+VARIANT_LOADGEN_ARGS = {"bench_json.lua": ["--json"],
+                        # --deflate: offer permessage-deflate, require it, inflate.
+                        "moonroom deflate": ["--deflate"], "node deflate": ["--deflate"]}
 
 
 def run_loadgen(opts, sc, server, holding_cb=None):
@@ -491,6 +517,11 @@ def check_smoke(sc, label, res):
                   "protocol_errors", "closed_by_server"):
             if res.get(k):
                 problems.append(f"{k} = {res[k]}")
+        if label.endswith(" deflate") and not res.get("inflated_msgs"):
+            problems.append("permessage-deflate negotiated, yet no compressed message came")
+        if sc["variants"] == "deflate" and not label.endswith(" deflate") and \
+                res.get("inflated_msgs"):
+            problems.append("compressed messages without --deflate")
     return problems
 
 
@@ -527,6 +558,20 @@ LUA_METRICS = {
                  ("server_us_per_msg", "server CPU µs/msg", "{:,.2f}")],
 }
 SCALE = {"lat_p50": 1e-3, "lat_p99": 1e-3, "complete_p99": 1e-3}
+DEFLATE_METRICS = {
+    "fanout": [("deliveries_per_s", "deliveries/s", "{:,.0f}"),
+               ("server_us_per_delivery", "server CPU µs/delivery", "{:,.2f}"),
+               ("wire_bytes_per_delivery", "bytes on the wire per delivery", "{:,.0f}"),
+               ("server_cpu_pct", "server CPU %", "{:,.0f}"),
+               ("lat_p50", "latency p50 (ms)", "{:,.2f}"),
+               ("lat_p99", "latency p99 (ms)", "{:,.2f}"),
+               ("loadgen_cpu_pct", "loadgen CPU % (inflating included)", "{:,.0f}")],
+    "idle": [("opened", "connections held", "{:,.0f}"),
+             ("connect_rate", "connects/s (incl. handshake)", "{:,.0f}"),
+             ("rss_per_conn_b", "server RSS growth per connection (bytes)", "{:,.0f}"),
+             ("rss_after_mib", "server RSS holding them (MiB)", "{:,.1f}")],
+}
+DEFLATE_LABELS = ("moonroom", "moonroom deflate", "node", "node deflate")
 
 
 def stats(values):
@@ -600,6 +645,32 @@ def report(opts, scs, results, info, started, elapsed, alone):
             lines.append(f"| {title} | {fmt_stat(a, fmt, scale)} | {fmt_stat(b, fmt, scale)} "
                          f"| {ratio} |")
         lines.append("")
+    deflate = [sc for sc in scs if sc["variants"] == "deflate"]
+    if deflate:
+        lines.append("## permessage-deflate\n")
+        lines.append("Each server with compression off and on, alike on both sides: no context "
+                     "takeover either way, messages under 128 bytes sent plain, level 1 "
+                     "(moonroom `--compression on`; the peer `perMessageDeflate` with "
+                     "`serverNoContextTakeover`, `clientNoContextTakeover`, `threshold: 128`, "
+                     "level 1). The load generator offers what a browser offers "
+                     "(`permessage-deflate; client_max_window_bits`), sends plain and inflates "
+                     "what it gets; every message is 1 KiB of chat-like JSON behind its "
+                     "52-byte header. Bytes on the wire are the WebSocket bytes (frame headers "
+                     "included) the subscribers read, per delivery. moonroom compresses a "
+                     "broadcast once and shares the frame; ws compresses each recipient's "
+                     "copy.\n")
+        for sc in deflate:
+            lines.append(f"### {sc['title']}\n")
+            lines.append("| metric | " + " | ".join(f"{l}" for l in DEFLATE_LABELS) +
+                         " | moonroom deflate / node deflate |")
+            lines.append("|---|" + "---|" * (len(DEFLATE_LABELS) + 1))
+            for key, title, fmt in DEFLATE_METRICS[sc["kind"]]:
+                cells = [stats(collect(results, sc["name"], l, key)) for l in DEFLATE_LABELS]
+                a, b = cells[1], cells[3]
+                ratio = f"{a[0] / b[0]:.2f}" if a and b and b[0] else "n/a"
+                lines.append(f"| {title} | " + " | ".join(
+                    fmt_stat(c, fmt, SCALE.get(key, 1.0)) for c in cells) + f" | {ratio} |")
+            lines.append("")
     for sc in scs:
         if sc["variants"] != "moonroom":
             continue
@@ -749,7 +820,8 @@ def main():
                          "asserts delivery and order only, writes no docs")
     ap.add_argument("--only", default="",
                     help="comma-separated scenarios: fanout-1k, fanout-10k, chat-10k, idle, "
-                         "lua-fanout-1k, lua-echo, publish-1k")
+                         "lua-fanout-1k, lua-echo, publish-1k, fanout-1k-deflate, "
+                         "idle-deflate")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     ap.add_argument("--moonroom", help="server binary (default BUILD_DIR/moonroom)")
     ap.add_argument("--loadgen",
@@ -813,6 +885,7 @@ def main():
                 results.setdefault((sc["name"], label), []).append(res)
                 summary = {k: res.get(k) for k in (
                     "deliveries_per_s", "msgs_per_s", "lat_p50", "lat_p99", "server_cpu_pct",
+                    "wire_bytes_per_delivery",
                     "loadgen_cpu_pct", "opened", "connect_rate", "rss_per_conn_b",
                     "order_violations", "missing", "other_cpu_pct") if res.get(k) is not None}
                 log(f"bench: round {rnd + 1} {sc['name']:<14} {label:<15} "

@@ -5,6 +5,9 @@
 // published through the HTTP API appears in both. A screenshot is saved next
 // to the binary under test (build/browser-chat.png).
 //
+// A second test starts the server with --compression on and checks that the
+// page's socket negotiated permessage-deflate and that messages arrive intact.
+//
 //   MOONROOM_BIN=build/moonroom node --test tests/browser/
 "use strict";
 
@@ -51,8 +54,8 @@ async function until(what, fn, ms = WAIT) {
 }
 
 // Starts moonroom on scripts/chat.lua; resolves once it accepts connections.
-async function startServer(port, log) {
-  const proc = spawn(BIN, ["--listen", "127.0.0.1:" + port, "--no-reload",
+async function startServer(port, log, extra = []) {
+  const proc = spawn(BIN, ["--listen", "127.0.0.1:" + port, "--no-reload", ...extra,
     path.join(ROOT, "scripts", "chat.lua")], {
     env: { ...process.env, CHAT_PUBLISH_TOKEN: TOKEN },
     stdio: ["ignore", "pipe", "pipe"],
@@ -151,6 +154,67 @@ test("two pages chat, survive a server restart, and see HTTP publishes", { timeo
     await ada.screenshot({ path: shot });
     assert.ok(fs.statSync(shot).size > 1000);
     assert.deepEqual(consoleErrors, []);
+  } finally {
+    await browser.close();
+    await stopServer(server);
+  }
+});
+
+// Chromium offers permessage-deflate on every WebSocket ("permessage-deflate;
+// client_max_window_bits"). With --compression on, the chat page's own socket
+// (recorded by wrapping the WebSocket constructor before the page runs) has
+// it negotiated, and chat messages small and large arrive intact both ways.
+test("chat with --compression on: the page's socket negotiates permessage-deflate", { timeout: 60000 }, async () => {
+  const port = await freePort();
+  const log = [];
+  const server = await startServer(port, log, ["--compression", "on"]);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    const base = `http://127.0.0.1:${port}/`;
+    const pages = {};
+    for (const name of ["ada", "bob"]) {
+      const p = await browser.newPage();
+      await p.addInitScript(() => {
+        const Real = window.WebSocket;
+        window.__sockets = [];
+        window.WebSocket = function (...args) {
+          const s = new Real(...args);
+          window.__sockets.push(s);
+          return s;
+        };
+        window.WebSocket.prototype = Real.prototype;
+        Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+      });
+      await p.goto(base + `?room=deflate&name=${name}`);
+      pages[name] = p;
+    }
+    const { ada, bob } = pages;
+    await until("both pages to connect", async () => (await isOpen(ada)) && (await isOpen(bob)));
+    for (const p of [ada, bob]) {
+      const ext = await p.evaluate(() => window.__sockets.map((s) => s.extensions));
+      assert.equal(ext.length, 1);
+      assert.match(ext[0], /^permessage-deflate/, "extensions: " + ext[0]);
+    }
+    // Below the server's threshold (sent plain) and 10 KB (sent compressed).
+    const small = "small hello from ada";
+    let large = "";
+    for (let i = 0; large.length < 10000; i++)
+      large += `{"seq":${i},"text":"the quick brown fox number ${i * 7919 % 1000}"} `;
+    // The small one typed; the large one (the input takes 2,000 characters)
+    // sent on the page's own socket.
+    await ada.fill("#input", small);
+    await ada.press("#input", "Enter");
+    await seeMessage(bob, small);
+    await bob.evaluate((t) => window.__sockets[0].send(t), large.trim());
+    await seeMessage(ada, large.trim());
+    await seeMessage(bob, large.trim());
+    const exact = await bob.$$eval("#messages li", (lis) => lis.map((li) => li.textContent));
+    assert.ok(exact.some((m) => m.endsWith(large.trim())), "the 10 KB message arrived intact");
+    assert.ok(large.length >= 10000);
   } finally {
     await browser.close();
     await stopServer(server);

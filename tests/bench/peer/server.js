@@ -7,11 +7,17 @@
 //   a message from a role=pub connection is sent to every member of its room
 //   (itself included), keeping its text/binary kind; role=sub only listens.
 //
-// Usage: node server.js [PORT] [HOST]   (or PORT / HOST in the environment)
+// Usage: node server.js [PORT] [HOST] [deflate]   (or PORT / HOST in the
+// environment). With `deflate`, permessage-deflate is on with the settings
+// moonroom's --compression on uses: no context takeover either way (so no
+// compressor state is kept between messages), messages under 128 bytes sent
+// plain, compression level 1 (PEER_DEFLATE_LEVEL to change). ws compresses
+// each recipient's copy on its own.
 const { WebSocketServer } = require('ws');
 
 const port = Number(process.argv[2] || process.env.PORT || 8080);
 const host = process.argv[3] || process.env.HOST || '127.0.0.1';
+const deflate = process.argv[4] === 'deflate';
 
 const rooms = new Map(); // room name -> Set of sockets
 
@@ -20,7 +26,12 @@ const wss = new WebSocketServer({
   port,
   backlog: 4096,
   clientTracking: false,
-  perMessageDeflate: false,
+  perMessageDeflate: deflate && {
+    serverNoContextTakeover: true,
+    clientNoContextTakeover: true,
+    threshold: 128,
+    zlibDeflateOptions: { level: Number(process.env.PEER_DEFLATE_LEVEL || 1) },
+  },
   maxPayload: 16 * 1024 * 1024,
 });
 
