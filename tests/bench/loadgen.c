@@ -1322,9 +1322,10 @@ static void chat_padding(uint8_t *p, size_t len) {
         snprintf(line, sizeof line,
                  "{\"from\":\"%s\",\"room\":\"lobby\",\"id\":%u,\"text\":\"",
                  names[x % 6], (unsigned)(x % 100000));
+    /* Up to 19 words: the shift wraps within the 32-bit state. */
     for (int w = 0; w < 4 + (int)(x >> 28) && k < 200; w++)
       k += snprintf(line + k, sizeof line - (size_t)k, "%s%s", w ? " " : "",
-                    words[(x >> (w * 3)) % 28]);
+                    words[(x >> ((w * 3) % 30)) % 28]);
     k += snprintf(line + k, sizeof line - (size_t)k, "\"} ");
     size_t take = (size_t)k < len - n ? (size_t)k : len - n;
     memcpy(p + n, line, take);
