@@ -66,7 +66,6 @@ return {
         presence_out = s.cluster_presence_out, presence_in = s.cluster_presence_in,
         resyncs = s.presence_resyncs, drops = s.presence_node_drops,
         refused = s.presence_refused, events = s.presence_events,
-        local_entries = s.presence_local, remote_entries = s.presence_remote,
       }))
     elseif cmd == "node" then
       conn:send(ws.node())
