@@ -409,6 +409,10 @@ int mr_wire_encode_presence_add(mr_wbuf *out, size_t frame, int join,
     meta_len = 0;
   if (meta_len > MR_WIRE_MAX_META || (meta_len && !meta))
     return MR_EINVAL;
+  /* The decoder refuses a join whose meta is not a well-formed map, so the
+   * encoder never builds one. */
+  if (join && mr_wire_meta_check(meta, meta_len) != 0)
+    return MR_EINVAL;
   uint8_t *w =
       state_grow(out, frame, 1 + 2 + room_len + 8 + 4 + meta_len, &err);
   if (!w)

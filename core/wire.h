@@ -261,8 +261,8 @@ int mr_wire_encode_interest_all_add(mr_wbuf *out, size_t frame,
 
 /* COUNTS and PRESENCE are list frames too, begun with their flags
  * (MR_WIRE_SYNC_*; MR_EINVAL for other bits). A PRESENCE entry's meta is
- * at most MR_WIRE_MAX_META bytes (MR_EINVAL beyond); a leave (join == 0)
- * carries no meta. */
+ * at most MR_WIRE_MAX_META bytes and a well-formed map (mr_wire_meta_check;
+ * MR_EINVAL otherwise); a leave (join == 0) carries no meta. */
 #define MR_WIRE_MAX_META 65535u
 int mr_wire_encode_counts_begin(mr_wbuf *out, unsigned flags, size_t *frame);
 int mr_wire_encode_counts_add(mr_wbuf *out, size_t frame, const char *room,
