@@ -746,7 +746,8 @@ static void send_batch(mr_presence *p) {
       r = add_count(&c, d->name, d->len, local_count(p, d->name, d->len));
     nroom *nr = nroom_get(p->self, d->name, d->len, 0);
     /* An id touched twice is sent once, as it is now. */
-    qsort(d->ids, d->nids, sizeof *d->ids, by_id);
+    if (d->nids > 1)
+      qsort(d->ids, d->nids, sizeof *d->ids, by_id);
     for (size_t i = 0; i < d->nids && r == 0; i++) {
       uint64_t id = d->ids[i];
       if (i && d->ids[i - 1] == id)
@@ -789,6 +790,8 @@ static int interested(mr_presence *p, const char *room, size_t len) {
 /* Reports one room's net changes. */
 static void report_room(mr_presence *p, evroom *ev) {
   size_t n = HASH_COUNT(ev->touched);
+  if (!n)
+    return; /* its only change was lost to a failed allocation */
   mr_presence_entry *joins = malloc(n * sizeof *joins);
   mr_presence_entry *leaves = malloc(n * sizeof *leaves);
   if (!joins || !leaves) {
