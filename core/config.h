@@ -49,6 +49,8 @@ typedef struct {
   size_t compression_threshold; /* shorter messages are sent plain */
   unsigned compression_level;   /* zlib's level, 1..9 */
   unsigned compression_window;  /* the server's window bits, 9..15 */
+  /* --max-presence-meta: the largest encoded meta of a ws.track entry. */
+  size_t max_presence_meta;
 } mr_config;
 
 enum { MR_CONFIG_RUN = 0, MR_CONFIG_EXIT = 1, MR_CONFIG_USAGE = 2 };

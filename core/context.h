@@ -90,7 +90,16 @@ struct mr_zpool;
   X(messages_deflated,                                                         \
     "messages compressed (a broadcast once per window size in use)")           \
   X(inflate_errors, "connections closed with 1007 for corrupt compressed "     \
-                    "data")
+                    "data")                                                    \
+  X(cluster_counts_out, "COUNTS frames sent to other nodes (per link)")        \
+  X(cluster_counts_in, "COUNTS frames received from other nodes")              \
+  X(cluster_presence_out, "PRESENCE frames sent to other nodes (per link)")    \
+  X(cluster_presence_in, "PRESENCE frames received from other nodes")          \
+  X(presence_resyncs, "full presence states received from other nodes")        \
+  X(presence_node_drops,                                                       \
+    "nodes whose counts and presence were removed when their link closed")     \
+  X(presence_refused, "ws.track calls refused (meta too big, no memory)")      \
+  X(presence_events, "on_presence calls (one per room per batch)")
 
 typedef struct {
 #define MR_STATS_FIELD(name, help) uint64_t name;
@@ -138,6 +147,10 @@ typedef struct mr_server {
   /* Idle zlib streams for compressing messages (deflate.h); created at the
    * first compressed send. Inflating has its own, under ws_pool. */
   struct mr_zpool *zpool;
+  /* Presence and cluster-wide counts (presence.h), and the id of its batch
+   * flush on the timer heap (0: none pending). */
+  struct mr_presence *presence;
+  uint64_t presence_timer;
 } mr_server;
 
 #endif

@@ -56,6 +56,10 @@ def s16(b):
     return struct.pack(">H", len(b)) + b
 
 
+# A presence meta {name = "ada", ready = true, score = 1.5}.
+META = (struct.pack(">H", 3) + b"\x04name\x03" + s16(b"ada") +
+        b"\x05ready\x01" + b"\x05score\x02" + struct.pack(">d", 1.5))
+
 WIRE = {
     "room-text": frame(b"\x1e" + s16(b"room") + struct.pack(">I", 5) +
                        b"hello"),
@@ -76,6 +80,28 @@ WIRE = {
     "auth": frame(b"\x03" + bytes(range(32, 64))),
     "two-frames": frame(b"\x13" + struct.pack(">Q", 7)) +
     frame(b"\x11\x01" + s16(b"r")),
+    # COUNTS (0x20) and PRESENCE (0x21): [u8 flags][u32 count] entries;
+    # flags 1 = SYNC_FIRST, 2 = SYNC_LAST. A PRESENCE entry is [u8 op]
+    # [u16 room][u64 id][u32 meta_len][meta]; meta is [u16 n] n * ([u8
+    # key_len][key][u8 type][value]), types 0 false, 1 true, 2 number
+    # (u64 bits), 3 string ([u16 len][text]), keys in increasing order.
+    "counts": frame(b"\x20\x00" + struct.pack(">I", 2) + s16(b"lobby") +
+                    struct.pack(">I", 3) + s16(b"g\xc3\xa9") +
+                    struct.pack(">I", 0)),
+    "counts-full-empty": frame(b"\x20\x03" + struct.pack(">I", 0)),
+    "presence-join-leave": frame(
+        b"\x21\x00" + struct.pack(">I", 2) +
+        b"\x01" + s16(b"lobby") + struct.pack(">Q", 7) +
+        struct.pack(">I", len(META)) + META +
+        b"\x00" + s16(b"lobby") + struct.pack(">Q", 8) + struct.pack(">I", 0)),
+    "presence-full": frame(
+        b"\x21\x01" + struct.pack(">I", 1) + b"\x01" + s16(b"r") +
+        struct.pack(">Q", 1) + struct.pack(">I", 2) + b"\x00\x00") +
+    frame(b"\x21\x02" + struct.pack(">I", 0)),
+    "presence-bad-meta-order": frame(
+        b"\x21\x00" + struct.pack(">I", 1) + b"\x01" + s16(b"r") +
+        struct.pack(">Q", 1) + struct.pack(">I", 8) +
+        b"\x00\x02\x01b\x01\x01a\x00"),
 }
 
 

@@ -305,6 +305,8 @@ def scenarios(smoke):
                        "--size", "1024", "--payload", "chat"], warmup=0.1, duration=0.5),
             dict(name="idle-deflate", kind="idle", variants="deflate",
                  args=["--scenario", "idle", "--conns", "50", "--hold", "0.3"]),
+            dict(name="presence-1k", kind="presence", variants="cluster",
+                 members=30),
         ]
     return [
         dict(name="fanout-1k", kind="fanout", variants="servers",
@@ -354,6 +356,13 @@ def scenarios(smoke):
                    "(rooms of 10)",
              args=["--scenario", "idle", "--conns", "19000", "--room-size", "10",
                    "--hold", "2", "--concurrency", "256"]),
+        # moonroom only, three nodes: cluster-wide presence after a join storm.
+        dict(name="presence-1k", kind="presence", variants="cluster", members=1000,
+             title="presence: 1,000 connections join and are tracked in one room, "
+                   "spread over 3 nodes"),
+        dict(name="presence-10k", kind="presence", variants="cluster", members=10000,
+             title="presence: 10,000 connections join and are tracked in one room, "
+                   "spread over 3 nodes"),
     ]
 
 
@@ -377,6 +386,8 @@ def variants(kind, opts):
                 ("node deflate", lambda port: node(port) + ["deflate"])]
     if kind == "moonroom":
         return [("moonroom", moonroom(bench))]
+    if kind == "cluster":
+        return [("moonroom", None)]  # presence_run starts its own nodes
     return [("bench_min.lua", moonroom(os.path.join(HERE, "bench_min.lua"))),
             ("bench.lua", moonroom(bench)),
             ("bench_work.lua", moonroom(os.path.join(HERE, "bench_work.lua"))),
@@ -432,11 +443,17 @@ def one_run(opts, sc, label, cmd_fn, logdir):
     if not opts.smoke:
         res["load_before"] = wait_quiet()
     b0, c0, t0 = cpu_busy_s(), children_cpu_s(), time.monotonic()
-    res.update(server_run(opts, sc, label, cmd_fn, logdir))
+    own0 = sum(os.times()[:2])
+    if sc["kind"] == "presence":
+        res.update(presence_run(opts, sc, logdir))
+    else:
+        res.update(server_run(opts, sc, label, cmd_fn, logdir))
     # Whatever CPU the machine spent beyond this run's own processes (the
-    # server and the loadgen, both waited for by now) was someone else's.
+    # server and the loadgen, both waited for by now, and this script, the
+    # presence scenarios' client) was someone else's.
     wall = time.monotonic() - t0
-    other = (cpu_busy_s() - b0) - (children_cpu_s() - c0)
+    other = ((cpu_busy_s() - b0) - (children_cpu_s() - c0)
+             - (sum(os.times()[:2]) - own0))
     res["other_cpu_pct"] = max(0.0, 100.0 * other / wall) if wall > 0 else 0.0
     return res
 
@@ -507,7 +524,9 @@ def check_smoke(sc, label, res):
     problems = []
     if not res.get("ok"):
         problems.append(f"not ok: {res.get('error')}")
-    if sc["kind"] == "idle":
+    if sc["kind"] == "presence":
+        pass  # ok means every node converged
+    elif sc["kind"] == "idle":
         if res.get("opened", 0) < 50:
             problems.append(f"only {res.get('opened')} of 50 connections opened")
     else:
@@ -523,6 +542,139 @@ def check_smoke(sc, label, res):
                 res.get("inflated_msgs"):
             problems.append("compressed messages without --deflate")
     return problems
+
+
+# ---------------------------------------------------------------- presence
+
+PRESENCE_NODES = 3
+PRESENCE_ROOM = "storm"
+
+
+def node_view(port, n):
+    """GET / of bench_presence.lua on one node: its counts, presence size and
+    frame counters."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET /?room={PRESENCE_ROOM}&n={n} HTTP/1.1\r\nHost: x\r\n"
+                  "Connection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+
+def open_storm(ports, n, concurrency):
+    """Opens n WebSocket connections round-robin over ports, at most
+    `concurrency` handshakes in flight, each joining and being tracked in
+    PRESENCE_ROOM by the handler. Returns the open sockets and the time the
+    last upgrade answer arrived."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    socks, opened, started, last = [], 0, 0, time.monotonic()
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+
+    def start(i):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", ports[i % len(ports)]))
+        req = (f"GET /?room={PRESENCE_ROOM}&name=p{i} HTTP/1.1\r\nHost: x\r\n"
+               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+        sel.register(s, selectors.EVENT_WRITE, [req, b""])
+        socks.append(s)
+
+    deadline = time.monotonic() + 120
+    while opened < n:
+        while started < n and started - opened < concurrency:
+            start(started)
+            started += 1
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {opened} of {n} connections upgraded in 120 s")
+        for k, ev in sel.select(timeout=1.0):
+            s, st = k.fileobj, k.data
+            if ev & selectors.EVENT_WRITE:
+                s.send(st[0])
+                sel.modify(s, selectors.EVENT_READ, st)
+                continue
+            chunk = s.recv(4096)
+            if not chunk:
+                raise RuntimeError("a node closed a connection during the handshake")
+            st[1] += chunk
+            if b"\r\n\r\n" in st[1]:
+                if not st[1].startswith(b"HTTP/1.1 101"):
+                    raise RuntimeError("upgrade refused: " + st[1][:200].decode("latin-1"))
+                sel.unregister(s)
+                opened += 1
+                last = time.monotonic()
+    sel.close()
+    return socks, last
+
+
+def presence_run(opts, sc, logdir):
+    """A join storm on a 3-node cluster: N connections spread over the
+    nodes, each joining and tracked in one room (bench_presence.lua), as fast
+    as the client can open them. Measures how long until every node's
+    ws.count(room, "cluster") and ws.presence(room) reach N, from the first
+    connect and from the last upgrade, and the COUNTS and PRESENCE frames the
+    nodes sent (summed over links) per join."""
+    n = sc["members"]
+    script = os.path.join(HERE, "bench_presence.lua")
+    servers, socks = [], []
+    res = {"ok": False}
+    try:
+        seed = None
+        for i in range(PRESENCE_NODES):
+            cport = free_port()
+            name = "n%d" % i
+
+            def cmd(port, cport=cport, name=name, seed=seed):
+                c = [opts.moonroom, "--listen", f"127.0.0.1:{port}", "--ping-interval", "0",
+                     "--idle-timeout", "0", "--node", name, "--cookie", "bench",
+                     "--cluster-listen", f"127.0.0.1:{cport}"]
+                if seed:
+                    c += ["--peer", seed]
+                return c + [script]
+            servers.append(Server("moonroom", cmd, logdir, f"{sc['name']}-{name}"))
+            seed = seed or f"127.0.0.1:{cport}"
+        ports = [sv.port for sv in servers]
+        deadline = time.monotonic() + 20
+        while not all(node_view(p, 0)["peers"] == PRESENCE_NODES - 1 for p in ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the nodes did not link up within 20 s")
+            time.sleep(0.05)
+        before = [node_view(p, 0) for p in ports]
+        t0 = time.monotonic()
+        socks, last = open_storm(ports, n, sc.get("concurrency", 256))
+        deadline = time.monotonic() + 60
+        while True:
+            views = [node_view(p, n) for p in ports]
+            if all(v["cluster"] == n and v["presence"] == n for v in views):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no convergence within 60 s: {views}")
+            time.sleep(0.005)
+        done = time.monotonic()
+        frames = sum(a["counts_out"] + a["presence_out"] - b["counts_out"] - b["presence_out"]
+                     for a, b in zip(views, before))
+        res = {"ok": True, "members": n, "storm_s": last - t0,
+               "joins_per_s": n / (last - t0) if last > t0 else None,
+               "converge_ms": (done - t0) * 1e3, "after_last_ms": (done - last) * 1e3,
+               "frames": frames, "frames_per_join": frames / n,
+               "links": PRESENCE_NODES * (PRESENCE_NODES - 1)}
+        for sv in servers:
+            if not sv.alive():
+                res = {"ok": False, "error": f"a node exited:\n{sv.tail()}"}
+    except (RuntimeError, OSError, ValueError) as e:
+        res = {"ok": False, "error": str(e)}
+    finally:
+        for s in socks:
+            s.close()
+        for sv in servers:
+            sv.stop()
+    res["server_log"] = servers[0].logpath if servers else ""
+    return res
 
 
 # ---------------------------------------------------------------- report
@@ -543,6 +695,14 @@ METRICS = {
              ("server_cpu_pct", "server CPU %", "{:,.0f}", None),
              ("server_us_per_delivery", "server CPU µs/delivery", "{:,.2f}", False),
              ("loadgen_cpu_pct", "loadgen CPU %", "{:,.0f}", None)],
+    "presence": [("converge_ms", "first connect until every node has them all (ms)",
+                  "{:,.0f}", False),
+                 ("storm_s", "time to open and upgrade them all (s)", "{:,.2f}", False),
+                 ("after_last_ms", "last upgrade until every node has them all (ms)",
+                  "{:,.0f}", False),
+                 ("frames_per_join", "COUNTS + PRESENCE frames sent per join, all 6 "
+                  "links together", "{:,.4f}", False),
+                 ("frames", "frames sent, all links", "{:,.0f}", False)],
     "idle": [("opened", "connections held", "{:,.0f}", True),
              ("connect_rate", "connects/s (incl. handshake)", "{:,.0f}", True),
              ("rss_per_conn_b", "server RSS growth per connection (bytes)", "{:,.0f}", False),
@@ -672,7 +832,7 @@ def report(opts, scs, results, info, started, elapsed, alone):
                     fmt_stat(c, fmt, SCALE.get(key, 1.0)) for c in cells) + f" | {ratio} |")
             lines.append("")
     for sc in scs:
-        if sc["variants"] != "moonroom":
+        if sc["variants"] not in ("moonroom", "cluster"):
             continue
         lines.append(f"## {sc['title']}\n")
         lines.append("| metric | moonroom |")
@@ -821,7 +981,7 @@ def main():
     ap.add_argument("--only", default="",
                     help="comma-separated scenarios: fanout-1k, fanout-10k, chat-10k, idle, "
                          "lua-fanout-1k, lua-echo, publish-1k, fanout-1k-deflate, "
-                         "idle-deflate")
+                         "idle-deflate, presence-1k, presence-10k")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     ap.add_argument("--moonroom", help="server binary (default BUILD_DIR/moonroom)")
     ap.add_argument("--loadgen",
@@ -887,7 +1047,8 @@ def main():
                     "deliveries_per_s", "msgs_per_s", "lat_p50", "lat_p99", "server_cpu_pct",
                     "wire_bytes_per_delivery",
                     "loadgen_cpu_pct", "opened", "connect_rate", "rss_per_conn_b",
-                    "order_violations", "missing", "other_cpu_pct") if res.get(k) is not None}
+                    "order_violations", "missing", "converge_ms", "after_last_ms",
+                    "frames_per_join", "other_cpu_pct") if res.get(k) is not None}
                 log(f"bench: round {rnd + 1} {sc['name']:<14} {label:<15} "
                     f"{'ok ' if res.get('ok') else 'FAIL'} {time.monotonic() - t0:5.1f}s "
                     + " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"

@@ -41,6 +41,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       else
         while (mr_wire_rooms_next(&it, &room, &rlen) == 1)
           ;
+    } else if (r == 0 && m.tag == MR_WIRE_COUNTS) {
+      mr_wire_iter it;
+      mr_wire_iter_init(&it, &m);
+      const char *room;
+      size_t rlen;
+      uint32_t members;
+      uint32_t n = 0;
+      while (mr_wire_counts_next(&it, &room, &rlen, &members) == 1)
+        n++;
+      if (n != m.state.list.count)
+        abort();
+    } else if (r == 0 && m.tag == MR_WIRE_PRESENCE) {
+      /* The decoder vouches for every entry: the iterator yields them
+       * all, and a join's meta is a well-formed map. */
+      mr_wire_iter it;
+      mr_wire_iter_init(&it, &m);
+      mr_wire_presence_entry e;
+      uint32_t n = 0;
+      while (mr_wire_presence_next(&it, &e) == 1) {
+        n++;
+        if (e.join ? mr_wire_meta_check(e.meta, e.meta_len) != 0
+                   : e.meta_len != 0)
+          abort();
+      }
+      if (n != m.state.list.count)
+        abort();
     } else if (r != 0 && r != MR_ENOTFOUND && !m.error) {
       abort(); /* every refusal names its reason for the log */
     }

@@ -514,6 +514,8 @@ static const char help_golden[] =
     "                            smallest (default 1)\n"
     "  --compression-window 9..15  the server's deflate window, 2^N bytes\n"
     "                            (server_max_window_bits) (default 15)\n"
+    "  --max-presence-meta BYTES  largest encoded meta of one ws.track entry\n"
+    "                            (default 512)\n"
     "  --help                    print this help and exit\n"
     "  --version                 print the version and exit\n";
 
@@ -689,6 +691,7 @@ static void test_table_shape(void) {
                                       "compression-threshold",
                                       "compression-level",
                                       "compression-window",
+                                      "max-presence-meta",
                                       "help",
                                       "version"};
   size_t n = sizeof names / sizeof names[0];

@@ -930,6 +930,466 @@ static void test_fuzz(void) {
   CHECK(accepted > 0);
 }
 
+/* ---- COUNTS, PRESENCE and the presence meta ---- */
+
+/* A meta map of the given string fields, keys already in order. */
+static void meta_of(mr_wbuf *w, const char *const *kv, int n) {
+  size_t at;
+  w->len = 0;
+  CHECK_EQ_INT(mr_wire_meta_begin(w, &at), 0);
+  for (int i = 0; i < n; i++) {
+    mr_wire_meta_field f = {kv[2 * i],      strlen(kv[2 * i]),
+                            MR_META_STRING, 0,
+                            kv[2 * i + 1],  strlen(kv[2 * i + 1])};
+    CHECK_EQ_INT(mr_wire_meta_add(w, at, &f), 0);
+  }
+}
+
+/* Every field type, ordering and limit of the meta encoding, and the
+ * checker that the PRESENCE decoder runs on every meta it carries. */
+static void test_meta(void) {
+  mr_wbuf w;
+  mr_wire_buf_init(&w);
+  size_t at;
+  CHECK_EQ_INT(mr_wire_meta_begin(&w, &at), 0);
+  CHECK_EQ_INT(at, 0);
+  CHECK_EQ_INT(w.len, 2);
+  CHECK_EQ_INT(mr_wire_meta_check(w.data, w.len), 0); /* the empty map */
+  /* Keys strictly increasing, bytewise then shorter first. */
+  mr_wire_meta_field fa = {"a", 1, MR_META_TRUE, 0, NULL, 0};
+  mr_wire_meta_field fab = {"ab", 2, MR_META_NUMBER, -0.5, NULL, 0};
+  mr_wire_meta_field fb = {"b", 1, MR_META_STRING, 0, "h\xC3\xA9", 3};
+  mr_wire_meta_field fc = {"c", 1, MR_META_FALSE, 0, NULL, 0};
+  mr_wire_meta_field fd = {"d", 1, MR_META_NUMBER, 1e300, NULL, 0};
+  mr_wire_meta_field fe = {"e", 1, MR_META_STRING, 0, "", 0};
+  CHECK_EQ_INT(mr_wire_meta_add(&w, at, &fa), 0);
+  CHECK_EQ_INT(mr_wire_meta_add(&w, at, &fab), 0);
+  CHECK_EQ_INT(mr_wire_meta_add(&w, at, &fb), 0);
+  CHECK_EQ_INT(mr_wire_meta_add(&w, at, &fc), 0);
+  CHECK_EQ_INT(mr_wire_meta_add(&w, at, &fd), 0);
+  CHECK_EQ_INT(mr_wire_meta_add(&w, at, &fe), 0);
+  /* 2 + a(1+1+1) + ab(1+2+1+8) + b(1+1+1+2+3) + c(3) + d(1+1+1+8) + e(5) */
+  CHECK_EQ_INT(w.len, 2 + 3 + 12 + 8 + 3 + 11 + 5);
+  size_t len = w.len;
+  /* Out of order, repeated, empty, too long, bad type, bad text: refused
+   * and the map is unchanged. */
+  mr_wire_meta_field dup = {"e", 1, MR_META_TRUE, 0, NULL, 0};
+  mr_wire_meta_field before = {"b", 1, MR_META_TRUE, 0, NULL, 0};
+  mr_wire_meta_field empty = {"", 0, MR_META_TRUE, 0, NULL, 0};
+  char key256[256];
+  memset(key256, 'z', sizeof key256);
+  mr_wire_meta_field longkey = {key256, 256, MR_META_TRUE, 0, NULL, 0};
+  mr_wire_meta_field badtype = {"zz", 2, 4, 0, NULL, 0};
+  mr_wire_meta_field badkey = {"z\xC3", 2, MR_META_TRUE, 0, NULL, 0};
+  mr_wire_meta_field badstr = {"zz", 2, MR_META_STRING, 0, "\xFF", 1};
+  mr_wire_meta_field longstr = {"zz", 2, MR_META_STRING, 0, key256, 65536};
+  CHECK_EQ_INT(mr_wire_meta_add(&w, at, &dup), MR_EINVAL);
+  CHECK_EQ_INT(mr_wire_meta_add(&w, at, &before), MR_EINVAL);
+  CHECK_EQ_INT(mr_wire_meta_add(&w, at, &empty), MR_EINVAL);
+  CHECK_EQ_INT(mr_wire_meta_add(&w, at, &longkey), MR_EINVAL);
+  CHECK_EQ_INT(mr_wire_meta_add(&w, at, &badtype), MR_EINVAL);
+  CHECK_EQ_INT(mr_wire_meta_add(&w, at, &badkey), MR_EUTF8);
+  CHECK_EQ_INT(mr_wire_meta_add(&w, at, &badstr), MR_EUTF8);
+  CHECK_EQ_INT(mr_wire_meta_add(&w, at, &longstr), MR_EINVAL);
+  CHECK_EQ_INT(mr_wire_meta_add(&w, at + 1, &badtype), MR_EINVAL);
+  CHECK_EQ_INT(w.len, len);
+  longkey.key_len = 255;
+  CHECK_EQ_INT(mr_wire_meta_add(&w, at, &longkey), 0);
+  CHECK_EQ_INT(mr_wire_meta_check(w.data, w.len), 0);
+
+  /* Read back in order, values exact. */
+  const uint8_t *pos = w.data + 2;
+  size_t left = w.len - 2;
+  mr_wire_meta_field f;
+  const mr_wire_meta_field *want[] = {&fa, &fab, &fb, &fc, &fd, &fe, &longkey};
+  int fields = 0;
+  while (mr_wire_meta_next(&pos, &left, &f)) {
+    const mr_wire_meta_field *x = want[fields++];
+    CHECK(f.key_len == x->key_len && memcmp(f.key, x->key, f.key_len) == 0);
+    CHECK_EQ_INT(f.type, x->type);
+    if (x->type == MR_META_NUMBER)
+      CHECK(f.num == x->num);
+    if (x->type == MR_META_STRING)
+      CHECK(f.str_len == x->str_len &&
+            (!f.str_len || memcmp(f.str, x->str, f.str_len) == 0));
+  }
+  CHECK_EQ_INT(fields, 7);
+  CHECK_EQ_INT(left, 0);
+  CHECK_EQ_INT(w.data[0] << 8 | w.data[1], 7);
+
+  /* The checker: every proper prefix is malformed, as is a trailing byte. */
+  long wrong = 0;
+  for (size_t k = 0; k < w.len; k++) {
+    uint8_t *c = dup_exact(w.data, k);
+    wrong += mr_wire_meta_check(c, k) != MR_EPROTO;
+    free(c);
+  }
+  CHECK_EQ_INT(wrong, 0);
+  uint8_t *c = malloc(w.len + 1);
+  memcpy(c, w.data, w.len);
+  c[w.len] = 0;
+  CHECK_EQ_INT(mr_wire_meta_check(c, w.len + 1), MR_EPROTO);
+  free(c);
+  /* Unsorted, repeated or empty keys, an unknown type, bad text. */
+  const uint8_t unsorted[] = {0, 2, 1, 'b', 1, 1, 'a', 1};
+  const uint8_t repeated[] = {0, 2, 1, 'a', 1, 1, 'a', 0};
+  const uint8_t emptykey[] = {0, 1, 0, 1};
+  const uint8_t unknown[] = {0, 1, 1, 'a', 4};
+  const uint8_t badutf8[] = {0, 1, 1, 'a', 3, 0, 1, 0xFF};
+  const uint8_t badkeyutf8[] = {0, 1, 1, 0xC3, 1};
+  CHECK_EQ_INT(mr_wire_meta_check(unsorted, sizeof unsorted), MR_EPROTO);
+  CHECK_EQ_INT(mr_wire_meta_check(repeated, sizeof repeated), MR_EPROTO);
+  CHECK_EQ_INT(mr_wire_meta_check(emptykey, sizeof emptykey), MR_EPROTO);
+  CHECK_EQ_INT(mr_wire_meta_check(unknown, sizeof unknown), MR_EPROTO);
+  CHECK_EQ_INT(mr_wire_meta_check(badutf8, sizeof badutf8), MR_EUTF8);
+  CHECK_EQ_INT(mr_wire_meta_check(badkeyutf8, sizeof badkeyutf8), MR_EUTF8);
+  mr_wire_buf_free(&w);
+}
+
+/* COUNTS and PRESENCE round trips: flags, every entry back in order,
+ * pointers into the payload, the longest room, the largest meta. */
+static void test_counts_presence(void) {
+  const char *fancy = "salle-\xC3\xA9t\xC3\xA9-\xF0\x9F\x8C\x99";
+  mr_wbuf b, meta;
+  mr_wire_buf_init(&b);
+  mr_wire_buf_init(&meta);
+  mr_wire_msg m;
+  mr_wire_iter it;
+  size_t frame;
+  const char *room;
+  size_t room_len;
+  uint32_t members;
+
+  CHECK_EQ_INT(mr_wire_encode_counts_begin(&b, 4, &frame), MR_EINVAL);
+  CHECK_EQ_INT(mr_wire_encode_presence_begin(&b, 0x80, &frame), MR_EINVAL);
+  CHECK_EQ_INT(b.len, 0);
+  unsigned all = MR_WIRE_SYNC_FIRST | MR_WIRE_SYNC_LAST;
+  CHECK_EQ_INT(mr_wire_encode_counts_begin(&b, all, &frame), 0);
+  if (decode_buf(&b, &m) == 0) {
+    CHECK_EQ_INT(m.tag, MR_WIRE_COUNTS);
+    CHECK_EQ_INT(m.state.flags, all);
+    CHECK_EQ_INT(m.state.list.count, 0);
+    mr_wire_iter_init(&it, &m);
+    CHECK_EQ_INT(mr_wire_counts_next(&it, &room, &room_len, &members), 0);
+  }
+  char *big_room = malloc(MR_WIRE_MAX_ROOM);
+  memset(big_room, 'z', MR_WIRE_MAX_ROOM);
+  CHECK_EQ_INT(mr_wire_encode_counts_add(&b, frame, "lobby", 5, 3), 0);
+  CHECK_EQ_INT(
+      mr_wire_encode_counts_add(&b, frame, fancy, strlen(fancy), UINT32_MAX),
+      0);
+  CHECK_EQ_INT(
+      mr_wire_encode_counts_add(&b, frame, big_room, MR_WIRE_MAX_ROOM, 0), 0);
+  size_t len = b.len;
+  CHECK_EQ_INT(mr_wire_encode_counts_add(&b, frame, "", 0, 1), MR_EINVAL);
+  CHECK_EQ_INT(
+      mr_wire_encode_counts_add(&b, frame, big_room, MR_WIRE_MAX_ROOM + 1, 1),
+      MR_EINVAL);
+  CHECK_EQ_INT(mr_wire_encode_counts_add(&b, frame, "\xC3", 1, 1), MR_EUTF8);
+  CHECK_EQ_INT(
+      mr_wire_encode_presence_add(&b, frame, 0, "lobby", 5, 1, NULL, 0),
+      MR_EINVAL); /* not a PRESENCE frame */
+  CHECK_EQ_INT(b.len, len);
+  mr_wire_state_mark_last(&b, frame); /* already set: unchanged */
+  if (decode_buf(&b, &m) == 0) {
+    CHECK_EQ_INT(m.state.flags, all);
+    CHECK_EQ_INT(m.state.list.count, 3);
+    mr_wire_iter_init(&it, &m);
+    CHECK_EQ_INT(mr_wire_counts_next(&it, &room, &room_len, &members), 1);
+    CHECK_SPAN(room, room_len, "lobby");
+    CHECK_EQ_INT(members, 3);
+    CHECK(inside(room, room_len, b.data, b.len));
+    CHECK_EQ_INT(mr_wire_counts_next(&it, &room, &room_len, &members), 1);
+    CHECK_SPAN(room, room_len, fancy);
+    CHECK_EQ_INT(members, UINT32_MAX);
+    CHECK_EQ_INT(mr_wire_counts_next(&it, &room, &room_len, &members), 1);
+    CHECK(room_len == MR_WIRE_MAX_ROOM &&
+          memcmp(room, big_room, room_len) == 0);
+    CHECK_EQ_INT(members, 0);
+    CHECK_EQ_INT(mr_wire_counts_next(&it, &room, &room_len, &members), 0);
+  }
+
+  /* PRESENCE: a batch of changes (no flags), then SYNC_LAST set later. */
+  b.len = 0;
+  CHECK_EQ_INT(mr_wire_encode_presence_begin(&b, 0, &frame), 0);
+  const char *kv[] = {"name", "ada", "status", "ready"};
+  meta_of(&meta, kv, 2);
+  CHECK_EQ_INT(mr_wire_encode_presence_add(&b, frame, 1, "lobby", 5, 42,
+                                           meta.data, meta.len),
+               0);
+  /* A leave carries no meta, whatever it is given. */
+  CHECK_EQ_INT(mr_wire_encode_presence_add(&b, frame, 0, fancy, strlen(fancy),
+                                           UINT64_MAX, meta.data, meta.len),
+               0);
+  /* The largest meta, one long string. */
+  char *big = malloc(MR_WIRE_MAX_META);
+  memset(big, 'm', MR_WIRE_MAX_META);
+  mr_wbuf bigmeta;
+  mr_wire_buf_init(&bigmeta);
+  size_t at;
+  mr_wire_meta_begin(&bigmeta, &at);
+  mr_wire_meta_field f = {"k", 1,   MR_META_STRING,
+                          0,   big, MR_WIRE_MAX_META - 2 - 1 - 1 - 1 - 2};
+  CHECK_EQ_INT(mr_wire_meta_add(&bigmeta, at, &f), 0);
+  CHECK_EQ_INT(bigmeta.len, MR_WIRE_MAX_META);
+  CHECK_EQ_INT(mr_wire_encode_presence_add(&b, frame, 1, "x", 1, 0,
+                                           bigmeta.data, bigmeta.len),
+               0);
+  len = b.len;
+  /* Refused: a meta one byte too long, a malformed or missing one for a
+   * join, a bad room. Nothing is appended. */
+  big[0] = 0; /* any bytes: the length is checked first */
+  CHECK_EQ_INT(mr_wire_encode_presence_add(&b, frame, 1, "x", 1, 0,
+                                           (const uint8_t *)big,
+                                           MR_WIRE_MAX_META + 1),
+               MR_EINVAL);
+  const uint8_t bad_meta[] = {0, 1, 1, 'a', 9};
+  CHECK_EQ_INT(mr_wire_encode_presence_add(&b, frame, 1, "x", 1, 0, bad_meta,
+                                           sizeof bad_meta),
+               MR_EINVAL);
+  CHECK_EQ_INT(mr_wire_encode_presence_add(&b, frame, 1, "x", 1, 0, NULL, 0),
+               MR_EINVAL);
+  CHECK_EQ_INT(
+      mr_wire_encode_presence_add(&b, frame, 1, "", 0, 0, meta.data, meta.len),
+      MR_EINVAL);
+  CHECK_EQ_INT(mr_wire_encode_presence_add(&b, frame, 1, "\xFF", 1, 0,
+                                           meta.data, meta.len),
+               MR_EUTF8);
+  CHECK_EQ_INT(mr_wire_encode_counts_add(&b, frame, "lobby", 5, 1),
+               MR_EINVAL); /* not a COUNTS frame */
+  CHECK_EQ_INT(b.len, len);
+  if (decode_buf(&b, &m) == 0) {
+    CHECK_EQ_INT(m.tag, MR_WIRE_PRESENCE);
+    CHECK_EQ_INT(m.state.flags, 0);
+  }
+  mr_wire_state_mark_last(&b, frame);
+  mr_wire_presence_entry e;
+  if (decode_buf(&b, &m) == 0) {
+    CHECK_EQ_INT(m.state.flags, MR_WIRE_SYNC_LAST);
+    CHECK_EQ_INT(m.state.list.count, 3);
+    mr_wire_iter_init(&it, &m);
+    CHECK_EQ_INT(mr_wire_presence_next(&it, &e), 1);
+    CHECK_EQ_INT(e.join, 1);
+    CHECK_SPAN(e.room, e.room_len, "lobby");
+    CHECK_EQ_INT(e.id, 42);
+    CHECK(e.meta_len == meta.len && memcmp(e.meta, meta.data, meta.len) == 0);
+    CHECK(inside(e.meta, e.meta_len, b.data, b.len));
+    CHECK_EQ_INT(mr_wire_presence_next(&it, &e), 1);
+    CHECK_EQ_INT(e.join, 0);
+    CHECK_SPAN(e.room, e.room_len, fancy);
+    CHECK(e.id == UINT64_MAX);
+    CHECK_EQ_INT(e.meta_len, 0);
+    CHECK_EQ_INT(mr_wire_presence_next(&it, &e), 1);
+    CHECK_EQ_INT(e.meta_len, MR_WIRE_MAX_META);
+    CHECK_EQ_INT(mr_wire_presence_next(&it, &e), 0);
+  }
+  free(big);
+  free(big_room);
+  mr_wire_buf_free(&bigmeta);
+  mr_wire_buf_free(&meta);
+  mr_wire_buf_free(&b);
+}
+
+/* Hand-made COUNTS and PRESENCE payloads that a hostile or broken peer
+ * could send: each is refused with a reason, and every proper prefix of a
+ * valid one (and one with a byte appended) too. */
+static void test_counts_presence_malformed(void) {
+  mr_wire_msg m;
+  const uint8_t counts_ok[] = {
+      MR_WIRE_COUNTS, 1, 0, 0, 0, 1, 0, 1, 'a', 0, 0, 0, 7};
+  const uint8_t presence_ok[] = {MR_WIRE_PRESENCE,
+                                 2,
+                                 0,
+                                 0,
+                                 0,
+                                 2,
+                                 /* join a/5 {x = true} */ 1,
+                                 0,
+                                 1,
+                                 'a',
+                                 0,
+                                 0,
+                                 0,
+                                 0,
+                                 0,
+                                 0,
+                                 0,
+                                 5,
+                                 0,
+                                 0,
+                                 0,
+                                 5,
+                                 0,
+                                 1,
+                                 1,
+                                 'x',
+                                 1,
+                                 /* leave a/6 */ 0,
+                                 0,
+                                 1,
+                                 'a',
+                                 0,
+                                 0,
+                                 0,
+                                 0,
+                                 0,
+                                 0,
+                                 0,
+                                 6,
+                                 0,
+                                 0,
+                                 0,
+                                 0};
+  const uint8_t *valid[] = {counts_ok, presence_ok};
+  size_t valid_len[] = {sizeof counts_ok, sizeof presence_ok};
+  long wrong = 0;
+  for (int v = 0; v < 2; v++) {
+    uint8_t *c = dup_exact(valid[v], valid_len[v]);
+    CHECK_EQ_INT(mr_wire_decode(c, valid_len[v], &m), 0);
+    free(c);
+    for (size_t k = 1; k < valid_len[v]; k++) {
+      c = dup_exact(valid[v], k);
+      int rc = mr_wire_decode(c, k, &m);
+      wrong += rc != MR_EPROTO || m.error == NULL;
+      free(c);
+    }
+    c = malloc(valid_len[v] + 1);
+    memcpy(c, valid[v], valid_len[v]);
+    c[valid_len[v]] = 0;
+    wrong += mr_wire_decode(c, valid_len[v] + 1, &m) != MR_EPROTO;
+    free(c);
+  }
+  CHECK_EQ_INT(wrong, 0);
+
+  /* One byte changed at a time. */
+  struct {
+    size_t at;
+    uint8_t value;
+    int presence;
+    int err;
+  } cases[] = {
+      {1, 4, 0, MR_EPROTO},    /* an unknown flag */
+      {1, 0x83, 1, MR_EPROTO}, /* unknown flags */
+      {2, 0xFF, 0, MR_EPROTO}, /* a count far past the payload */
+      {5, 2, 0, MR_EPROTO},    /* a count one past the entries */
+      {5, 3, 1, MR_EPROTO},
+      {7, 0, 0, MR_EPROTO}, /* an empty room */
+      {8, 0, 1, MR_EPROTO},
+      {8, 0xFF, 0, MR_EUTF8}, /* a room that is not UTF-8 */
+      {9, 0xC3, 1, MR_EUTF8},
+      {6, 2, 1, MR_EPROTO},    /* op neither join nor leave */
+      {27, 1, 1, MR_EPROTO},   /* a join without a meta */
+      {21, 6, 1, MR_EPROTO},   /* a meta one byte longer than its map */
+      {21, 4, 1, MR_EPROTO},   /* or one byte shorter */
+      {26, 7, 1, MR_EPROTO},   /* an unknown meta type */
+      {25, 0xFF, 1, MR_EUTF8}, /* a meta key that is not UTF-8 */
+      {23, 2, 1, MR_EPROTO},   /* a meta count past its fields */
+      {24, 0, 1, MR_EPROTO},   /* an empty meta key */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const uint8_t *src = cases[i].presence ? presence_ok : counts_ok;
+    size_t n = cases[i].presence ? sizeof presence_ok : sizeof counts_ok;
+    uint8_t *c = dup_exact(src, n);
+    c[cases[i].at] = cases[i].value;
+    int rc = mr_wire_decode(c, n, &m);
+    if (rc != cases[i].err || m.error == NULL)
+      fprintf(stderr, "  case %zu: %s\n", i, mr_err_name(rc));
+    CHECK_EQ_INT(rc, cases[i].err);
+    free(c);
+  }
+  /* A leave with a meta: the u32 meta length of the leave set to 1 and
+   * one byte appended. */
+  uint8_t leave_meta[sizeof presence_ok + 1];
+  memcpy(leave_meta, presence_ok, sizeof presence_ok);
+  leave_meta[sizeof presence_ok - 1] = 1;
+  leave_meta[sizeof presence_ok] = 0;
+  uint8_t *c = dup_exact(leave_meta, sizeof leave_meta);
+  CHECK_EQ_INT(mr_wire_decode(c, sizeof leave_meta, &m), MR_EPROTO);
+  CHECK(m.error && strstr(m.error, "meta"));
+  free(c);
+  /* A meta over MR_WIRE_MAX_META, bytes and all. */
+  size_t n = 6 + 1 + 2 + 1 + 8 + 4 + MR_WIRE_MAX_META + 1;
+  uint8_t *huge = calloc(1, n);
+  memcpy(huge, presence_ok, 6);
+  huge[5] = 1;
+  huge[6] = 1;
+  huge[8] = 1;
+  huge[9] = 'a';
+  uint32_t ml = MR_WIRE_MAX_META + 1;
+  huge[18] = (uint8_t)(ml >> 24);
+  huge[19] = (uint8_t)(ml >> 16);
+  huge[20] = (uint8_t)(ml >> 8);
+  huge[21] = (uint8_t)ml;
+  CHECK_EQ_INT(mr_wire_decode(huge, n, &m), MR_EPROTO);
+  CHECK(m.error && strstr(m.error, "meta length"));
+  free(huge);
+}
+
+/* Valid COUNTS and PRESENCE payloads with bits flipped and cuts: whatever
+ * the decoder accepts iterates to exactly its count, inside the payload,
+ * with every join's meta well formed. */
+static void test_counts_presence_fuzz(void) {
+  mr_wbuf b, meta;
+  mr_wire_buf_init(&b);
+  mr_wire_buf_init(&meta);
+  size_t frame;
+  mr_wire_encode_counts_begin(&b, MR_WIRE_SYNC_FIRST, &frame);
+  mr_wire_encode_counts_add(&b, frame, "lobby", 5, 3);
+  mr_wire_encode_counts_add(&b, frame, "g\xC3\xA9", 3, 70000);
+  size_t split = b.len;
+  mr_wire_encode_presence_begin(&b, 0, &frame);
+  const char *kv[] = {"n", "ada", "s", "ok"};
+  meta_of(&meta, kv, 2);
+  mr_wire_encode_presence_add(&b, frame, 1, "lobby", 5, 9, meta.data, meta.len);
+  mr_wire_encode_presence_add(&b, frame, 0, "lobby", 5, 10, NULL, 0);
+  const uint8_t *payloads[2] = {b.data + 4, b.data + split + 4};
+  size_t lens[2] = {split - 4, b.len - split - 4};
+  long bad = 0, accepted = 0;
+  for (int i = 0; i < 100000; i++) {
+    int which = (int)(test_rng() % 2);
+    size_t len = lens[which];
+    uint8_t *c = dup_exact(payloads[which], len);
+    int flips = 1 + (int)(test_rng() % 3);
+    for (int k = 0; k < flips; k++)
+      c[test_rng() % len] ^= (uint8_t)(1u << (test_rng() % 8));
+    size_t cut = test_rng() % 4 == 0 ? (size_t)(test_rng() % (len + 1)) : len;
+    mr_wire_msg m;
+    int rc = mr_wire_decode(c, cut, &m);
+    if (rc != 0) {
+      bad += m.error == NULL;
+    } else if (m.tag == MR_WIRE_COUNTS || m.tag == MR_WIRE_PRESENCE) {
+      accepted++;
+      mr_wire_iter it;
+      mr_wire_iter_init(&it, &m);
+      uint32_t n = 0;
+      const char *room;
+      size_t room_len;
+      uint32_t members;
+      mr_wire_presence_entry e;
+      if (m.tag == MR_WIRE_COUNTS) {
+        while (mr_wire_counts_next(&it, &room, &room_len, &members)) {
+          bad += !inside(room, room_len, c, cut) || room_len == 0;
+          n++;
+        }
+      } else {
+        while (mr_wire_presence_next(&it, &e)) {
+          bad += !inside(e.room, e.room_len, c, cut) || e.room_len == 0 ||
+                 !inside(e.meta, e.meta_len, c, cut) ||
+                 (e.join && mr_wire_meta_check(e.meta, e.meta_len) != 0) ||
+                 (!e.join && e.meta_len != 0);
+          n++;
+        }
+      }
+      bad += n != m.state.list.count;
+    }
+    free(c);
+  }
+  CHECK_EQ_INT(bad, 0);
+  CHECK(accepted > 0);
+  mr_wire_buf_free(&meta);
+  mr_wire_buf_free(&b);
+}
+
 int main(void) {
   test_room_roundtrips();
   test_room_encoder_errors();
@@ -946,5 +1406,9 @@ int main(void) {
   test_auth_mac();
   test_handshake();
   test_fuzz();
+  test_meta();
+  test_counts_presence();
+  test_counts_presence_malformed();
+  test_counts_presence_fuzz();
   return test_report();
 }
