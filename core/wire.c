@@ -337,6 +337,97 @@ int mr_wire_encode_interest_all_add(mr_wbuf *out, size_t frame,
   return frame_close(out, w);
 }
 
+/* Begins a COUNTS or PRESENCE frame: [flags][u32 count = 0]. */
+static int state_begin(mr_wbuf *out, uint8_t tag, unsigned flags,
+                       size_t *frame) {
+  int err;
+  if (flags & ~(MR_WIRE_SYNC_FIRST | MR_WIRE_SYNC_LAST))
+    return MR_EINVAL;
+  size_t at = out->len;
+  uint8_t *w = frame_open(out, tag, 1 + 1 + 4, &err);
+  if (!w)
+    return err;
+  w[0] = (uint8_t)flags;
+  put32(w + 1, 0);
+  *frame = at;
+  return frame_close(out, w + 5);
+}
+
+/* Reserves entry more bytes at the end of the list frame at frame and
+ * counts them (and one more entry) into its header. Returns the write
+ * cursor for the entry, or NULL with *err set. */
+static uint8_t *state_grow(mr_wbuf *out, size_t frame, size_t entry, int *err) {
+  uint8_t *f = out->data + frame;
+  uint32_t count = get32(f + 6);
+  uint32_t plen = get32(f);
+  if (count == UINT32_MAX || entry > UINT32_MAX - plen) {
+    *err = MR_ETOOBIG;
+    return NULL;
+  }
+  if (mr_wire_buf_reserve(out, entry) != 0) {
+    *err = MR_ENOMEM;
+    return NULL;
+  }
+  f = out->data + frame; /* the reservation may have moved the buffer */
+  put32(f + 6, count + 1);
+  put32(f, plen + (uint32_t)entry);
+  return out->data + out->len;
+}
+
+int mr_wire_encode_counts_begin(mr_wbuf *out, unsigned flags, size_t *frame) {
+  return state_begin(out, MR_WIRE_COUNTS, flags, frame);
+}
+
+int mr_wire_encode_counts_add(mr_wbuf *out, size_t frame, const char *room,
+                              size_t room_len, uint32_t members) {
+  int err;
+  if (!list_frame_ok(out, frame, MR_WIRE_COUNTS, 5))
+    return MR_EINVAL;
+  if ((err = check_room(room, room_len)) != 0)
+    return err;
+  uint8_t *w = state_grow(out, frame, 2 + room_len + 4, &err);
+  if (!w)
+    return err;
+  w = put_str16(w, room, room_len);
+  put32(w, members);
+  return frame_close(out, w + 4);
+}
+
+int mr_wire_encode_presence_begin(mr_wbuf *out, unsigned flags, size_t *frame) {
+  return state_begin(out, MR_WIRE_PRESENCE, flags, frame);
+}
+
+int mr_wire_encode_presence_add(mr_wbuf *out, size_t frame, int join,
+                                const char *room, size_t room_len, uint64_t id,
+                                const uint8_t *meta, size_t meta_len) {
+  int err;
+  if (!list_frame_ok(out, frame, MR_WIRE_PRESENCE, 5))
+    return MR_EINVAL;
+  if ((err = check_room(room, room_len)) != 0)
+    return err;
+  if (!join)
+    meta_len = 0;
+  if (meta_len > MR_WIRE_MAX_META || (meta_len && !meta))
+    return MR_EINVAL;
+  uint8_t *w =
+      state_grow(out, frame, 1 + 2 + room_len + 8 + 4 + meta_len, &err);
+  if (!w)
+    return err;
+  *w++ = join ? 1 : 0;
+  w = put_str16(w, room, room_len);
+  put64(w, id);
+  put32(w + 8, (uint32_t)meta_len);
+  w += 12;
+  if (meta_len)
+    memcpy(w, meta, meta_len);
+  return frame_close(out, w + meta_len);
+}
+
+void mr_wire_state_mark_last(mr_wbuf *out, size_t frame) {
+  if (frame + MR_WIRE_PREFIX_LEN + 1 < out->len)
+    out->data[frame + MR_WIRE_PREFIX_LEN + 1] |= MR_WIRE_SYNC_LAST;
+}
+
 /* ---- Decoders ---- */
 
 int mr_wire_next_frame(const uint8_t *buf, size_t len, size_t max_frame,
@@ -513,6 +604,51 @@ static int decode_interest_all(reader *r, mr_wire_msg *msg) {
   return 0;
 }
 
+/* COUNTS and PRESENCE: [flags][u32 count] and the entries, every one
+ * checked here so that the iterators cannot meet a bad one. */
+static int decode_state(reader *r, mr_wire_msg *msg) {
+  uint32_t count;
+  if (!rd_u8(r, &msg->state.flags) || !rd_u32(r, &count))
+    return fail(msg, MR_EPROTO, "truncated COUNTS/PRESENCE header");
+  if (msg->state.flags & ~(MR_WIRE_SYNC_FIRST | MR_WIRE_SYNC_LAST))
+    return fail(msg, MR_EPROTO, "unknown COUNTS/PRESENCE flags");
+  int presence = msg->tag == MR_WIRE_PRESENCE;
+  /* The smallest entry is 7 bytes (COUNTS) or 16 (PRESENCE): a count that
+   * cannot fit is refused before looping up to four billion times. */
+  if (count > r->left / (presence ? 16 : 7))
+    return fail(msg, MR_EPROTO, "COUNTS/PRESENCE count exceeds the payload");
+  msg->state.list.count = count;
+  msg->state.list.entries = r->p;
+  for (uint32_t i = 0; i < count; i++) {
+    const char *room;
+    size_t n;
+    uint8_t op = 1;
+    uint32_t v;
+    uint64_t id;
+    const uint8_t *meta;
+    int err;
+    if (presence && !rd_u8(r, &op))
+      return fail(msg, MR_EPROTO, "truncated PRESENCE entry");
+    if (op > 1)
+      return fail(msg, MR_EPROTO, "PRESENCE op is neither join nor leave");
+    if ((err = rd_room(r, &room, &n, msg)) != 0)
+      return err;
+    if (!presence) {
+      if (!rd_u32(r, &v))
+        return fail(msg, MR_EPROTO, "truncated COUNTS entry");
+      continue;
+    }
+    if (!rd_u64(r, &id) || !rd_u32(r, &v) || !rd_bytes(r, v, &meta))
+      return fail(msg, MR_EPROTO, "truncated PRESENCE entry");
+    if (v > MR_WIRE_MAX_META || (op == 0 && v != 0))
+      return fail(msg, MR_EPROTO, "PRESENCE meta length out of range");
+    if (op == 1 && (err = mr_wire_meta_check(meta, v)) != 0)
+      return fail(msg, err, "PRESENCE meta is malformed");
+  }
+  msg->state.list.entries_len = (size_t)(r->p - msg->state.list.entries);
+  return 0;
+}
+
 static int decode_room(reader *r, mr_wire_msg *msg) {
   uint16_t room_len;
   uint32_t data_len;
@@ -581,6 +717,10 @@ int mr_wire_decode(const uint8_t *payload, size_t len, mr_wire_msg *msg) {
   case MR_WIRE_ROOM_BINARY:
     err = decode_room(&r, msg);
     break;
+  case MR_WIRE_COUNTS:
+  case MR_WIRE_PRESENCE:
+    err = decode_state(&r, msg);
+    break;
   default:
     return fail(msg, MR_ENOTFOUND, "unknown tag");
   }
@@ -597,6 +737,9 @@ void mr_wire_iter_init(mr_wire_iter *it, const mr_wire_msg *msg) {
     l = &msg->peers;
   else if (msg->error == NULL && msg->tag == MR_WIRE_INTEREST_ALL)
     l = &msg->rooms;
+  else if (msg->error == NULL &&
+           (msg->tag == MR_WIRE_COUNTS || msg->tag == MR_WIRE_PRESENCE))
+    l = &msg->state.list;
   if (!l || !l->entries) {
     it->pos = it->end = NULL;
     it->left = 0;
@@ -639,6 +782,150 @@ int mr_wire_rooms_next(mr_wire_iter *it, const char **room, size_t *room_len) {
   }
   it->left--;
   return 1;
+}
+
+int mr_wire_counts_next(mr_wire_iter *it, const char **room, size_t *room_len,
+                        uint32_t *members) {
+  if (it->left == 0)
+    return 0;
+  reader r = {it->pos, (size_t)(it->end - it->pos)};
+  if (!rd_str16(&r, room, room_len) || !rd_u32(&r, members)) {
+    it->left = 0;
+    return 0;
+  }
+  it->pos = r.p;
+  it->left--;
+  return 1;
+}
+
+int mr_wire_presence_next(mr_wire_iter *it, mr_wire_presence_entry *e) {
+  if (it->left == 0)
+    return 0;
+  reader r = {it->pos, (size_t)(it->end - it->pos)};
+  uint8_t op;
+  uint32_t n;
+  if (!rd_u8(&r, &op) || !rd_str16(&r, &e->room, &e->room_len) ||
+      !rd_u64(&r, &e->id) || !rd_u32(&r, &n) || !rd_bytes(&r, n, &e->meta)) {
+    it->left = 0;
+    return 0;
+  }
+  e->join = op == 1;
+  e->meta_len = n;
+  it->pos = r.p;
+  it->left--;
+  return 1;
+}
+
+/* ---- Presence meta ---- */
+
+int mr_wire_meta_begin(mr_wbuf *out, size_t *at) {
+  if (mr_wire_buf_reserve(out, 2) != 0)
+    return MR_ENOMEM;
+  *at = out->len;
+  put16(out->data + out->len, 0);
+  out->len += 2;
+  return 0;
+}
+
+/* Whether key a sorts strictly before key b (bytewise, shorter first). */
+static int key_before(const char *a, size_t alen, const char *b, size_t blen) {
+  size_t n = alen < blen ? alen : blen;
+  int c = memcmp(a, b, n);
+  return c < 0 || (c == 0 && alen < blen);
+}
+
+int mr_wire_meta_next(const uint8_t **pos, size_t *left,
+                      mr_wire_meta_field *f) {
+  reader r = {*pos, *left};
+  uint8_t klen, type;
+  const uint8_t *k;
+  if (!rd_u8(&r, &klen) || !rd_bytes(&r, klen, &k) || !rd_u8(&r, &type))
+    return 0;
+  memset(f, 0, sizeof *f);
+  f->key = (const char *)k;
+  f->key_len = klen;
+  f->type = type;
+  if (type == MR_META_NUMBER) {
+    uint64_t bits;
+    if (!rd_u64(&r, &bits))
+      return 0;
+    memcpy(&f->num, &bits, sizeof bits);
+  } else if (type == MR_META_STRING) {
+    if (!rd_str16(&r, &f->str, &f->str_len))
+      return 0;
+  } else if (type > MR_META_TRUE) {
+    return 0;
+  }
+  *pos = r.p;
+  *left = r.left;
+  return 1;
+}
+
+int mr_wire_meta_add(mr_wbuf *out, size_t at, const mr_wire_meta_field *f) {
+  if (at + 2 > out->len || f->key_len == 0 || f->key_len > 255 || f->type < 0 ||
+      f->type > MR_META_STRING ||
+      (f->type == MR_META_STRING && f->str_len > UINT16_MAX))
+    return MR_EINVAL;
+  if (!mr_utf8_valid((const uint8_t *)f->key, f->key_len) ||
+      (f->type == MR_META_STRING &&
+       !mr_utf8_valid((const uint8_t *)f->str, f->str_len)))
+    return MR_EUTF8;
+  uint16_t count = get16(out->data + at);
+  if (count == UINT16_MAX)
+    return MR_EINVAL;
+  /* The new key must sort after the last one: walk to it. */
+  const uint8_t *pos = out->data + at + 2;
+  size_t left = out->len - at - 2;
+  mr_wire_meta_field last = {0};
+  for (uint16_t i = 0; i < count; i++)
+    if (!mr_wire_meta_next(&pos, &left, &last))
+      return MR_EINVAL;
+  if (left != 0 ||
+      (count && !key_before(last.key, last.key_len, f->key, f->key_len)))
+    return MR_EINVAL;
+  size_t n = 1 + f->key_len + 1 +
+             (f->type == MR_META_NUMBER   ? 8
+              : f->type == MR_META_STRING ? 2 + f->str_len
+                                          : 0);
+  if (mr_wire_buf_reserve(out, n) != 0)
+    return MR_ENOMEM;
+  uint8_t *w = out->data + out->len;
+  *w++ = (uint8_t)f->key_len;
+  memcpy(w, f->key, f->key_len);
+  w += f->key_len;
+  *w++ = (uint8_t)f->type;
+  if (f->type == MR_META_NUMBER) {
+    uint64_t bits;
+    memcpy(&bits, &f->num, sizeof bits);
+    put64(w, bits);
+    w += 8;
+  } else if (f->type == MR_META_STRING) {
+    w = put_str16(w, f->str, f->str_len);
+  }
+  put16(out->data + at, (uint16_t)(count + 1));
+  out->len = (size_t)(w - out->data);
+  return 0;
+}
+
+int mr_wire_meta_check(const uint8_t *meta, size_t len) {
+  reader r = {meta, len};
+  uint16_t count;
+  if (!rd_u16(&r, &count))
+    return MR_EPROTO;
+  const uint8_t *pos = r.p;
+  size_t left = r.left;
+  mr_wire_meta_field f, prev = {0};
+  for (uint16_t i = 0; i < count; i++) {
+    if (!mr_wire_meta_next(&pos, &left, &f) || f.key_len == 0 ||
+        (i && !key_before(prev.key, prev.key_len, f.key, f.key_len)))
+      return MR_EPROTO;
+    if (!mr_utf8_valid((const uint8_t *)f.key, f.key_len) ||
+        (f.type == MR_META_STRING &&
+         !mr_utf8_valid((const uint8_t *)f.str, f.str_len)))
+      return MR_EUTF8;
+    prev = f;
+  }
+  return left == 0 ? 0 : MR_EPROTO;
 }
 
 /* ---- Authentication ---- */

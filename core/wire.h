@@ -89,8 +89,37 @@ enum mr_wire_tag {
    * to the local members of room; msg must be valid UTF-8. */
   MR_WIRE_ROOM_TEXT = 0x1E,
   /* The same layout as ROOM_TEXT with an arbitrary binary msg. */
-  MR_WIRE_ROOM_BINARY = 0x1F
+  MR_WIRE_ROOM_BINARY = 0x1F,
+  /* [u8 flags][u32 count] count * ([u16 room_len][room][u32 members]).
+   * The number of local members the sender has in each room now (0: none
+   * any more). Absolute, not a difference, so a repeated or reordered
+   * update cannot make counts drift. flags: MR_WIRE_SYNC_*. */
+  MR_WIRE_COUNTS = 0x20,
+  /* [u8 flags][u32 count] count * ([u8 op][u16 room_len][room][u64 id]
+   * [u32 meta_len][meta]). The sender's own presence entries: op 1 = the
+   * connection id is tracked in room with meta (new or replaced), op 0 =
+   * it no longer is (meta_len 0). meta is opaque bytes to the wire (the
+   * API's encoding, presence.h). flags: MR_WIRE_SYNC_*. */
+  MR_WIRE_PRESENCE = 0x21
 };
+
+/* Flags of COUNTS and PRESENCE. A full state is one or more frames of one
+ * tag, the first with SYNC_FIRST and the last with SYNC_LAST (one frame
+ * may carry both): whatever the receiver held from the sender and that the
+ * full state does not mention is gone once SYNC_LAST arrives. A frame
+ * without flags is a batch of changes. Other bits are malformed. */
+#define MR_WIRE_SYNC_FIRST 0x01u
+#define MR_WIRE_SYNC_LAST 0x02u
+
+/* One PRESENCE entry, as decoded (pointers into the payload). */
+typedef struct {
+  int join; /* 1: tracked with meta, 0: untracked */
+  const char *room;
+  size_t room_len;
+  uint64_t id;
+  const uint8_t *meta;
+  size_t meta_len;
+} mr_wire_presence_entry;
 
 /* A growable output buffer. Frames are appended at data + len. Zero it with
  * mr_wire_buf_init before first use and release it with mr_wire_buf_free. */
@@ -142,6 +171,10 @@ typedef struct {
     } auth;               /* CHALLENGE and AUTH */
     mr_wire_list peers;   /* PEERS */
     mr_wire_list rooms;   /* INTEREST_ALL */
+    struct {
+      uint8_t flags; /* MR_WIRE_SYNC_* */
+      mr_wire_list list;
+    } state; /* COUNTS and PRESENCE */
     struct {
       int add; /* 1 = add, 0 = remove */
       const char *room;
@@ -226,6 +259,57 @@ int mr_wire_encode_interest_all_begin(mr_wbuf *out, size_t *frame);
 int mr_wire_encode_interest_all_add(mr_wbuf *out, size_t frame,
                                     const char *room, size_t room_len);
 
+/* COUNTS and PRESENCE are list frames too, begun with their flags
+ * (MR_WIRE_SYNC_*; MR_EINVAL for other bits). A PRESENCE entry's meta is
+ * at most MR_WIRE_MAX_META bytes (MR_EINVAL beyond); a leave (join == 0)
+ * carries no meta. */
+#define MR_WIRE_MAX_META 65535u
+int mr_wire_encode_counts_begin(mr_wbuf *out, unsigned flags, size_t *frame);
+int mr_wire_encode_counts_add(mr_wbuf *out, size_t frame, const char *room,
+                              size_t room_len, uint32_t members);
+int mr_wire_encode_presence_begin(mr_wbuf *out, unsigned flags, size_t *frame);
+int mr_wire_encode_presence_add(mr_wbuf *out, size_t frame, int join,
+                                const char *room, size_t room_len, uint64_t id,
+                                const uint8_t *meta, size_t meta_len);
+
+/* Presence meta: a flat map of string keys to strings, numbers and
+ * booleans, the bytes a PRESENCE entry carries:
+ *   [u16 count] count * ([u8 key_len][key][u8 type][value])
+ * key 1..255 bytes of UTF-8; type 0 = false, 1 = true (no value),
+ * 2 = number ([u64] the IEEE 754 double's bits), 3 = string
+ * ([u16 len][UTF-8 bytes]). Keys are strictly increasing (bytewise, then
+ * shorter first), so one map has one encoding and equal maps compare
+ * equal as bytes. The decoder of PRESENCE checks every meta it carries. */
+enum {
+  MR_META_FALSE = 0,
+  MR_META_TRUE = 1,
+  MR_META_NUMBER = 2,
+  MR_META_STRING = 3
+};
+typedef struct {
+  const char *key;
+  size_t key_len;
+  int type; /* MR_META_* */
+  double num;
+  const char *str;
+  size_t str_len;
+} mr_wire_meta_field;
+/* Appends an empty map ([u16 0]) and its offset in out to *at. */
+int mr_wire_meta_begin(mr_wbuf *out, size_t *at);
+/* Appends one field to the map at at, which must end at out->len. Keys
+ * must be added in increasing order (MR_EINVAL otherwise, or for a key
+ * outside 1..255 bytes, a 65,536th field or a string over 65,535 bytes;
+ * MR_EUTF8 for a key or string that is not UTF-8; MR_ENOMEM). */
+int mr_wire_meta_add(mr_wbuf *out, size_t at, const mr_wire_meta_field *f);
+/* Checks a whole encoded map: 0, or MR_EPROTO / MR_EUTF8. */
+int mr_wire_meta_check(const uint8_t *meta, size_t len);
+/* Reads the fields of a map that passed mr_wire_meta_check: set *pos to
+ * meta and *left to its length first, then call until it returns 0. */
+int mr_wire_meta_next(const uint8_t **pos, size_t *left, mr_wire_meta_field *f);
+
+/* Sets SYNC_LAST on the COUNTS or PRESENCE frame at frame in out. */
+void mr_wire_state_mark_last(mr_wbuf *out, size_t frame);
+
 /* ---- Decoders ---- */
 
 /* Finds the first complete frame in a received byte stream buf[0..len).
@@ -254,7 +338,8 @@ int mr_wire_next_frame(const uint8_t *buf, size_t len, size_t max_frame,
  * than MR_ENOTFOUND means the peer is broken or hostile: drop the link. */
 int mr_wire_decode(const uint8_t *payload, size_t len, mr_wire_msg *msg);
 
-/* Starts iterating a decoded PEERS or INTEREST_ALL message; msg must have
+/* Starts iterating a decoded PEERS, INTEREST_ALL, COUNTS or PRESENCE
+ * message; msg must have
  * been returned by a successful mr_wire_decode and its payload be alive. */
 void mr_wire_iter_init(mr_wire_iter *it, const mr_wire_msg *msg);
 /* Produces the next entry of a PEERS iteration into *peer (pointers into
@@ -263,6 +348,14 @@ int mr_wire_peers_next(mr_wire_iter *it, mr_wire_peer *peer);
 /* Produces the next room of an INTEREST_ALL iteration (pointer into the
  * payload). Returns 1 for an entry, 0 when the list is exhausted. */
 int mr_wire_rooms_next(mr_wire_iter *it, const char **room, size_t *room_len);
+
+/* Produces the next entry of a COUNTS iteration. Returns 1 for an entry,
+ * 0 when the list is exhausted. */
+int mr_wire_counts_next(mr_wire_iter *it, const char **room, size_t *room_len,
+                        uint32_t *members);
+/* Produces the next entry of a PRESENCE iteration into *e. Returns 1 for
+ * an entry, 0 when the list is exhausted. */
+int mr_wire_presence_next(mr_wire_iter *it, mr_wire_presence_entry *e);
 
 /* ---- Authentication (OpenSSL libcrypto) ---- */
 
