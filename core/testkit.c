@@ -840,6 +840,7 @@ static void push_wire_tags(lua_State *L) {
       {MR_WIRE_INTEREST, "INTEREST"},   {MR_WIRE_INTEREST_ALL, "INTEREST_ALL"},
       {MR_WIRE_PING, "PING"},           {MR_WIRE_PONG, "PONG"},
       {MR_WIRE_ROOM_TEXT, "ROOM_TEXT"}, {MR_WIRE_ROOM_BINARY, "ROOM_BINARY"},
+      {MR_WIRE_COUNTS, "COUNTS"},       {MR_WIRE_PRESENCE, "PRESENCE"},
   };
   lua_newtable(L);
   for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++) {
