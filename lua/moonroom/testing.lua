@@ -1132,6 +1132,18 @@ function Cluster:_reap()
     end
   end
   self._pairs = keep
+  -- An orphan (a link to a node that vanished) goes when its heartbeat
+  -- closes it, or with its node.
+  local orphans = {}
+  for _, o in ipairs(self._orphans) do
+    if alive(o.node) and o.node._sim:link_state(o.idx) == "closed" then
+      o.node._sim:link_release(o.idx)
+      changed = true
+    elseif alive(o.node) then
+      orphans[#orphans + 1] = o
+    end
+  end
+  self._orphans = orphans
   return changed
 end
 
@@ -1254,25 +1266,28 @@ end
 
 -- Node i is gone. clean: it closed its links (a shutdown), so the nodes it
 -- was connected to read the end of the stream at once; else (kill) their
--- ends stay open until their heartbeat finds them silent.
+-- ends stay open, orphans, until their own heartbeat finds them silent.
 function Cluster:_node_gone(i, clean)
+  local keep = {}
   for _, p in ipairs(self._pairs) do
     if p.i == i or p.j == i then
       local other = p.i == i and p.j or p.i
       local oidx = p.i == i and p.lj or p.li
       local onode = self._nodes[other]
-      if clean and oidx and alive(onode) and self:_same_side(i, other) then
-        onode._sim:link_close(oidx, "closed by the peer")
+      if oidx and alive(onode) then
+        if clean and self:_same_side(i, other) then
+          onode._sim:link_close(oidx, "closed by the peer")
+          onode._sim:link_release(oidx)
+        else
+          self._orphans[#self._orphans + 1] = { node = onode, idx = oidx }
+        end
+        self._dirty[other] = true
       end
-      if p.i == i then
-        p.li = nil
-      else
-        p.lj = nil
-      end
-      self._dirty[other] = true
+    else
+      keep[#keep + 1] = p
     end
   end
-  self:_reap()
+  self._pairs = keep
   self:_settle()
 end
 
@@ -1382,7 +1397,7 @@ function Cluster:close()
       node:close()
     end
   end
-  self._pairs = {}
+  self._pairs, self._orphans = {}, {}
   self.closed = true
 end
 
@@ -1424,6 +1439,7 @@ function M.try_cluster(n, script, options)
     _nodes = {},
     _beat = {},  -- node -> its next heartbeat (ms)
     _pairs = {}, -- the links: { i, j, li, lj, ... }, i < j
+    _orphans = {}, -- { node, idx }: ends of links to nodes that vanished
     _groups = nil, -- node -> group while split
     _frames = {},
     _dir = {},
