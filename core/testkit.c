@@ -12,6 +12,12 @@
  * uv_now, which is frozen unless advance() or run_timers() moves it. Script
  * timers (ws.after, ws.every) are the server's heap, run by run_timers().
  *
+ * For testing.cluster, a server can also start the real cluster module
+ * with no sockets (cluster_start): its links are virtual ones the kit opens
+ * by index (link_open), whose bytes the Lua side moves from one node's end
+ * to the other's (link_take, link_feed), and its heartbeat runs when the
+ * kit calls cluster_tick with the shared clock's time.
+ *
  * This file is compiled into the module only (build/moonroom/sim.so), never
  * into moonroom_core. It does not link LuaJIT: the host luajit process
  * provides the Lua C API, so the busted process and every simulated

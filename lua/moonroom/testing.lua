@@ -124,6 +124,65 @@
 --   conn:pending() -> number of unread messages
 --   conn:rooms() -> sorted room names | nil, "closed"
 --   conn:pause() / conn:resume()   stop / start reading what the server sends
+--
+-- Cluster: several nodes in one process
+--   local c = testing.cluster(3, "scripts/lobby.lua")
+--   local ada = c[1]:connect("/?room=lobby&name=ada")
+--   local bob = c[2]:connect("/?room=lobby&name=bob")
+--   c:kill(2)                  -- gone without a word: the others notice by
+--   c:advance(6000)            -- heartbeat, after 5 s of silence
+--   assert.same({ "node3" }, c[1]:peers())
+--
+--   testing.cluster(n, script [, options]) -> cluster   raises the load error
+--   testing.try_cluster(n, script [, options]) -> cluster | nil, err
+--     n nodes, each a simulated server (the Server API above) running
+--     script with the real cluster module (core/cluster.c), joined pairwise
+--     by virtual links: the lower-numbered node dials, and the links carry
+--     the real wire frames, cookie handshake included, so broadcasts,
+--     interest, peers, counts and presence run the production code. Every
+--     call settles the whole cluster before it returns: bytes move between
+--     the ends of every link and every client reads, until nothing moves.
+--     options: the server options above (every node gets them), and
+--       names = { "a", "b", ... }   the nodes' names (default "node1", ...)
+--       cookie = "s" | { "s1", "s2", ... }  one cookie, or one per node
+--   c[i], c:node(i) -> node   node i (c[i] is nil out of range, node raises);
+--                             after c:restart(i) it is the new node
+--   c.n                       the number of nodes
+--   c:now() -> ms             the shared clock; node:now() is the same
+--   c:advance(ms) -> ms       (node:advance(ms) is the same) moves the shared
+--     clock, running in time order every node's script timers (as
+--     srv:advance does) and its cluster heartbeat, every second from the
+--     node's start (pings; a handshake older than 5 s or a link silent for
+--     5 s closes), with every node's clock at that time and the cluster
+--     settled after each step. A link that closed between two nodes that
+--     can reach each other is redialed at the next heartbeat.
+--   c:settle()                settles by hand (every call already does)
+--   c:kill(i)                 node i vanishes (kill -9, a lost machine): its
+--     clients see 1006, its script runs no more (no on_close), and its links
+--     say nothing: the other nodes drop it when their heartbeat finds the
+--     link silent for 5 s (within 6 s of simulated time).
+--   c:restart(i) -> node      a fresh node with the same name, script and
+--     options replaces node i (killed first if it runs), starts at the
+--     cluster's time and dials every node it can reach. A peer that still
+--     holds a link to the old node keeps it over the new one (the cluster's
+--     rule for duplicate links) until it times out; then the new one links.
+--   node:close()              a clean shutdown of one node (what srv:close
+--     does): on_close runs, what it broadcasts is carried, then the links
+--     close and the other nodes read the end of the stream at once.
+--   c:split({1}, {2, 3})      links between nodes of different groups stop
+--     carrying bytes (a node in no group is cut off from all); what is sent
+--     meanwhile waits in the link, as in a TCP connection, until the
+--     heartbeat closes the silent link after 5 s.
+--   c:heal()                  links carry again: what waited on a link that
+--     survived arrives, and links the heartbeat closed are redialed at once.
+--   c:frames() -> { TAG = n }  frames that crossed the links since the start
+--     (or reset_frames), by wire tag name from core/wire.h ("HELLO", "PING",
+--     "ROOM_TEXT", "COUNTS", "PRESENCE", ...; an unknown tag as "0x2A")
+--   c:frames(tag) -> n; c:frames(tag, from, to) -> n  from node from to to
+--   c:reset_frames()
+--   node:peers() -> sorted names of the nodes it is linked to (ws.peers())
+--   node.index, node.name, node.killed (true after c:kill)
+--   c:close()                 closes every running node, as node:close()
 
 -- The kit is the server's core built as a LuaJIT C module: under another Lua
 -- it cannot load, so say how to select LuaJIT instead of failing later with a
