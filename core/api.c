@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api_presence.h"
 #include "api_timer.h"
 #include "broadcast.h"
 #include "cluster.h"
@@ -199,13 +200,24 @@ static int l_members(lua_State *L) {
   return 1;
 }
 
-/* count(room) -> number of local members */
+/* count(room [, "cluster"]) -> number of local members, or of members on
+ * every node (the others' as they last reported, presence.h) */
 static int l_count(lua_State *L) {
   mr_server *srv = upvalue_server(L);
   size_t len;
   const char *room = check_room(L, 1, &len);
+  int cluster = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    const char *scope = luaL_checkstring(L, 2);
+    if (strcmp(scope, "cluster") != 0)
+      return luaL_argerror(L, 2, "scope must be \"cluster\" (or nothing)");
+    cluster = 1;
+  }
   mr_room *r = mr_rooms_find(&srv->rooms, room, len);
-  lua_pushinteger(L, r ? (lua_Integer)r->count : 0);
+  uint64_t n = r ? r->count : 0;
+  if (cluster && srv->presence)
+    n += mr_presence_remote_count(srv->presence, room, len);
+  lua_pushnumber(L, (lua_Number)n);
   return 1;
 }
 
@@ -220,6 +232,14 @@ void mr_api_push_stats(lua_State *L, const mr_server *srv) {
   lua_setfield(L, -2, "rooms");
   lua_pushinteger(L, (lua_Integer)mr_timers_count(&srv->timers));
   lua_setfield(L, -2, "timers");
+  lua_pushnumber(L, (lua_Number)(srv->presence
+                                     ? mr_presence_local_entries(srv->presence)
+                                     : 0));
+  lua_setfield(L, -2, "presence_local");
+  lua_pushnumber(L, (lua_Number)(srv->presence
+                                     ? mr_presence_remote_entries(srv->presence)
+                                     : 0));
+  lua_setfield(L, -2, "presence_remote");
 }
 
 /* stats() -> { counter = n, ... } */
@@ -436,6 +456,7 @@ void mr_api_open(lua_State *L, mr_server *srv) {
     lua_pushcclosure(L, f->func, 1);
     lua_setfield(L, -2, f->name);
   }
+  mr_api_presence_open(L, srv, -1);
   luaL_getmetatable(L, MR_HANDLE_MT);
   lua_newtable(L);
   const char *methods[] = {"send", "close", "rooms", "join", "leave"};

@@ -14,6 +14,7 @@
 #include "gate.h"
 #include "handle.h"
 #include "log.h"
+#include "presence.h"
 
 static mr_server *upvalue_server(lua_State *L) {
   return lua_touserdata(L, lua_upvalueindex(1));
@@ -223,6 +224,14 @@ int mr_api_run_timers(lua_State *L, mr_server *srv, uint64_t now,
   push_registry(L, &timers_key);
   int map = lua_gettop(L);
   while (mr_timers_pop(&srv->timers, now, mark, &id, &due)) {
+    /* The presence batch shares the heap, so that the kit's run_timers
+     * drives it exactly as the loop does (presence.h). */
+    if (id == srv->presence_timer && srv->presence) {
+      srv->presence_timer = 0;
+      mr_presence_flush(srv->presence, now);
+      lua_settop(L, map);
+      continue;
+    }
     lua_pushnumber(L, (lua_Number)id);
     lua_rawget(L, map);
     int entry = lua_gettop(L);

@@ -9,6 +9,7 @@
 
 #include "answer.h"
 #include "api.h"
+#include "api_presence.h"
 #include "api_timer.h"
 #include "conn.h"
 #include "error.h"
@@ -299,4 +300,18 @@ int mr_bridge_on_http(mr_bridge *b, mr_conn *c, const mr_http_request *req,
     return MR_ELUA;
   }
   return 0;
+}
+
+void mr_bridge_on_presence(mr_bridge *b, const char *room, size_t len,
+                           const mr_presence_entry *joins, size_t njoins,
+                           const mr_presence_entry *leaves, size_t nleaves) {
+  if (!b->L || b->s.refs[MR_H_PRESENCE] == LUA_NOREF)
+    return;
+  lua_State *L = b->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, b->s.refs[MR_H_PRESENCE]);
+  lua_pushlstring(L, room, len);
+  mr_api_push_presence(L, joins, njoins);
+  mr_api_push_presence(L, leaves, nleaves);
+  if (mr_gate_call(L, 3, 0, b->s.path, "on_presence", 0) != 0)
+    b->srv->stats.handler_errors++;
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "http.h"
+#include "presence.h"
 
 struct mr_server;
 struct mr_conn;
@@ -79,5 +80,11 @@ void mr_bridge_on_room_gone(mr_bridge *b, const char *room, size_t len);
 /* The bytes the Lua state has allocated now (LUA_GCCOUNT and
  * LUA_GCCOUNTB), for /metrics; 0 without a bridge. */
 size_t mr_bridge_lua_bytes(const mr_bridge *b);
+
+/* One batch of presence changes in room (presence.h): calls on_presence
+ * (room, joins, leaves) through the gate, when the script has it. */
+void mr_bridge_on_presence(mr_bridge *b, const char *room, size_t len,
+                           const mr_presence_entry *joins, size_t njoins,
+                           const mr_presence_entry *leaves, size_t nleaves);
 
 #endif

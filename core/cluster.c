@@ -11,6 +11,7 @@
 #include "error.h"
 #include "link.h"
 #include "log.h"
+#include "presence.h"
 #include "utf8.h"
 #include "wire.h"
 
@@ -339,6 +340,45 @@ static void remember_peer(mr_link *l) {
 
 static void cookie_forget(mr_cluster *cl, mr_link *l);
 
+/* Sends a new peer this node's counts and presence entries in full; the
+ * peer replaces whatever it held from this node (presence.h). */
+static void send_presence_full(mr_link *to) {
+  mr_server *srv = cluster_of(to)->srv;
+  if (!srv->presence || to->state != MR_LINK_UP)
+    return;
+  mr_wbuf w;
+  mr_wire_buf_init(&w);
+  size_t counts = 0, presence = 0;
+  int r = mr_presence_encode_full(srv->presence, &w, &counts, &presence);
+  if (mr_link_send_encoded(to, &w, r) == 0) {
+    srv->stats.cluster_counts_out += counts;
+    srv->stats.cluster_presence_out += presence;
+  }
+}
+
+/* The presence batch's sender: one shared block for every established
+ * link. */
+static void send_presence_batch(void *ud, const mr_wbuf *w, size_t counts,
+                                size_t presence) {
+  mr_cluster *cl = ud;
+  mr_buf *b = mr_link_frame(w);
+  if (!b) {
+    cl->srv->stats.internal_errors++;
+    mr_warn("cluster: a presence batch was not sent: %s",
+            mr_strerror(MR_ENOMEM));
+    return;
+  }
+  mr_link *next;
+  for (mr_link *l = cl->links.links; l; l = next) {
+    next = l->next;
+    if (l->state == MR_LINK_UP && mr_link_send(l, b) == 0) {
+      cl->srv->stats.cluster_counts_out += counts;
+      cl->srv->stats.cluster_presence_out += presence;
+    }
+  }
+  mr_buf_release(b);
+}
+
 /* The handshake succeeded: room traffic may flow. */
 static void link_up(mr_link *l) {
   mr_cluster *cl = cluster_of(l);
@@ -354,6 +394,7 @@ static void link_up(mr_link *l) {
   send_peers(l);
   if (l->state == MR_LINK_UP)
     send_interest_all(l);
+  send_presence_full(l);
   /* Tell every other node about the new one, so the mesh closes. */
   mr_link *next;
   for (mr_link *o = cl->links.links; o; o = next) {
@@ -510,6 +551,11 @@ static void on_established_frame(mr_link *l, const mr_wire_msg *m) {
   case MR_WIRE_PEERS:
     on_peers(l, m);
     break;
+  case MR_WIRE_COUNTS:
+  case MR_WIRE_PRESENCE:
+    if (cl->srv->presence)
+      mr_presence_on_frame(cl->srv->presence, l->name, m);
+    break;
   default:
     cl->srv->stats.cluster_frames_malformed++;
     mr_link_close(l, "handshake message on an established link", 0);
@@ -640,6 +686,9 @@ static void on_link_closed(mr_link *l, mr_link_state was, const char *why,
    * first; with another link to that node up, nothing was lost. */
   if (was == MR_LINK_UP && mr_link_env_find_up(&cl->links, l->name, l))
     s->quiet = 1;
+  /* The node's counts and entries go with its last link. */
+  if (was == MR_LINK_UP && !s->quiet && cl->srv->presence)
+    mr_presence_node_down(cl->srv->presence, l->name);
   /* A dialer that closes the handshake after this node's proof found that
    * proof wrong: it has a different cookie (it says no more on the wire). */
   if (!l->dialer && was == MR_LINK_HANDSHAKE && s->got_hello && !refused &&
@@ -831,6 +880,10 @@ int mr_cluster_start(mr_server *srv, mr_cluster_deliver_cb deliver, void *ud) {
   cl->links.data = cl;
   srand((unsigned)uv_hrtime());
   srv->cluster = cl;
+  if (srv->presence) {
+    mr_presence_set_node(srv->presence, cl->name);
+    mr_presence_set_sender(srv->presence, send_presence_batch, cl);
+  }
   add_seed_peers(cl);
   mr_info("cluster: node %s, links on %s, %d seed peer(s)", cl->name,
           cl->listening ? cl->addr : "(dial only)", srv->cfg.npeers);

@@ -44,6 +44,8 @@ typedef struct {
   /* --admin-listen: where /metrics, /healthz and /readyz are served over
    * plain HTTP; an empty host means off. */
   mr_addr admin_listen;
+  /* --max-presence-meta: the largest encoded meta of a ws.track entry. */
+  size_t max_presence_meta;
 } mr_config;
 
 enum { MR_CONFIG_RUN = 0, MR_CONFIG_EXIT = 1, MR_CONFIG_USAGE = 2 };

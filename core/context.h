@@ -78,7 +78,16 @@ struct mr_admin;
   X(http_idle_closes,                                                          \
     "keep-alive HTTP connections closed after --keepalive-timeout")            \
   X(cluster_stalls,                                                            \
-    "heartbeats that judged no link because this node had not run")
+    "heartbeats that judged no link because this node had not run")            \
+  X(cluster_counts_out, "COUNTS frames sent to other nodes (per link)")        \
+  X(cluster_counts_in, "COUNTS frames received from other nodes")              \
+  X(cluster_presence_out, "PRESENCE frames sent to other nodes (per link)")    \
+  X(cluster_presence_in, "PRESENCE frames received from other nodes")          \
+  X(presence_resyncs, "full presence states received from other nodes")        \
+  X(presence_node_drops,                                                       \
+    "nodes whose counts and presence were removed when their link closed")     \
+  X(presence_refused, "ws.track calls refused (meta too big, no memory)")      \
+  X(presence_events, "on_presence calls (one per room per batch)")
 
 typedef struct {
 #define MR_STATS_FIELD(name, help) uint64_t name;
@@ -123,6 +132,10 @@ typedef struct mr_server {
    * fd_limit - fd_reserve is refused. */
   unsigned fd_limit;
   unsigned fd_reserve;
+  /* Presence and cluster-wide counts (presence.h), and the id of its batch
+   * flush on the timer heap (0: none pending). */
+  struct mr_presence *presence;
+  uint64_t presence_timer;
 } mr_server;
 
 #endif

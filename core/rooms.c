@@ -10,6 +10,7 @@ void mr_rooms_init(mr_rooms *r, mr_room_cb on_change, void *ud) {
   r->nrooms = 0;
   r->on_change = on_change;
   r->ud = ud;
+  r->on_count = NULL;
 }
 
 static void room_free(mr_room *room) {
@@ -87,6 +88,8 @@ int mr_rooms_join(mr_rooms *r, mr_member *m, const char *name, size_t len) {
   m->nlinks++;
   if (created && r->on_change)
     r->on_change(r->ud, room, 1);
+  if (r->on_count)
+    r->on_count(r->ud, room);
   return 1;
 }
 
@@ -110,6 +113,8 @@ static void unlink_at(mr_rooms *r, mr_member *m, uint32_t li) {
     mr_room_link *moved = &m->links[li];
     moved->room->members[moved->slot].link = li;
   }
+  if (r->on_count)
+    r->on_count(r->ud, room);
   if (room->count == 0) {
     if (r->on_change)
       r->on_change(r->ud, room, 0);

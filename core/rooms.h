@@ -45,11 +45,17 @@ typedef struct mr_room {
  * call in both cases. */
 typedef void (*mr_room_cb)(void *ud, const mr_room *room, int created);
 
+/* Called after every join and leave with the room's new count (0 when
+ * the room is about to be deleted; it is still valid during the call).
+ * Optional: set it after mr_rooms_init; it shares ud with on_change. */
+typedef void (*mr_room_count_cb)(void *ud, const mr_room *room);
+
 typedef struct {
   mr_room *by_name;
   size_t nrooms;
   mr_room_cb on_change;
   void *ud;
+  mr_room_count_cb on_count;
 } mr_rooms;
 
 void mr_rooms_init(mr_rooms *r, mr_room_cb on_change, void *ud);

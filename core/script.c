@@ -13,7 +13,8 @@
 #include "log.h"
 
 const char *const mr_script_handler_names[MR_H_COUNT] = {
-    "on_connect", "on_message", "on_close", "on_reload", "on_http"};
+    "on_connect", "on_message", "on_close",
+    "on_reload",  "on_http",    "on_presence"};
 
 static char *read_file(const char *path, size_t *len, char *err,
                        size_t errlen) {

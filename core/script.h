@@ -21,6 +21,7 @@ enum {
   MR_H_CLOSE,
   MR_H_RELOAD,
   MR_H_HTTP,
+  MR_H_PRESENCE,
   MR_H_COUNT
 };
 

@@ -11,6 +11,7 @@
 #include "conn.h"
 #include "error.h"
 #include "log.h"
+#include "presence.h"
 #include "reload.h"
 #include "watchdog.h"
 #include "ws.h"
@@ -25,6 +26,24 @@ static void on_room_change(void *ud, const mr_room *room, int created) {
     mr_cluster_interest(srv->cluster, room->name, room->name_len, created);
   if (!created && srv->bridge)
     mr_bridge_on_room_gone(srv->bridge, room->name, room->name_len);
+}
+
+/* Every join and leave: the cluster-wide count of the room is sent to the
+ * other nodes with the next presence batch. */
+static void on_room_count(void *ud, const mr_room *room) {
+  mr_server *srv = ud;
+  if (srv->presence)
+    mr_presence_room_changed(srv->presence, room->name, room->name_len);
+}
+
+static void on_presence_events(void *ud, const char *room, size_t room_len,
+                               const mr_presence_entry *joins, size_t njoins,
+                               const mr_presence_entry *leaves,
+                               size_t nleaves) {
+  mr_server *srv = ud;
+  if (srv->bridge)
+    mr_bridge_on_presence(srv->bridge, room, room_len, joins, njoins, leaves,
+                          nleaves);
 }
 
 /* ---- wiring: connections report to the bridge ---------------------------- */
@@ -42,10 +61,17 @@ static int ev_message(mr_server *srv, mr_conn *c, const uint8_t *msg,
 static void ev_close(mr_server *srv, mr_conn *c, unsigned code,
                      const char *reason, size_t len) {
   mr_bridge_on_close(srv->bridge, c, code, reason, len);
+  /* After on_close, so that the handler still sees its own entries (and
+   * whatever it tracked there goes too). */
+  if (srv->presence)
+    mr_presence_untrack_conn(srv->presence, c->id);
 }
 
 static void ev_refused(mr_server *srv, mr_conn *c) {
   mr_bridge_forget(srv->bridge, c);
+  /* on_connect may have tracked it before refusing. */
+  if (srv->presence)
+    mr_presence_untrack_conn(srv->presence, c->id);
 }
 
 static int ev_http_enabled(mr_server *srv) {
@@ -67,6 +93,7 @@ int mr_server_init(mr_server *srv, uv_loop_t *loop, const mr_config *cfg) {
   srv->conn_events = &conn_events;
   mr_rooms_init(&srv->rooms, on_room_change, srv);
   mr_timers_init(&srv->timers);
+  srv->rooms.on_count = on_room_count;
   if (cfg->node[0]) {
     snprintf(srv->node_name, sizeof srv->node_name, "%s", cfg->node);
   } else {
@@ -77,6 +104,9 @@ int mr_server_init(mr_server *srv, uv_loop_t *loop, const mr_config *cfg) {
     snprintf(srv->node_name, sizeof srv->node_name, "%s-%d", host,
              (int)uv_os_getpid());
   }
+  if (!(srv->presence = mr_presence_new(srv)))
+    return MR_ENOMEM;
+  mr_presence_set_events(srv->presence, on_presence_events, srv);
   return 0;
 }
 
@@ -342,6 +372,8 @@ void mr_server_free(mr_server *srv) {
     srv->cluster = NULL;
   }
   mr_rooms_free(&srv->rooms);
+  mr_presence_free(srv->presence);
+  srv->presence = NULL;
   mr_timers_free(&srv->timers);
   HASH_CLEAR(hh, srv->conns_by_id);
   mr_admin_free(srv->admin);
