@@ -232,14 +232,6 @@ void mr_api_push_stats(lua_State *L, const mr_server *srv) {
   lua_setfield(L, -2, "rooms");
   lua_pushinteger(L, (lua_Integer)mr_timers_count(&srv->timers));
   lua_setfield(L, -2, "timers");
-  lua_pushnumber(L, (lua_Number)(srv->presence
-                                     ? mr_presence_local_entries(srv->presence)
-                                     : 0));
-  lua_setfield(L, -2, "presence_local");
-  lua_pushnumber(L, (lua_Number)(srv->presence
-                                     ? mr_presence_remote_entries(srv->presence)
-                                     : 0));
-  lua_setfield(L, -2, "presence_remote");
 }
 
 /* stats() -> { counter = n, ... } */

@@ -6,6 +6,10 @@
 
 #include "error.h"
 #include "log.h"
+#include "utf8.h"
+
+/* Room names longer than this are cut in log lines. */
+#define LOG_ROOM 64
 
 /* One tracked connection in one room of one node. meta is its own block,
  * owned by the entry. */
@@ -474,6 +478,26 @@ size_t mr_presence_remote_entries(const mr_presence *p) { return p->nremote; }
 
 /* ---- frames ---- */
 
+/* Whether the wire can name room. Scripts' rooms always can (1..1024 bytes
+ * of UTF-8); one that cannot is left out of what is sent, counted and
+ * logged, as the cluster does with its interest in it, and the rest of the
+ * frames still go out. */
+static int sendable(mr_presence *p, const char *what, const char *room,
+                    size_t len) {
+  int err = 0;
+  if (len == 0 || len > MR_WIRE_MAX_ROOM)
+    err = MR_EINVAL;
+  else if (!mr_utf8_valid((const uint8_t *)room, len))
+    err = MR_EUTF8;
+  if (!err)
+    return 1;
+  p->srv->stats.internal_errors++;
+  mr_warn("presence: %s for room %.*s%s (%zu bytes) dropped: %s", what,
+          (int)(len > LOG_ROOM ? LOG_ROOM : len), room,
+          len > LOG_ROOM ? "..." : "", len, mr_strerror(err));
+  return 0;
+}
+
 /* Frames are built in w, each begun again when the next entry would take
  * it past MR_PRESENCE_FRAME_BUDGET; what is in w so far is handed to
  * the caller. */
@@ -540,13 +564,17 @@ int mr_presence_encode_full(mr_presence *p, mr_wbuf *w, size_t *counts,
   int r = 0;
   for (mr_room *room = mr_rooms_first(&p->srv->rooms); room && r == 0;
        room = mr_rooms_next(room))
-    r = add_count(&c, room->name, room->name_len, room->count);
+    if (sendable(p, "the count", room->name, room->name_len))
+      r = add_count(&c, room->name, room->name_len, room->count);
   if (r == 0)
     r = b_end(&c);
   builder e = {w, 1, full, 0, 0, 0};
-  for (nroom *nr = p->self->rooms; nr && r == 0; nr = nr->hh.next)
+  for (nroom *nr = p->self->rooms; nr && r == 0; nr = nr->hh.next) {
+    if (!sendable(p, "the presence", nr->name, nr->len))
+      continue;
     for (entry *x = nr->entries; x && r == 0; x = x->hh.next)
       r = add_entry(&e, 1, nr->name, nr->len, x->id, x->meta, x->meta_len);
+  }
   if (r == 0)
     r = b_end(&e);
   *counts = c.frames;
@@ -712,6 +740,8 @@ static void send_batch(mr_presence *p) {
   int r = 0;
   dirty *d, *tmp;
   HASH_ITER(hh, p->dirty, d, tmp) {
+    if (r == 0 && !sendable(p, "a change", d->name, d->len))
+      d->nids = d->count = 0;
     if (r == 0 && d->count)
       r = add_count(&c, d->name, d->len, local_count(p, d->name, d->len));
     nroom *nr = nroom_get(p->self, d->name, d->len, 0);

@@ -502,6 +502,8 @@ static const char help_golden[] =
     "                            (default 10)\n"
     "  --keepalive-timeout SECONDS  close an idle keep-alive HTTP connection\n"
     "                            after this long (default 5)\n"
+    "  --max-presence-meta BYTES  largest encoded meta of one ws.track entry\n"
+    "                            (default 512)\n"
     "  --help                    print this help and exit\n"
     "  --version                 print the version and exit\n";
 
@@ -673,6 +675,7 @@ static void test_table_shape(void) {
                                       "max-body",
                                       "request-timeout",
                                       "keepalive-timeout",
+                                      "max-presence-meta",
                                       "help",
                                       "version"};
   size_t n = sizeof names / sizeof names[0];
