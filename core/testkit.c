@@ -12,6 +12,12 @@
  * uv_now, which is frozen unless advance() or run_timers() moves it. Script
  * timers (ws.after, ws.every) are the server's heap, run by run_timers().
  *
+ * For testing.cluster, a server can also start the real cluster module
+ * with no sockets (cluster_start): its links are virtual ones the kit opens
+ * by index (link_open), whose bytes the Lua side moves from one node's end
+ * to the other's (link_take, link_feed), and its heartbeat runs when the
+ * kit calls cluster_tick with the shared clock's time.
+ *
  * This file is compiled into the module only (build/moonroom/sim.so), never
  * into moonroom_core. It does not link LuaJIT: the host luajit process
  * provides the Lua C API, so the busted process and every simulated
@@ -27,15 +33,18 @@
 #include "api.h"
 #include "bridge.h"
 #include "broadcast.h"
+#include "cluster.h"
 #include "codec.h"
 #include "config.h"
 #include "conn.h"
 #include "error.h"
 #include "http.h"
+#include "link.h"
 #include "log.h"
 #include "rooms.h"
 #include "server.h"
 #include "testkit_codec.h"
+#include "wire.h"
 
 #define SIM_MT "moonroom.sim.server"
 #define MAX_ARGS 64
@@ -56,6 +65,10 @@ typedef struct {
   char script[4096];
   sim_grave *graves;
   size_t ngraves, cap;
+  /* The cluster kit's virtual links (testing.cluster), by index; a
+   * released one is NULL. The sim holds each until it releases it. */
+  mr_link **links;
+  size_t nlinks, links_cap;
 } sim_t;
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -124,6 +137,24 @@ static void settle(sim_t *s) {
   } while (srv->doomed);
 }
 
+/* Lets go of every virtual link and closes the cluster, then runs the
+ * private loop once so that libuv closes the cluster's handles (its
+ * heartbeat timer and flush hook, never run by the kit): the loop can then
+ * be closed. Nothing to do for a server without a cluster. */
+static void release_cluster(sim_t *s) {
+  mr_server *srv = s->srv;
+  for (size_t i = 0; i < s->nlinks; i++)
+    if (s->links[i])
+      mr_link_release(s->links[i]);
+  free(s->links);
+  s->links = NULL;
+  s->nlinks = s->links_cap = 0;
+  if (!srv->cluster)
+    return;
+  mr_cluster_close(srv->cluster);
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+}
+
 static void sim_free(sim_t *s) {
   if (!s->srv)
     return;
@@ -134,6 +165,7 @@ static void sim_free(sim_t *s) {
   settle(s);
   mr_bridge_free(srv->bridge);
   srv->bridge = NULL;
+  release_cluster(s);
   mr_server_free(srv);
   free(srv);
   s->srv = NULL;
@@ -586,6 +618,243 @@ static int l_log_level(lua_State *L) {
   return 1;
 }
 
+/* ---- the cluster kit (testing.cluster) -------------------------------------
+ */
+
+/* What a killed node's connections report on the way out: nothing. The
+ * process is gone, so no script runs and no event is counted. */
+static int vanished_connect(mr_server *srv, mr_conn *c,
+                            const mr_http_request *req, mr_conn_answer *ans) {
+  (void)srv, (void)c, (void)req, (void)ans;
+  return 0;
+}
+static int vanished_message(mr_server *srv, mr_conn *c, const uint8_t *msg,
+                            size_t len, int binary) {
+  (void)srv, (void)c, (void)msg, (void)len, (void)binary;
+  return 0;
+}
+static void vanished_close(mr_server *srv, mr_conn *c, unsigned code,
+                           const char *reason, size_t len) {
+  (void)srv, (void)c, (void)code, (void)reason, (void)len;
+}
+static void vanished_refused(mr_server *srv, mr_conn *c) { (void)srv, (void)c; }
+static int vanished_http_enabled(mr_server *srv) {
+  (void)srv;
+  return 0;
+}
+static int vanished_http(mr_server *srv, mr_conn *c, const mr_http_request *req,
+                         const char *body, size_t body_len,
+                         mr_http_answer *ans) {
+  (void)srv, (void)c, (void)req, (void)body, (void)body_len, (void)ans;
+  return 1;
+}
+static const mr_conn_events vanished_events = {
+    vanished_connect, vanished_message,      vanished_close,
+    vanished_refused, vanished_http_enabled, vanished_http};
+
+/* s:cluster_start() -> true | nil, err: starts the real cluster on the
+ * simulated server, with no listener and no seed peers (the node advertises
+ * no address, so no node ever dials it): its links are the virtual ones the
+ * kit opens with link_open. The node's name and cookie are the server's
+ * --node and --cookie. */
+static int s_cluster_start(lua_State *L) {
+  sim_t *s = check_sim(L);
+  if (s->srv->cluster)
+    return luaL_error(L, "moonroom.sim: the cluster is already started");
+  int r = mr_cluster_start(s->srv, mr_broadcast_remote, s->srv);
+  if (r != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, mr_strerror(r));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static mr_cluster *check_cluster(lua_State *L, sim_t *s) {
+  if (!s->srv->cluster)
+    luaL_error(L, "moonroom.sim: the cluster is not started");
+  return s->srv->cluster;
+}
+
+/* s:cluster_tick(time): moves the clock to time (never back) and runs the
+ * cluster's heartbeat then, as its one-second timer does: handshakes past
+ * their deadline and links silent for too long close, the others are
+ * pinged. */
+static int s_cluster_tick(lua_State *L) {
+  sim_t *s = check_sim(L);
+  mr_cluster *cl = check_cluster(L, s);
+  lua_Number t = luaL_checknumber(L, 2);
+  if (t > (lua_Number)s->loop.time)
+    s->loop.time = (uint64_t)t;
+  mr_cluster_tick(cl, s->loop.time);
+  settle(s);
+  return 0;
+}
+
+/* s:set_now(ms): sets the frozen clock, in either direction. For a node the
+ * cluster kit creates, whose clock must start at the cluster's time. */
+static int s_set_now(lua_State *L) {
+  sim_t *s = check_sim(L);
+  lua_Number ms = luaL_checknumber(L, 2);
+  luaL_argcheck(L, ms >= 0, 2, "a time >= 0 expected");
+  s->loop.time = (uint64_t)ms;
+  return 0;
+}
+
+/* s:peers() -> { name, ... } of the linked (authenticated) nodes, sorted
+ * as ws.peers() lists them. */
+static int s_peers(lua_State *L) {
+  sim_t *s = check_sim(L);
+  const char *names[256];
+  size_t n =
+      s->srv->cluster ? mr_cluster_peers(s->srv->cluster, names, 256) : 0;
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushstring(L, names[i]);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  return 1;
+}
+
+/* s:link_open(dialer) -> index: one end of a virtual link, in the handshake
+ * state; the dialer's end has queued its HELLO. The sim holds the link
+ * until link_release (or until the server is freed). */
+static int s_link_open(lua_State *L) {
+  sim_t *s = check_sim(L);
+  mr_cluster *cl = check_cluster(L, s);
+  int dialer = lua_toboolean(L, 2);
+  if (s->nlinks == s->links_cap) {
+    size_t cap = s->links_cap ? s->links_cap * 2 : 8;
+    mr_link **links = realloc(s->links, cap * sizeof *links);
+    if (!links)
+      return luaL_error(L, "out of memory");
+    s->links = links;
+    s->links_cap = cap;
+  }
+  mr_link *l = mr_cluster_link_virtual(cl, dialer);
+  if (!l)
+    return luaL_error(L, "out of memory");
+  s->links[s->nlinks++] = l;
+  lua_pushinteger(L, (lua_Integer)s->nlinks);
+  return 1;
+}
+
+static mr_link *check_link(lua_State *L, sim_t *s, int idx) {
+  lua_Integer i = luaL_checkinteger(L, idx);
+  if (i < 1 || (size_t)i > s->nlinks || !s->links[i - 1])
+    luaL_argerror(L, idx, "no such link");
+  return s->links[i - 1];
+}
+
+/* s:link_take(index) -> bytes: everything the link queued, as a socket
+ * that wrote it all (whole frames, since frames are queued whole). */
+static int s_link_take(lua_State *L) {
+  sim_t *s = check_sim(L);
+  mr_link *l = check_link(L, s, 2);
+  size_t n = l->tx.outq.bytes;
+  if (n == 0) {
+    lua_pushliteral(L, "");
+    return 1;
+  }
+  char *out = malloc(n);
+  if (!out)
+    return luaL_error(L, "out of memory");
+  size_t got = mr_link_take(l, out, n);
+  lua_pushlstring(L, out, got);
+  free(out);
+  return 1;
+}
+
+/* s:link_feed(index, bytes): bytes arrive as if read from the link's
+ * socket; what they deliver reaches the clients at the safe point. */
+static int s_link_feed(lua_State *L) {
+  sim_t *s = check_sim(L);
+  mr_link *l = check_link(L, s, 2);
+  size_t len;
+  const char *p = luaL_checklstring(L, 3, &len);
+  mr_link_feed(l, p, len);
+  settle(s);
+  return 0;
+}
+
+/* s:link_state(index) -> "handshake" | "up" | "closed", the peer's name
+ * ("" before its HELLO) */
+static int s_link_state(lua_State *L) {
+  sim_t *s = check_sim(L);
+  mr_link *l = check_link(L, s, 2);
+  static const char *const names[] = {"connecting", "handshake", "up",
+                                      "closed"};
+  lua_pushstring(L, (unsigned)l->state < MR_LINK_NSTATES ? names[l->state]
+                                                         : "closed");
+  lua_pushstring(L, l->name);
+  return 2;
+}
+
+/* s:link_close(index, why): the link ends as when its socket reads EOF or
+ * a reset (why is what the log says); a closed link is left alone. */
+static int s_link_close(lua_State *L) {
+  sim_t *s = check_sim(L);
+  mr_link *l = check_link(L, s, 2);
+  const char *why = luaL_optstring(L, 3, "closed by the peer");
+  mr_link_close(l, why, 0);
+  settle(s);
+  return 0;
+}
+
+/* s:link_release(index): the sim lets go of the link (an open one closes
+ * first, "released"); the index is then invalid. */
+static int s_link_release(lua_State *L) {
+  sim_t *s = check_sim(L);
+  mr_link *l = check_link(L, s, 2);
+  s->links[lua_tointeger(L, 2) - 1] = NULL;
+  mr_link_release(l);
+  settle(s);
+  return 0;
+}
+
+/* s:kill(): the node's process vanishes (kill -9, a machine lost): no
+ * script runs again (no on_close), its connections just end, and its links
+ * close on this side only, so the other nodes learn of it only from their
+ * heartbeat. Everything is freed as by free(). */
+static int s_kill(lua_State *L) {
+  sim_t *s = check_sim(L);
+  mr_server *srv = s->srv;
+  /* The script goes first: nothing that happens below may run it. */
+  mr_bridge_free(srv->bridge);
+  srv->bridge = NULL;
+  srv->conn_events = &vanished_events;
+  for (mr_conn *c = srv->all_head; c; c = c->next)
+    mr_conn_doom(c, MR_CLOSE_ABNORMAL, "");
+  settle(s);
+  release_cluster(s);
+  mr_server_free(srv);
+  free(srv);
+  s->srv = NULL;
+  uv_loop_close(&s->loop);
+  return 0;
+}
+
+/* The wire's frame tags by name (wire.h), for the kit's frame counts. */
+static void push_wire_tags(lua_State *L) {
+  static const struct {
+    int tag;
+    const char *name;
+  } tags[] = {
+      {MR_WIRE_HELLO, "HELLO"},         {MR_WIRE_CHALLENGE, "CHALLENGE"},
+      {MR_WIRE_AUTH, "AUTH"},           {MR_WIRE_PEERS, "PEERS"},
+      {MR_WIRE_INTEREST, "INTEREST"},   {MR_WIRE_INTEREST_ALL, "INTEREST_ALL"},
+      {MR_WIRE_PING, "PING"},           {MR_WIRE_PONG, "PONG"},
+      {MR_WIRE_ROOM_TEXT, "ROOM_TEXT"}, {MR_WIRE_ROOM_BINARY, "ROOM_BINARY"},
+      {MR_WIRE_COUNTS, "COUNTS"},       {MR_WIRE_PRESENCE, "PRESENCE"},
+  };
+  lua_newtable(L);
+  for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++) {
+    lua_pushstring(L, tags[i].name);
+    lua_rawseti(L, -2, tags[i].tag);
+  }
+}
+
 /* ---- module ---------------------------------------------------------------
  */
 
@@ -611,6 +880,17 @@ static const luaL_Reg server_methods[] = {
     {"free", s_free},
     {"timer_due", s_timer_due},
     {"run_timers", s_run_timers},
+    {"cluster_start", s_cluster_start},
+    {"cluster_tick", s_cluster_tick},
+    {"set_now", s_set_now},
+    {"peers", s_peers},
+    {"link_open", s_link_open},
+    {"link_take", s_link_take},
+    {"link_feed", s_link_feed},
+    {"link_state", s_link_state},
+    {"link_close", s_link_close},
+    {"link_release", s_link_release},
+    {"kill", s_kill},
     {NULL, NULL}};
 
 static const luaL_Reg module_funcs[] = {
@@ -634,5 +914,7 @@ int luaopen_moonroom_sim(lua_State *L) {
   luaL_register(L, NULL, mr_testkit_codec_funcs);
   lua_pushliteral(L, "moonroom " MOONROOM_VERSION);
   lua_setfield(L, -2, "version");
+  push_wire_tags(L);
+  lua_setfield(L, -2, "wire_tags");
   return 1;
 }

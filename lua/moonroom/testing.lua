@@ -139,6 +139,65 @@
 --   conn:pending() -> number of unread messages
 --   conn:rooms() -> sorted room names | nil, "closed"
 --   conn:pause() / conn:resume()   stop / start reading what the server sends
+--
+-- Cluster: several nodes in one process
+--   local c = testing.cluster(3, "scripts/lobby.lua")
+--   local ada = c[1]:connect("/?room=lobby&name=ada")
+--   local bob = c[2]:connect("/?room=lobby&name=bob")
+--   c:kill(2)                  -- gone without a word: the others notice by
+--   c:advance(6000)            -- heartbeat, after 5 s of silence
+--   assert.same({ "node3" }, c[1]:peers())
+--
+--   testing.cluster(n, script [, options]) -> cluster   raises the load error
+--   testing.try_cluster(n, script [, options]) -> cluster | nil, err
+--     n nodes, each a simulated server (the Server API above) running
+--     script with the real cluster module (core/cluster.c), joined pairwise
+--     by virtual links: the lower-numbered node dials, and the links carry
+--     the real wire frames, cookie handshake included, so broadcasts,
+--     interest, peers, counts and presence run the production code. Every
+--     call settles the whole cluster before it returns: bytes move between
+--     the ends of every link and every client reads, until nothing moves.
+--     options: the server options above (every node gets them), and
+--       names = { "a", "b", ... }   the nodes' names (default "node1", ...)
+--       cookie = "s" | { "s1", "s2", ... }  one cookie, or one per node
+--   c[i], c:node(i) -> node   node i (c[i] is nil out of range, node raises);
+--                             after c:restart(i) it is the new node
+--   c.n                       the number of nodes
+--   c:now() -> ms             the shared clock; node:now() is the same
+--   c:advance(ms) -> ms       (node:advance(ms) is the same) moves the shared
+--     clock, running in time order every node's script timers (as
+--     srv:advance does) and its cluster heartbeat, every second from the
+--     node's start (pings; a handshake older than 5 s or a link silent for
+--     5 s closes), with every node's clock at that time and the cluster
+--     settled after each step. A link that closed between two nodes that
+--     can reach each other is redialed at the next heartbeat.
+--   c:settle()                settles by hand (every call already does)
+--   c:kill(i)                 node i vanishes (kill -9, a lost machine): its
+--     clients see 1006, its script runs no more (no on_close), and its links
+--     say nothing: the other nodes drop it when their heartbeat finds the
+--     link silent for 5 s (within 6 s of simulated time).
+--   c:restart(i) -> node      a fresh node with the same name, script and
+--     options replaces node i (killed first if it runs), starts at the
+--     cluster's time and dials every node it can reach. A peer that still
+--     holds a link to the old node keeps it over the new one (the cluster's
+--     rule for duplicate links) until it times out; then the new one links.
+--   node:close()              a clean shutdown of one node (what srv:close
+--     does): on_close runs, what it broadcasts is carried, then the links
+--     close and the other nodes read the end of the stream at once.
+--   c:split({1}, {2, 3})      links between nodes of different groups stop
+--     carrying bytes (a node in no group is cut off from all); what is sent
+--     meanwhile waits in the link, as in a TCP connection, until the
+--     heartbeat closes the silent link after 5 s.
+--   c:heal()                  links carry again: what waited on a link that
+--     survived arrives, and links the heartbeat closed are redialed at once.
+--   c:frames() -> { TAG = n }  frames that crossed the links since the start
+--     (or reset_frames), by wire tag name from core/wire.h ("HELLO", "PING",
+--     "ROOM_TEXT", "COUNTS", "PRESENCE", ...; an unknown tag as "0x2A")
+--   c:frames(tag) -> n; c:frames(tag, from, to) -> n  from node from to to
+--   c:reset_frames()
+--   node:peers() -> sorted names of the nodes it is linked to (ws.peers())
+--   node.index, node.name, node.killed (true after c:kill)
+--   c:close()                 closes every running node, as node:close()
 
 -- The kit is the server's core built as a LuaJIT C module: under another Lua
 -- it cannot load, so say how to select LuaJIT instead of failing later with a
@@ -910,6 +969,631 @@ end
 function Server:__tostring()
   return string.format("moonroom.testing.server(%s%s)", self.script,
                        self.closed and ", closed" or "")
+end
+
+-- ---- the cluster ---------------------------------------------------------------
+
+-- testing.cluster(n, script [, opts]): n simulated servers, each the real core
+-- with the real cluster module (core/cluster.c), joined pairwise by virtual
+-- links that carry the real wire frames, handshake included. The kit moves the
+-- bytes between the two ends of every link (settle) after every call, and
+-- drives every node's timers and heartbeat from one shared frozen clock
+-- (advance). See the module header for the API.
+
+local Cluster = {}
+
+-- A node is a server (the whole Server API) that belongs to a cluster: what
+-- it does is carried to the other nodes before any call returns, and its
+-- clock is the cluster's.
+local Node = setmetatable({}, { __index = Server })
+Node.__index = Node
+
+local HEARTBEAT_MS = 1000 -- MR_LINK_HEARTBEAT_MS (core/link.h)
+local DEFAULT_COOKIE = "moonroom-kit-cookie"
+
+-- Options of testing.cluster that are not server options.
+local CLUSTER_OPTIONS = { cookie = true, names = true }
+
+local function tag_name(tag)
+  return sim.wire_tags[tag] or string.format("0x%02X", tag)
+end
+
+local function u32(s, i)
+  local a, b, c, d = s:byte(i, i + 3)
+  return ((a * 256 + b) * 256 + c) * 256 + d
+end
+
+function Node:__tostring()
+  return string.format("moonroom.testing.node(%d %s, %s%s)", self.index, self.name,
+                       self.script, self.closed and ", closed" or "")
+end
+
+function Node:_pump()
+  Server._pump(self)
+  local c = self._cluster
+  c._dirty[self.index] = true
+  c:_settle()
+end
+
+-- The clock is the cluster's: advancing one node advances them all.
+function Node:advance(ms)
+  return self._cluster:advance(ms)
+end
+
+function Node:now()
+  self:_check()
+  return self._cluster._now
+end
+
+-- A clean shutdown (SIGTERM): the node closes its connections (on_close runs
+-- and what it broadcasts still reaches the other nodes), then its links; the
+-- other nodes read the end of the stream at once.
+function Node:close()
+  if self.closed then
+    return
+  end
+  Server.close(self)
+  self._cluster:_node_gone(self.index, true)
+end
+
+-- The names of the nodes this one is linked to (authenticated), sorted: what
+-- ws.peers() returns on this node.
+function Node:peers()
+  self:_check()
+  local names = self._sim:peers()
+  table.sort(names)
+  return names
+end
+
+function Cluster:__index(key)
+  if type(key) == "number" then
+    return rawget(self, "_nodes")[key]
+  end
+  return Cluster[key]
+end
+
+function Cluster:__tostring()
+  return string.format("moonroom.testing.cluster(%d, %s%s)", self.n, self.script,
+                       self.closed and ", closed" or "")
+end
+
+function Cluster:_check_index(i, level)
+  if type(i) ~= "number" or i < 1 or i > self.n or i ~= math.floor(i) then
+    error(string.format("moonroom.testing: no node %s in a cluster of %d", tostring(i),
+                        self.n), level or 3)
+  end
+end
+
+function Cluster:node(i)
+  self:_check_index(i)
+  return self._nodes[i]
+end
+
+function Cluster:now()
+  return self._now
+end
+
+local function alive(node)
+  return node and not node.closed
+end
+
+-- Whether no split keeps nodes i and j apart.
+function Cluster:_same_side(i, j)
+  local g = self._groups
+  return not g or (g[i] ~= nil and g[i] == g[j])
+end
+
+-- Whether bytes flow between nodes i and j: both run, on the same side.
+function Cluster:_connected(i, j)
+  return alive(self._nodes[i]) and alive(self._nodes[j]) and self:_same_side(i, j)
+end
+
+-- Starts node i (a fresh server with its cluster) at the cluster's time.
+function Cluster:_start(i)
+  local args = {}
+  for _, a in ipairs(self._args) do
+    args[#args + 1] = a
+  end
+  local cookie = self._cookie
+  if type(cookie) == "table" then
+    cookie = cookie[i] or DEFAULT_COOKIE
+  end
+  args[#args + 1] = "--node"
+  args[#args + 1] = self._names[i]
+  args[#args + 1] = "--cookie"
+  args[#args + 1] = tostring(cookie)
+  local s, err = sim.new(self.script, args)
+  if not s then
+    return nil, err
+  end
+  local ok, why = s:cluster_start()
+  if not ok then
+    s:free()
+    return nil, "cannot start the cluster: " .. tostring(why)
+  end
+  if self._now then
+    s:set_now(self._now)
+  else
+    self._now = s:now()
+  end
+  local node = setmetatable({
+    script = self.script,
+    closed = false,
+    index = i,
+    name = self._names[i],
+    _cluster = self,
+    _sim = s,
+    _live = {},
+    _conns = {},
+    _graves = {},
+  }, Node)
+  self._nodes[i] = node
+  -- The heartbeat timer starts with the cluster (mr_link_env_init).
+  self._beat[i] = self._now + HEARTBEAT_MS
+  return node
+end
+
+-- Opens a virtual link between nodes i < j: i dials, j accepts.
+function Cluster:_link(i, j)
+  local p = {
+    i = i, j = j,
+    li = self._nodes[i]._sim:link_open(true),
+    lj = self._nodes[j]._sim:link_open(false),
+    to_j = "", to_i = "", -- bytes of a frame not yet whole, for the counts
+  }
+  self._pairs[#self._pairs + 1] = p
+  self._dirty[i], self._dirty[j] = true, true
+end
+
+function Cluster:_find_pair(i, j)
+  for _, p in ipairs(self._pairs) do
+    if p.i == i and p.j == j then
+      return p
+    end
+  end
+end
+
+-- Links every two running, connected nodes that have no link: what the
+-- nodes' redialing does in the server.
+function Cluster:_mesh()
+  for i = 1, self.n do
+    for j = i + 1, self.n do
+      if self:_connected(i, j) and not self:_find_pair(i, j) then
+        self:_link(i, j)
+      end
+    end
+  end
+end
+
+-- Counts the frames in bytes that crossed from node a to node b; rest is
+-- what an earlier call left of an incomplete frame. Returns the new rest.
+function Cluster:_count(a, b, rest, bytes)
+  local s = rest .. bytes
+  local pos, len = 1, #s
+  while len - pos + 1 >= 5 do
+    local size = u32(s, pos)
+    if len - pos + 1 < 4 + size then
+      break
+    end
+    local name = tag_name(s:byte(pos + 4))
+    self._frames[name] = (self._frames[name] or 0) + 1
+    local key = a .. ">" .. b
+    local dir = self._dir[key]
+    if not dir then
+      dir = {}
+      self._dir[key] = dir
+    end
+    dir[name] = (dir[name] or 0) + 1
+    pos = pos + 4 + size
+  end
+  return s:sub(pos)
+end
+
+-- Moves what both ends of every carrying link queued to the other end, as a
+-- network carries what both sides sent at once. Returns the bytes moved.
+function Cluster:_carry()
+  local moved = 0
+  for _, p in ipairs(self._pairs) do
+    if p.li and p.lj and self:_connected(p.i, p.j) then
+      local si, sj = self._nodes[p.i]._sim, self._nodes[p.j]._sim
+      local a, b = si:link_take(p.li), sj:link_take(p.lj)
+      if #a > 0 then
+        p.to_j = self:_count(p.i, p.j, p.to_j, a)
+        sj:link_feed(p.lj, a)
+        self._dirty[p.j] = true
+      end
+      if #b > 0 then
+        p.to_i = self:_count(p.j, p.i, p.to_i, b)
+        si:link_feed(p.li, b)
+        self._dirty[p.i] = true
+      end
+      moved = moved + #a + #b
+    end
+  end
+  return moved
+end
+
+local function end_state(node, idx)
+  if not idx or not alive(node) then
+    return "closed"
+  end
+  return (node._sim:link_state(idx))
+end
+
+-- Lets go of links that closed. A carrying link one end of which closed is
+-- closed at the other end too, as a socket reads the end of the stream; a
+-- link across a split or to a vanished node closes each end on its own
+-- (heartbeat). Returns whether anything changed.
+function Cluster:_reap()
+  local changed = false
+  local keep = {}
+  for _, p in ipairs(self._pairs) do
+    local ni, nj = self._nodes[p.i], self._nodes[p.j]
+    local ci = end_state(ni, p.li) == "closed"
+    local cj = end_state(nj, p.lj) == "closed"
+    if (ci or cj) and self:_connected(p.i, p.j) then
+      if not ci then
+        ni._sim:link_close(p.li, "closed by the peer")
+      end
+      if not cj then
+        nj._sim:link_close(p.lj, "closed by the peer")
+      end
+      ci, cj = true, true
+    end
+    if ci and p.li then
+      if alive(ni) then
+        ni._sim:link_release(p.li)
+      end
+      p.li, changed = nil, true
+      self._dirty[p.i] = true
+    end
+    if cj and p.lj then
+      if alive(nj) then
+        nj._sim:link_release(p.lj)
+      end
+      p.lj, changed = nil, true
+      self._dirty[p.j] = true
+    end
+    if p.li or p.lj then
+      keep[#keep + 1] = p
+    else
+      changed = true
+    end
+  end
+  self._pairs = keep
+  -- An orphan (a link to a node that vanished) goes when its heartbeat
+  -- closes it, or with its node.
+  local orphans = {}
+  for _, o in ipairs(self._orphans) do
+    if alive(o.node) and o.node._sim:link_state(o.idx) == "closed" then
+      o.node._sim:link_release(o.idx)
+      changed = true
+    elseif alive(o.node) then
+      orphans[#orphans + 1] = o
+    end
+  end
+  self._orphans = orphans
+  return changed
+end
+
+-- Runs until nothing moves: every client has read what its node wrote, and
+-- every link has carried what its ends queued.
+function Cluster:_settle()
+  if self._settling then
+    return
+  end
+  self._settling = true
+  local ok, err = pcall(function()
+    for _ = 1, 100000 do
+      for i = 1, self.n do
+        local node = self._nodes[i]
+        if self._dirty[i] and alive(node) then
+          self._dirty[i] = nil
+          Server._pump(node)
+        end
+      end
+      local moved = self:_carry()
+      local changed = self:_reap()
+      if moved == 0 and not changed and not next(self._dirty) then
+        return
+      end
+      -- Dirty flags of nodes that no longer run mean nothing.
+      for i in pairs(self._dirty) do
+        if not alive(self._nodes[i]) then
+          self._dirty[i] = nil
+        end
+      end
+    end
+    kit_error("the simulated cluster did not settle")
+  end)
+  self._settling = false
+  if not ok then
+    error(err, 0)
+  end
+end
+
+function Cluster:settle()
+  self:_settle()
+end
+
+-- Moves the shared clock ms forward, running on every node, in time order,
+-- the script timers and the cluster heartbeat (every HEARTBEAT_MS from the
+-- node's start) due in the window, with every node's clock at that time, and
+-- settling after each step. Links that closed are redialed at a heartbeat.
+function Cluster:advance(ms)
+  if type(ms) ~= "number" or ms ~= ms or ms < 0 or ms == math.huge then
+    error("bad argument #1 to 'advance' (a finite number of ms >= 0 expected)", 2)
+  end
+  local target = self._now + math.floor(ms)
+  local last, rounds = nil, 0
+  while true do
+    local t
+    for i = 1, self.n do
+      local node = self._nodes[i]
+      if alive(node) then
+        local due = node._sim:timer_due()
+        if due and due <= target and (not t or due < t) then
+          t = due
+        end
+        local beat = self._beat[i]
+        if beat <= target and (not t or beat < t) then
+          t = beat
+        end
+      end
+    end
+    if not t then
+      break
+    end
+    rounds = t == last and rounds + 1 or 0
+    if rounds > 100000 then
+      kit_error("timers keep scheduling timers due at %d ms: advance cannot finish", t)
+    end
+    last = t
+    if t > self._now then
+      self._now = t
+    end
+    for i = 1, self.n do
+      local node = self._nodes[i]
+      if alive(node) then
+        node._sim:set_now(self._now)
+      end
+    end
+    for i = 1, self.n do
+      local node = self._nodes[i]
+      local due = alive(node) and node._sim:timer_due()
+      if due and due <= self._now then
+        node._sim:run_timers(self._now)
+        self._dirty[i] = true
+      end
+    end
+    self:_settle()
+    local beat = false
+    for i = 1, self.n do
+      local node = self._nodes[i]
+      if alive(node) and self._beat[i] <= self._now then
+        node._sim:cluster_tick(self._now)
+        self._beat[i] = self._beat[i] + HEARTBEAT_MS
+        self._dirty[i] = true
+        beat = true
+      end
+    end
+    self:_settle()
+    if beat then
+      self:_mesh()
+      self:_settle()
+    end
+  end
+  self._now = target
+  for i = 1, self.n do
+    local node = self._nodes[i]
+    if alive(node) then
+      node._sim:set_now(target)
+    end
+  end
+  return target
+end
+
+-- Node i is gone. clean: it closed its links (a shutdown), so the nodes it
+-- was connected to read the end of the stream at once; else (kill) their
+-- ends stay open, orphans, until their own heartbeat finds them silent.
+function Cluster:_node_gone(i, clean)
+  local keep = {}
+  for _, p in ipairs(self._pairs) do
+    if p.i == i or p.j == i then
+      local other = p.i == i and p.j or p.i
+      local oidx = p.i == i and p.lj or p.li
+      local onode = self._nodes[other]
+      if oidx and alive(onode) then
+        if clean and self:_same_side(i, other) then
+          onode._sim:link_close(oidx, "closed by the peer")
+          onode._sim:link_release(oidx)
+        else
+          self._orphans[#self._orphans + 1] = { node = onode, idx = oidx }
+        end
+        self._dirty[other] = true
+      end
+    else
+      keep[#keep + 1] = p
+    end
+  end
+  self._pairs = keep
+  self:_settle()
+end
+
+-- Node i vanishes (kill -9, a lost machine): its connections just end (the
+-- clients see 1006; no on_close runs), and the other nodes notice only when
+-- their heartbeat finds the link silent (MR_LINK_SILENT_MS, 5 s).
+function Cluster:kill(i)
+  self:_check_index(i)
+  local node = self._nodes[i]
+  if not alive(node) then
+    kit_error("node %d is not running", i)
+  end
+  node._sim:kill()
+  node.closed, node.killed = true, true
+  for id, conn in pairs(node._live) do
+    node._live[id] = nil
+    conn:_gone(nil)
+  end
+  self:_node_gone(i, false)
+end
+
+-- A fresh node with the same name, script and options takes node i's place
+-- (a node that still runs is killed first) and links to every node it can
+-- reach. Returns the new node; c[i] is the new node from then on.
+function Cluster:restart(i)
+  self:_check_index(i)
+  if alive(self._nodes[i]) then
+    self:kill(i)
+  end
+  local node, err = self:_start(i)
+  if not node then
+    error("moonroom.testing: cannot restart node " .. i .. ": " .. tostring(err), 2)
+  end
+  self:_mesh()
+  self:_settle()
+  return node
+end
+
+-- split({1}, {2, 3}): links between nodes of different groups stop carrying
+-- bytes (a node listed in no group is cut off from all); what the nodes send
+-- meanwhile waits, as in a TCP connection, until the heartbeat closes the
+-- silent links (5 s).
+function Cluster:split(...)
+  local groups, seen = {}, {}
+  for g, list in ipairs({ ... }) do
+    if type(list) ~= "table" then
+      error("bad argument #" .. g .. " to 'split' (a list of node numbers expected)", 2)
+    end
+    for _, i in ipairs(list) do
+      self:_check_index(i)
+      if seen[i] then
+        kit_error("node %d is in two groups", i)
+      end
+      seen[i], groups[i] = true, g
+    end
+  end
+  self._groups = groups
+  self:_settle()
+end
+
+-- Ends a split: links that survived it carry what waited; the others, closed
+-- by the heartbeat, are redialed at once.
+function Cluster:heal()
+  self._groups = nil
+  for i = 1, self.n do
+    self._dirty[i] = true
+  end
+  self:_settle()
+  self:_mesh()
+  self:_settle()
+end
+
+-- frames() -> { TAG = n, ... }: the frames that crossed the virtual links
+-- since the cluster started (or reset_frames), by wire tag name (core/wire.h:
+-- "ROOM_TEXT", "PING", ...; an unknown tag as "0x2A").
+-- frames(tag) -> n; frames(tag, from, to) -> n sent from node from to node to.
+function Cluster:frames(tag, from, to)
+  if tag == nil then
+    local copy = {}
+    for k, v in pairs(self._frames) do
+      copy[k] = v
+    end
+    return copy
+  end
+  tag = tostring(tag):upper()
+  if from == nil then
+    return self._frames[tag] or 0
+  end
+  self:_check_index(from)
+  self:_check_index(to)
+  local dir = self._dir[from .. ">" .. to]
+  return dir and dir[tag] or 0
+end
+
+function Cluster:reset_frames()
+  self._frames, self._dir = {}, {}
+end
+
+-- Closes every running node, one after the other, as a shutdown does.
+function Cluster:close()
+  if self.closed then
+    return
+  end
+  for i = 1, self.n do
+    local node = self._nodes[i]
+    if alive(node) then
+      node:close()
+    end
+  end
+  self._pairs, self._orphans = {}, {}
+  self.closed = true
+end
+
+function M.try_cluster(n, script, options)
+  if type(n) ~= "number" or n < 1 or n ~= math.floor(n) then
+    error("bad argument #1 to 'cluster' (a number of nodes >= 1 expected)", 2)
+  end
+  if type(script) ~= "string" then
+    error("bad argument #2 to 'cluster' (script path expected)", 2)
+  end
+  options = options or {}
+  local args, names = {}, {}
+  for name in pairs(options) do
+    if not CLUSTER_OPTIONS[name] then
+      names[#names + 1] = name
+    end
+  end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local flag = OPTIONS[name]
+    if not flag then
+      error("moonroom.testing: unknown cluster option '" .. tostring(name)
+            .. "' (cookie, names, max_message, max_backpressure, max_head, max_body)", 3)
+    end
+    args[#args + 1] = flag
+    args[#args + 1] = tostring(options[name])
+  end
+  local node_names = {}
+  for i = 1, n do
+    node_names[i] = options.names and options.names[i] or ("node" .. i)
+  end
+  local c = setmetatable({
+    n = n,
+    script = script,
+    closed = false,
+    _args = args,
+    _names = node_names,
+    _cookie = options.cookie or DEFAULT_COOKIE,
+    _nodes = {},
+    _beat = {},  -- node -> its next heartbeat (ms)
+    _pairs = {}, -- the links: { i, j, li, lj, ... }, i < j
+    _orphans = {}, -- { node, idx }: ends of links to nodes that vanished
+    _groups = nil, -- node -> group while split
+    _frames = {},
+    _dir = {},
+    _dirty = {}, -- nodes whose clients may have something to read
+  }, Cluster)
+  for i = 1, n do
+    local node, err = c:_start(i)
+    if not node then
+      for k = 1, i - 1 do
+        c._nodes[k]._sim:kill()
+      end
+      return nil, err
+    end
+  end
+  c:_mesh()
+  c:_settle()
+  return c
+end
+
+function M.cluster(n, script, options)
+  local c, err = M.try_cluster(n, script, options)
+  if not c then
+    error("moonroom.testing: cannot load " .. tostring(err), 2)
+  end
+  return c
 end
 
 -- ---- module ------------------------------------------------------------------
