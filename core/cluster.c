@@ -690,10 +690,17 @@ static void on_link_closed(mr_link *l, mr_link_state was, const char *why,
   if (was == MR_LINK_UP && !s->quiet && cl->srv->presence)
     mr_presence_node_down(cl->srv->presence, l->name);
   /* A dialer that closes the handshake after this node's proof found that
-   * proof wrong: it has a different cookie (it says no more on the wire). */
+   * proof wrong: it has a different cookie (it says no more on the wire).
+   * Unless a link to that node is up: then the dialer kept that one (the
+   * duplicate rule, resolve_duplicate) and dropped this link right after
+   * its proof, which may not have left; nothing was refused. */
   if (!l->dialer && was == MR_LINK_HANDSHAKE && s->got_hello && !refused &&
-      !cl->closing)
-    s->wrong_cookie = 1;
+      !cl->closing) {
+    if (mr_link_env_find_up(&cl->links, l->name, l))
+      s->quiet = 1;
+    else
+      s->wrong_cookie = 1;
+  }
   report_close(l, was, why, refused);
   /* Redial the node: the one we dialed, or one that dialed us and that we
    * remembered by its advertised address. */

@@ -581,6 +581,42 @@ static void test_duplicate_links(void) {
   node_stop(b);
 }
 
+/* The race the symmetric pump above never hits: b's own link to a is up
+ * before a's proof reaches b on the link b dialed, so b drops that link
+ * right after its proof (the duplicate rule), perhaps before the proof
+ * leaves. a then sees the peer close its handshake after a's proof, which
+ * alone would read as "b has a different cookie"; with a's link to b up it
+ * is the duplicate rule, and nothing is refused, counted or warned. */
+static void test_duplicate_link_closed_in_the_handshake(void) {
+  node *a = node_start("a", "secret"), *b = node_start("b", "secret");
+  CHECK_EQ_INT(capture_begin(), 0);
+  wire_t *ab = net_connect(a, b), *ba = net_connect(b, a);
+  EXPECT_STEP(ab->d, ab->a, MR_WIRE_HELLO);
+  EXPECT_STEP(ab->a, ab->d, MR_WIRE_HELLO, MR_WIRE_CHALLENGE);
+  uint8_t tags[8]; /* AUTH, then what a sends once up */
+  CHECK(step(ab->d, ab->a, tags, 8) >= 1 && tags[0] == MR_WIRE_AUTH);
+  CHECK_EQ_INT(ab->d->state, MR_LINK_UP);
+  CHECK_EQ_INT(ab->a->state, MR_LINK_UP);
+  EXPECT_STEP(ba->d, ba->a, MR_WIRE_HELLO);
+  EXPECT_STEP(ba->a, ba->d, MR_WIRE_HELLO, MR_WIRE_CHALLENGE);
+  CHECK_EQ_INT(ba->d->state, MR_LINK_CLOSED); /* b kept a's link */
+  /* What a's end of that link sees: the stream ends, as on EOF. */
+  mr_link_close(ba->a, "closed by the peer", 0);
+  const char *text = capture_end();
+  CHECK_EQ_INT(cookie_warnings(text), 0);
+  if (!CHECK(strstr(text, "refused") == NULL))
+    fprintf(stderr, "%s", text);
+  for (node *n = a; n; n = n == a ? b : NULL) {
+    CHECK_EQ_INT(stats(n)->cluster_links_refused, 0);
+    CHECK_EQ_INT(stats(n)->cluster_links_dropped, 0);
+  }
+  net_pump();
+  CHECK_EQ_INT(peers(a, NULL) + peers(b, NULL), 2);
+  net_cut();
+  node_stop(a);
+  node_stop(b);
+}
+
 /* ---- time ---------------------------------------------------------------- */
 
 /* The heartbeat pings every established link; a link that has heard
@@ -852,6 +888,7 @@ int main(void) {
   test_unknown_tag_on_an_established_link();
   test_interest_and_forwarding();
   test_duplicate_links();
+  test_duplicate_link_closed_in_the_handshake();
   test_heartbeat();
   test_handshake_deadline();
   test_queue_limit();
