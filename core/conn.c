@@ -561,6 +561,55 @@ static void on_closed(uv_handle_t *h) {
   free(c);
 }
 
+/* --max-connections-per-ip: a connection takes a slot of its address from
+ * accept to close, so that half-open handshakes from one address are
+ * bounded too, not only open WebSockets. One over the limit is let in
+ * marked, to be answered 429 (refuse_over_ip). Virtual connections count
+ * under the address they claim, so the kit and the unit tests see the
+ * same limit. */
+static void ip_admit(mr_conn *c, const mr_ipkey *key) {
+  mr_server *srv = c->srv;
+  if (!srv->cfg.max_connections_per_ip)
+    return;
+  int r = mr_ipcount_acquire(&srv->ip_counts, key,
+                             srv->cfg.max_connections_per_ip, &c->ip);
+  if (r == MR_ETOOBIG) {
+    c->flags |= MR_CF_IP_OVER;
+  } else if (r != 0) {
+    /* Out of memory for an entry: let it in uncounted rather than refuse
+     * a client for the server's own trouble. */
+    srv->stats.internal_errors++;
+    mr_warn("conn %llu: cannot count its address: %s",
+            (unsigned long long)c->id, mr_strerror(r));
+  }
+}
+
+/* Gives back c's slot, exactly once: every way a connection ends goes
+ * through terminate, and a virtual one that changes its address. */
+static void ip_release(mr_conn *c) {
+  if (c->ip) {
+    mr_ipcount_release(&c->srv->ip_counts, c->ip);
+    c->ip = NULL;
+  }
+  c->flags &= ~MR_CF_IP_OVER;
+}
+
+static void ip_admit_socket(mr_conn *c) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  mr_ipkey key;
+  if (c->srv->cfg.max_connections_per_ip &&
+      uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0 &&
+      mr_ipkey_from_sockaddr((struct sockaddr *)&ss, &key) == 0)
+    ip_admit(c, &key);
+}
+
+static void ip_admit_text(mr_conn *c, const char *addr) {
+  mr_ipkey key;
+  if (mr_ipkey_from_text(addr, &key) == 0)
+    ip_admit(c, &key);
+}
+
 /* The one teardown path: leave every room first, so nothing can reach the
  * connection through a room, then tell Lua, then close the socket. The
  * memory goes in on_closed. */
@@ -584,10 +633,7 @@ void mr_conn__terminate(mr_conn *c) {
                             c->close_reason_len);
   }
   HASH_DEL(srv->conns_by_id, c);
-  if (c->ip) {
-    mr_ipcount_release(&srv->ip_counts, c->ip);
-    c->ip = NULL;
-  }
+  ip_release(c);
   mr_ws_drop(&c->ws);
   free(c->head);
   c->head = NULL;
@@ -652,6 +698,10 @@ int mr_conn_set_virtual_remote(mr_conn *c, const char *addr) {
     return MR_ENOMEM;
   free(c->virtual_remote);
   c->virtual_remote = copy;
+  if (c->state == MR_CONN_HANDSHAKE) {
+    ip_release(c);
+    ip_admit_text(c, addr);
+  }
   return 0;
 }
 
@@ -662,6 +712,7 @@ mr_conn *mr_conn_new_virtual(mr_server *srv) {
   c->flags |= MR_CF_VIRTUAL;
   c->state = MR_CONN_HANDSHAKE;
   srv->stats.connections_accepted++;
+  ip_admit_text(c, "127.0.0.1"); /* what it reports until told otherwise */
   return c;
 }
 
@@ -698,32 +749,6 @@ static int over_fd_reserve(mr_conn *c) {
                  "links and the log",
                  (unsigned)fd + 1, srv->fd_limit, srv->fd_reserve);
   return 1;
-}
-
-/* --max-connections-per-ip: a connection takes a slot of its address from
- * accept to close, so that half-open handshakes from one address are
- * bounded too, not only open WebSockets. One over the limit is let in
- * marked, to be answered 429 (refuse_over_ip), with a short deadline. */
-static void ip_admit(mr_conn *c) {
-  mr_server *srv = c->srv;
-  struct sockaddr_storage ss;
-  int len = sizeof ss;
-  mr_ipkey key;
-  if (!srv->cfg.max_connections_per_ip ||
-      uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0 ||
-      mr_ipkey_from_sockaddr((struct sockaddr *)&ss, &key) != 0)
-    return;
-  int r = mr_ipcount_acquire(&srv->ip_counts, &key,
-                             srv->cfg.max_connections_per_ip, &c->ip);
-  if (r == MR_ETOOBIG) {
-    c->flags |= MR_CF_IP_OVER;
-  } else if (r != 0) {
-    /* Out of memory for an entry: let it in uncounted rather than refuse
-     * a client for the server's own trouble. */
-    srv->stats.internal_errors++;
-    mr_warn("conn %llu: cannot count its address: %s",
-            (unsigned long long)c->id, mr_strerror(r));
-  }
 }
 
 void mr_conn_accept(mr_server *srv) {
@@ -764,7 +789,7 @@ void mr_conn_accept(mr_server *srv) {
   uv_tcp_nodelay(&c->tcp, 1);
   c->state = MR_CONN_HANDSHAKE;
   c->deadline = uv_now(srv->loop) + (uint64_t)srv->cfg.handshake_timeout * 1000;
-  ip_admit(c);
+  ip_admit_socket(c);
   if ((c->flags & MR_CF_IP_OVER) &&
       srv->cfg.handshake_timeout * 1000ull > MR_CONN_CLOSING_GRACE_MS)
     c->deadline = uv_now(srv->loop) + MR_CONN_CLOSING_GRACE_MS;
