@@ -10,6 +10,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "origin.h"
 
 /* Names the field of mr_config that a row fills: its offset, and its size so
  * that numbers, strings and lists know how much room they have. */
@@ -209,6 +210,43 @@ const mr_option mr_options[] = {
      .def = "512",
      .expect = "16..32768 bytes",
      .help = "largest encoded meta of one ws.track entry"},
+    {.name = "max-connections-per-ip",
+     .arg = "N",
+     .type = MR_OPT_UINT,
+     FIELD(max_connections_per_ip),
+     .min = 0,
+     .max = 100000000,
+     .def = "0",
+     .expect = "a count",
+     .help = "connections one IPv4 address or IPv6 /64 may hold, from accept "
+             "to close; more get 429, 0 = no limit"},
+    {.name = "max-messages-per-second",
+     .arg = "N",
+     .type = MR_OPT_UINT,
+     FIELD(max_messages_per_second),
+     .min = 0,
+     .max = 1000000,
+     .def = "0",
+     .expect = "0..1000000 messages",
+     .help = "data messages a connection may send a second before it is "
+             "closed with 1008, 0 = no limit"},
+    {.name = "message-burst",
+     .arg = "N",
+     .type = MR_OPT_UINT,
+     FIELD(message_burst),
+     .min = 0,
+     .max = 4000000,
+     .def = "0",
+     .expect = "0..4000000 messages",
+     .help = "messages a connection may send at once within "
+             "--max-messages-per-second, 0 = one second's worth"},
+    {.name = "allow-origin",
+     .arg = "LIST",
+     .type = MR_OPT_STRING,
+     FIELD(allow_origin),
+     .expect = "a list of origins",
+     .help = "comma-separated origins (https://example.com) browser upgrades "
+             "may come from, * = any; others get 403 (default any)"},
     {.name = "help", .type = MR_OPT_HELP, .help = "print this help and exit"},
     {.name = "version",
      .type = MR_OPT_VERSION,
@@ -491,6 +529,13 @@ static int finish(mr_config *cfg, int argc, char **argv, char *err,
    * listening for or dialling other nodes is what clustering means. */
   cfg->has_cluster_listen = cfg->cluster_listen.host[0] != '\0';
   cfg->cluster = cfg->has_cluster_listen || cfg->npeers > 0;
+  if (cfg->allow_origin[0] && !mr_origin_list_valid(cfg->allow_origin)) {
+    snprintf(err, errlen,
+             "--allow-origin: expected comma-separated origins like "
+             "https://example.com or *, got '%s'",
+             cfg->allow_origin);
+    return MR_CONFIG_USAGE;
+  }
   return cluster_cookie(cfg, err, errlen);
 }
 

@@ -51,6 +51,15 @@ typedef struct {
   unsigned compression_window;  /* the server's window bits, 9..15 */
   /* --max-presence-meta: the largest encoded meta of a ws.track entry. */
   size_t max_presence_meta;
+  /* Abuse limits. Connections counted per IPv4 address or IPv6 /64 from
+   * accept to close (0: no limit); data messages a connection may send a
+   * second, and how many at once (0: the rate), before it is closed 1008
+   * (0: no limit); the origins a browser upgrade may come from ("": any;
+   * checked by mr_origin_list_valid). */
+  unsigned max_connections_per_ip;
+  unsigned max_messages_per_second;
+  unsigned message_burst;
+  char allow_origin[1024];
 } mr_config;
 
 enum { MR_CONFIG_RUN = 0, MR_CONFIG_EXIT = 1, MR_CONFIG_USAGE = 2 };

@@ -5,11 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bucket.h"
 #include "codec.h"
 #include "conn_internal.h"
 #include "deflate.h"
 #include "error.h"
+#include "ipcount.h"
 #include "log.h"
+#include "origin.h"
 #include "pmd.h"
 
 /* Every read is consumed before its callback returns, so one buffer
@@ -356,6 +359,76 @@ static int queue_101(mr_conn *c, const mr_http_request *req,
   return 0;
 }
 
+/* A connection over --max-connections-per-ip at accept is answered 429
+ * once its request head is in, whatever the request: a reply sent before
+ * the request could be lost to the reset that closing with unread bytes
+ * causes, and over TLS there is nothing to answer on before the TLS
+ * handshake. Retry-After is --handshake-timeout: by then every slot that
+ * a stalled handshake holds has been freed. */
+static void refuse_over_ip(mr_conn *c) {
+  static mr_log_limit lim =
+      MR_LOG_LIMIT_INIT("requests refused over --max-connections-per-ip");
+  mr_server *srv = c->srv;
+  const char *remote = mr_conn_remote(c);
+  mr_ipkey key;
+  char who[64];
+  /* An IPv6 client is named by the /64 its slots are counted under. */
+  if (mr_ipkey_from_text(remote, &key) == 0)
+    mr_ipkey_format(&key, who, sizeof who);
+  else
+    snprintf(who, sizeof who, "%s", remote);
+  srv->stats.connections_per_ip_refused++;
+  mr_log_limited(&lim, MR_LOG_INFO,
+                 "conn %llu (%s): refused 429: %s already holds "
+                 "--max-connections-per-ip %u connections",
+                 (unsigned long long)c->id, remote, who,
+                 srv->cfg.max_connections_per_ip);
+  char hdr[48];
+  snprintf(hdr, sizeof hdr, "Retry-After: %u\r\n", srv->cfg.handshake_timeout);
+  mr_conn__refuse(c, 429, "too many connections from this address", hdr);
+}
+
+/* --allow-origin: a browser says where the page that opens the socket came
+ * from; an upgrade from a page of another origin is refused before Lua
+ * runs. No Origin header is a client that is not a browser, allowed.
+ * Returns 1 when c was refused. */
+static int refuse_origin(mr_conn *c, const mr_http_request *req) {
+  mr_server *srv = c->srv;
+  const mr_http_header *h = mr_http_find_header(req, "Origin");
+  if (!h || !srv->cfg.allow_origin[0] ||
+      mr_origin_allowed(srv->cfg.allow_origin, h->value, h->value_len))
+    return 0;
+  static mr_log_limit lim =
+      MR_LOG_LIMIT_INIT("upgrades refused for their origin");
+  srv->stats.origins_refused++;
+  mr_log_limited(&lim, MR_LOG_INFO,
+                 "conn %llu (%s): upgrade refused 403: Origin '%.*s' is not "
+                 "in --allow-origin",
+                 (unsigned long long)c->id, mr_conn_remote(c),
+                 (int)(h->value_len > 200 ? 200 : h->value_len), h->value);
+  mr_conn__refuse(c, 403, "origin not allowed", "");
+  return 1;
+}
+
+int mr_conn__over_rate(mr_conn *c, const char *action) {
+  mr_server *srv = c->srv;
+  uint32_t rate = srv->cfg.max_messages_per_second;
+  if (!rate)
+    return 0;
+  uint32_t burst = srv->cfg.message_burst ? srv->cfg.message_burst : rate;
+  if (mr_bucket_take(&c->rate_deficit, &c->rate_stamp, uv_now(srv->loop), rate,
+                     burst))
+    return 0;
+  static mr_log_limit lim = MR_LOG_LIMIT_INIT("message rate closes");
+  srv->stats.message_rate_closes++;
+  mr_log_limited(&lim, MR_LOG_WARN,
+                 "conn %llu (%s): %s: over --max-messages-per-second %u "
+                 "(burst %u)",
+                 (unsigned long long)c->id, mr_conn_remote(c), action, rate,
+                 burst);
+  return 1;
+}
+
 void mr_conn__handshake(mr_conn *c, const char *data, size_t n) {
   mr_server *srv = c->srv;
   size_t cap = srv->cfg.max_head + 1;
@@ -371,6 +444,10 @@ void mr_conn__handshake(mr_conn *c, const char *data, size_t n) {
   int r = mr_http_parse_upgrade(c->head, c->head_len, srv->cfg.max_head, &req);
   if (r == MR_EAGAIN)
     return;
+  if (c->flags & MR_CF_IP_OVER) {
+    refuse_over_ip(c);
+    return;
+  }
   if (r == 0 && !req.is_upgrade && req.status == 404 &&
       srv->conn_events->http_enabled(srv)) {
     mr_conn__start_http(c, data + take, n - take);
@@ -386,6 +463,8 @@ void mr_conn__handshake(mr_conn *c, const char *data, size_t n) {
     mr_conn__refuse(c, status, why, "");
     return;
   }
+  if (refuse_origin(c, &req))
+    return;
 
   /* The connection is open for on_connect, but held: frames the handler
    * sends from on_connect wait in the queue, and the 101 goes in front of
@@ -482,6 +561,55 @@ static void on_closed(uv_handle_t *h) {
   free(c);
 }
 
+/* --max-connections-per-ip: a connection takes a slot of its address from
+ * accept to close, so that half-open handshakes from one address are
+ * bounded too, not only open WebSockets. One over the limit is let in
+ * marked, to be answered 429 (refuse_over_ip). Virtual connections count
+ * under the address they claim, so the kit and the unit tests see the
+ * same limit. */
+static void ip_admit(mr_conn *c, const mr_ipkey *key) {
+  mr_server *srv = c->srv;
+  if (!srv->cfg.max_connections_per_ip)
+    return;
+  int r = mr_ipcount_acquire(&srv->ip_counts, key,
+                             srv->cfg.max_connections_per_ip, &c->ip);
+  if (r == MR_ETOOBIG) {
+    c->flags |= MR_CF_IP_OVER;
+  } else if (r != 0) {
+    /* Out of memory for an entry: let it in uncounted rather than refuse
+     * a client for the server's own trouble. */
+    srv->stats.internal_errors++;
+    mr_warn("conn %llu: cannot count its address: %s",
+            (unsigned long long)c->id, mr_strerror(r));
+  }
+}
+
+/* Gives back c's slot, exactly once: every way a connection ends goes
+ * through terminate, and a virtual one that changes its address. */
+static void ip_release(mr_conn *c) {
+  if (c->ip) {
+    mr_ipcount_release(&c->srv->ip_counts, c->ip);
+    c->ip = NULL;
+  }
+  c->flags &= ~MR_CF_IP_OVER;
+}
+
+static void ip_admit_socket(mr_conn *c) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  mr_ipkey key;
+  if (c->srv->cfg.max_connections_per_ip &&
+      uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0 &&
+      mr_ipkey_from_sockaddr((struct sockaddr *)&ss, &key) == 0)
+    ip_admit(c, &key);
+}
+
+static void ip_admit_text(mr_conn *c, const char *addr) {
+  mr_ipkey key;
+  if (mr_ipkey_from_text(addr, &key) == 0)
+    ip_admit(c, &key);
+}
+
 /* The one teardown path: leave every room first, so nothing can reach the
  * connection through a room, then tell Lua, then close the socket. The
  * memory goes in on_closed. */
@@ -505,6 +633,7 @@ void mr_conn__terminate(mr_conn *c) {
                             c->close_reason_len);
   }
   HASH_DEL(srv->conns_by_id, c);
+  ip_release(c);
   mr_ws_drop(&c->ws);
   free(c->head);
   c->head = NULL;
@@ -569,6 +698,10 @@ int mr_conn_set_virtual_remote(mr_conn *c, const char *addr) {
     return MR_ENOMEM;
   free(c->virtual_remote);
   c->virtual_remote = copy;
+  if (c->state == MR_CONN_HANDSHAKE) {
+    ip_release(c);
+    ip_admit_text(c, addr);
+  }
   return 0;
 }
 
@@ -579,6 +712,7 @@ mr_conn *mr_conn_new_virtual(mr_server *srv) {
   c->flags |= MR_CF_VIRTUAL;
   c->state = MR_CONN_HANDSHAKE;
   srv->stats.connections_accepted++;
+  ip_admit_text(c, "127.0.0.1"); /* what it reports until told otherwise */
   return c;
 }
 
@@ -655,6 +789,10 @@ void mr_conn_accept(mr_server *srv) {
   uv_tcp_nodelay(&c->tcp, 1);
   c->state = MR_CONN_HANDSHAKE;
   c->deadline = uv_now(srv->loop) + (uint64_t)srv->cfg.handshake_timeout * 1000;
+  ip_admit_socket(c);
+  if ((c->flags & MR_CF_IP_OVER) &&
+      srv->cfg.handshake_timeout * 1000ull > MR_CONN_CLOSING_GRACE_MS)
+    c->deadline = uv_now(srv->loop) + MR_CONN_CLOSING_GRACE_MS;
   int r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
   if (r != 0) {
     mr_warn("conn %llu: read_start failed: %s", (unsigned long long)c->id,

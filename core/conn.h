@@ -37,6 +37,7 @@ enum {
   MR_CF_VIRTUAL = 1 << 3,  /* no socket (busted kit) */
   MR_CF_LUA = 1 << 4,      /* Lua holds a handle: on_close is owed */
   MR_CF_PINGED = 1 << 5,   /* a server ping awaits its pong */
+  MR_CF_IP_OVER = 1 << 6,  /* over --max-connections-per-ip at accept */
   MR_CF_TCP_CLOSE = 1 << 7 /* uv_close was called */
 };
 
@@ -59,17 +60,24 @@ typedef struct mr_conn {
   /* Handshake: the request head accumulates here and is freed on upgrade. */
   char *head;
   uint32_t head_len;
+  /* --max-messages-per-second's token bucket (bucket.h), in two words
+   * that sit in padding, so the limit costs no memory. */
+  uint32_t rate_deficit;
   mr_ws ws; /* the WebSocket session (a wslay context only while busy) */
   mr_tx tx; /* what waits to be written */
   uint64_t last_rx;    /* loop time (ms) of the last frame from the peer */
   uint64_t deadline;   /* handshake or closing deadline, loop time ms; 0 none */
   uint16_t close_code; /* what on_close will be told */
   uint8_t close_reason_len;
+  uint32_t rate_stamp;
   char *close_reason; /* heap, only once a reason is known */
   uint64_t next_ping; /* loop time of the next server ping */
   mr_member member;
   char *virtual_remote; /* a virtual connection's claimed address (heap) */
   mr_httpx *http;       /* plain HTTP requests (heap), in MR_CONN_HTTP only */
+  /* The connection's slot in srv->ip_counts, released in terminate; NULL
+   * when it holds none. */
+  struct mr_ipcount *ip;
 } mr_conn;
 
 /* How on_connect answers an upgrade, besides accepting or refusing it. The

@@ -28,6 +28,13 @@ static int http_answer(mr_conn *c) {
   mr_httpx *x = c->http;
   mr_http_answer ans;
   mr_http_answer_init(&ans);
+  /* Each request runs on_http as a message runs on_message, so it takes a
+   * token from the same bucket; past the rate, 429 and close. */
+  if (mr_conn__over_rate(c, "http refused 429")) {
+    http_end(c);
+    mr_conn__refuse(c, 429, "request rate exceeded", "Retry-After: 1\r\n");
+    return 0;
+  }
   srv->stats.http_requests++;
   if (srv->conn_events->http(srv, c, &x->req, x->body, x->body_len, &ans))
     srv->stats.http_errors++;

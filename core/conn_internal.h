@@ -31,6 +31,10 @@ void mr_conn__terminate(mr_conn *c);
  * once it is written. */
 void mr_conn__refuse(mr_conn *c, int status, const char *reason,
                      const char *headers);
+/* Takes a token from c's --max-messages-per-second bucket; returns 1 when
+ * it has none (counted, and logged with action, what the caller then does
+ * to c), 0 otherwise or when the limit is off. */
+int mr_conn__over_rate(mr_conn *c, const char *action);
 /* conn_ws.c: the WebSocket session. */
 
 /* Feeds bytes the socket read to c's session. */

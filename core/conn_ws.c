@@ -32,6 +32,13 @@ static void ev_message(void *owner, const uint8_t *msg, size_t len,
   if (!mr_conn_is_open(c))
     return; /* a closing connection's late messages are dropped */
   srv->stats.messages_in++;
+  /* Past the rate the connection is closed rather than its messages
+   * dropped: a protocol over WebSocket assumes every message arrives, and
+   * silent gaps would break it in ways no one could trace. */
+  if (mr_conn__over_rate(c, "closed 1008")) {
+    mr_conn_close(c, MR_CLOSE_POLICY, "message rate exceeded", 21);
+    return;
+  }
   if (srv->conn_events->message(srv, c, msg, len, binary) != 0) {
     srv->stats.handler_errors++;
     mr_conn_close(c, MR_CLOSE_INTERNAL, "handler error", 13);

@@ -24,6 +24,7 @@ struct mr_cluster;
 struct mr_ws_pool;
 struct mr_admin;
 struct mr_zpool;
+struct mr_ipcount;
 
 /* Every refusal and drop is counted; ws.stats() shows these, and /metrics
  * (metrics.c) exports each with its help text. */
@@ -99,7 +100,14 @@ struct mr_zpool;
   X(presence_node_drops,                                                       \
     "nodes whose counts and presence were removed when their link closed")     \
   X(presence_refused, "ws.track calls refused (meta too big, no memory)")      \
-  X(presence_events, "on_presence calls (one per room per batch)")
+  X(presence_events, "on_presence calls (one per room per batch)")             \
+  X(connections_per_ip_refused,                                                \
+    "requests answered 429 over --max-connections-per-ip")                     \
+  X(origins_refused,                                                           \
+    "upgrades answered 403 for an Origin not in --allow-origin")               \
+  X(message_rate_closes,                                                       \
+    "connections closed over --max-messages-per-second (1008, or 429 for "     \
+    "plain HTTP)")
 
 typedef struct {
 #define MR_STATS_FIELD(name, help) uint64_t name;
@@ -151,6 +159,9 @@ typedef struct mr_server {
    * flush on the timer heap (0: none pending). */
   struct mr_presence *presence;
   uint64_t presence_timer;
+  /* --max-connections-per-ip: connections counted per address (ipcount.h),
+   * from accept to close; NULL when empty or the limit is off. */
+  struct mr_ipcount *ip_counts;
 } mr_server;
 
 #endif

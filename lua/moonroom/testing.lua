@@ -43,6 +43,10 @@
 --       compression = true | "on" | "off" (permessage-deflate, default off),
 --       compression_threshold = bytes, compression_level = 1..9,
 --       compression_window = 9..15
+--       max_connections_per_ip = n (connections count under opts.remote_addr,
+--       127.0.0.1 by default), max_messages_per_second = n,
+--       message_burst = n (the bucket refills with srv:advance),
+--       allow_origin = "https://example.com, ..." (send an Origin header)
 --   testing.log_level([level]) -> previous level
 --     the core's log threshold for the process: "debug", "info", "warn",
 --     "error" (the kit's default) or "off". Logs go to stderr.
@@ -251,6 +255,10 @@ local OPTIONS = {
   compression_threshold = "--compression-threshold",
   compression_level = "--compression-level",
   compression_window = "--compression-window",
+  max_connections_per_ip = "--max-connections-per-ip",
+  max_messages_per_second = "--max-messages-per-second",
+  message_burst = "--message-burst",
+  allow_origin = "--allow-origin",
 }
 
 local Server = {}
@@ -1614,7 +1622,8 @@ function M.try_server(script, options)
       error("moonroom.testing: unknown server option '" .. tostring(name)
             .. "' (max_message, max_backpressure, max_head, max_body, "
             .. "compression, compression_threshold, compression_level, "
-            .. "compression_window)", 3)
+            .. "compression_window, max_connections_per_ip, "
+            .. "max_messages_per_second, message_burst, allow_origin)", 3)
     end
     args[#args + 1] = flag
     local value = options[name]

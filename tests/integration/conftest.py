@@ -475,8 +475,11 @@ def fill_buffer(sock, buf, deadline, what):
 
 
 class RawClient:
-    def __init__(self, port, timeout=5.0, rcvbuf=None, host="127.0.0.1"):
+    def __init__(self, port, timeout=5.0, rcvbuf=None, host="127.0.0.1",
+                 source=None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if source is not None:  # another loopback address, 127.0.0.2 say
+            self.sock.bind((source, 0))
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -116,7 +116,41 @@ static void test_defaults(void) {
   CHECK_EQ_INT(cfg.compression_threshold, 128);
   CHECK_EQ_INT(cfg.compression_level, 1);
   CHECK_EQ_INT(cfg.compression_window, 15);
+  /* The abuse limits are off: a benchmark from one address is not abuse. */
+  CHECK_EQ_INT(cfg.max_connections_per_ip, 0);
+  CHECK_EQ_INT(cfg.max_messages_per_second, 0);
+  CHECK_EQ_INT(cfg.message_burst, 0);
+  CHECK_STR(cfg.allow_origin, "");
   CHECK_EQ_INT(out_len, 0); /* nothing printed */
+}
+
+/* ---- the abuse limits ---- */
+
+static void test_abuse_limits(void) {
+  CHECK_EQ_INT(
+      parse("--max-connections-per-ip", "20", "--max-messages-per-second", "50",
+            "--message-burst", "200", "--allow-origin",
+            "https://example.com, http://localhost:8080", "app.lua", NULL),
+      MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.max_connections_per_ip, 20);
+  CHECK_EQ_INT(cfg.max_messages_per_second, 50);
+  CHECK_EQ_INT(cfg.message_burst, 200);
+  CHECK_STR(cfg.allow_origin, "https://example.com, http://localhost:8080");
+  CHECK_EQ_INT(parse("--allow-origin", "*", "app.lua", NULL), MR_CONFIG_RUN);
+  check_bad("--max-messages-per-second", "1000001",
+            "--max-messages-per-second: expected 0..1000000 messages, got "
+            "'1000001'");
+  check_bad("--message-burst", "4000001",
+            "--message-burst: expected 0..4000000 messages, got '4000001'");
+  check_bad("--max-connections-per-ip", "-1",
+            "--max-connections-per-ip: expected a count, got '-1'");
+  /* A malformed origin is a usage error, not a list that matches nothing. */
+  CHECK_EQ_INT(parse("--allow-origin", "example.com", "app.lua", NULL),
+               MR_CONFIG_USAGE);
+  CHECK_STR(err, "--allow-origin: expected comma-separated origins like "
+                 "https://example.com or *, got 'example.com'");
+  CHECK_EQ_INT(parse("--allow-origin", "https://a.test/", "app.lua", NULL),
+               MR_CONFIG_USAGE);
 }
 
 /* ---- each option ---- */
@@ -516,6 +550,19 @@ static const char help_golden[] =
     "                            (server_max_window_bits) (default 15)\n"
     "  --max-presence-meta BYTES  largest encoded meta of one ws.track entry\n"
     "                            (default 512)\n"
+    "  --max-connections-per-ip N  connections one IPv4 address or IPv6 /64\n"
+    "                            may hold, from accept to close; more get\n"
+    "                            429, 0 = no limit (default 0)\n"
+    "  --max-messages-per-second N  data messages a connection may send a\n"
+    "                            second before it is closed with 1008, 0 = no\n"
+    "                            limit (default 0)\n"
+    "  --message-burst N         messages a connection may send at once\n"
+    "                            within --max-messages-per-second, 0 = one\n"
+    "                            second's worth (default 0)\n"
+    "  --allow-origin LIST       comma-separated origins\n"
+    "                            (https://example.com) browser upgrades may\n"
+    "                            come from, * = any; others get 403 (default\n"
+    "                            any)\n"
     "  --help                    print this help and exit\n"
     "  --version                 print the version and exit\n";
 
@@ -692,6 +739,10 @@ static void test_table_shape(void) {
                                       "compression-level",
                                       "compression-window",
                                       "max-presence-meta",
+                                      "max-connections-per-ip",
+                                      "max-messages-per-second",
+                                      "message-burst",
+                                      "allow-origin",
                                       "help",
                                       "version"};
   size_t n = sizeof names / sizeof names[0];
@@ -795,6 +846,9 @@ static void check_string_row(const mr_option *o) {
   if (!CHECK(s != NULL))
     return;
   memset(s, 's', o->size);
+  /* --allow-origin's value must also be a list of origins: one long one. */
+  if (strcmp(o->name, "allow-origin") == 0)
+    memcpy(s, "http://", 7);
   s[o->size - 1] = '\0';
   CHECK_EQ_INT(parse_row(o, s), MR_CONFIG_RUN);
   CHECK_STR(field_of(o), s);
@@ -1028,6 +1082,7 @@ int main(void) {
   test_args();
   test_help_version();
   test_help_text();
+  test_abuse_limits();
   test_cluster();
   test_addr();
   test_table_shape();
