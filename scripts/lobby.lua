@@ -24,8 +24,11 @@
 -- about the other nodes' changes from on_presence, with a send loop over its
 -- own members (a broadcast there would reach every node once per node). The
 -- countdown runs on one node per room, the "leader": the node with the
--- smallest name among those with players in the room. It broadcasts the
--- ticks, the start and a cancellation, so each client gets each once.
+-- smallest name among those with players in the room. After every change
+-- it sees, the leader starts a countdown if every player (two or more) is
+-- ready in its view, and cancels a running one on a join, a leave or an
+-- unready. It broadcasts the ticks, the start and a cancellation, so each
+-- client gets each once.
 --
 -- "round" counts the games a room has started. A start moves the room to
 -- the next round (the leader tracks its players again with it); a player is
@@ -192,7 +195,9 @@ local function tick(cd)
 end
 
 -- Starts the room's countdown if this node leads the room and every player
--- on every node (two or more) is ready.
+-- on every node (two or more) is ready. It is asked after every change, on
+-- every node, so whichever node leads once the views agree starts it; a
+-- remote player's repeated ready is no presence change and reaches nobody.
 local function maybe_start(room)
   local state = ws.room_state(room)
   if not state or (state.countdown and not state.countdown.done) then
@@ -231,6 +236,7 @@ local function leave_room(conn)
   ws.leave(conn, room) -- nil, "closed" from on_close: it has left already
   cancel_countdown(cd, conn.state.name .. " left")
   presence(room, "leave", conn.state.name)
+  maybe_start(room)
 end
 
 local function valid_name(s, max)
@@ -396,19 +402,15 @@ function H.on_presence(room, joins, leaves)
       events[#events + 1] = { "leave", e.meta.name, false, " left" }
     end
   end
-  local start = false
   for _, ev in ipairs(events) do
     if ev[1] ~= "ready" or not ev[3] then
       cancel_countdown(countdown_of(room), tostring(ev[2]) .. ev[4])
     end
-    start = start or ev[3]
   end
   for _, ev in ipairs(events) do
     presence(room, ev[1], tostring(ev[2]))
   end
-  if start then
-    maybe_start(room)
-  end
+  maybe_start(room)
 end
 
 return H
