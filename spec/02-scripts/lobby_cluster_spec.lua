@@ -188,6 +188,35 @@ describe("scripts/lobby.lua on a cluster", function()
     assert.same({ "countdown 3", "countdown 2", "countdown 1", "start" }, rest)
   end)
 
+  it("leaves every node's players unready after a start, even when the leader's players go", function()
+    c = testing.cluster(3, "scripts/lobby.lua")
+    local ada, bob, cat = player(1, "ada"), player(2, "bob"), player(3, "cat")
+    converge()
+    for _, p in ipairs({ ada, bob, cat }) do
+      send(p, { type = "ready", ready = true })
+    end
+    converge()
+    c:advance(3000)
+    for _, p in ipairs({ bob, cat }) do
+      local m = inbox(p)
+      assert.equals("start", m[#m].type)
+      assert.equals("ada,bob,cat", names(m[#m].players))
+    end
+    converge()
+    assert.same({}, inbox(bob))
+    assert.same({}, inbox(cat))
+    -- Node 1 moved the room to the next round when it started; nodes 2 and
+    -- 3 caught up, so its players going does not make theirs ready again.
+    ada:close()
+    converge()
+    c:advance(5000)
+    for _, p in ipairs({ bob, cat }) do
+      local m = inbox(p)
+      assert.same({ "presence leave ada" }, types(m))
+      assert.equals("bob,cat", names(m[1].players))
+    end
+  end)
+
   it("is led by the smallest node name with players in the room", function()
     c = testing.cluster(3, "scripts/lobby.lua")
     local bob, cat = player(3, "bob"), player(2, "cat")
