@@ -3,9 +3,9 @@
 -- Clients connect to ws://HOST:PORT/?token=TOKEN&name=NAME and speak JSON.
 -- The token must equal the LOBBY_TOKEN environment variable (a development
 -- default is used, with a warning, when it is unset). Each player is in at
--- most one room at a time; when every player of a room (two or more) is
--- ready, a countdown starts, and it is cancelled when someone leaves, joins
--- or is no longer ready.
+-- most one room at a time, and a room holds at most LOBBY_MAX_PLAYERS (8);
+-- when every player of a room (two or more) is ready, a countdown starts,
+-- and it is cancelled when someone leaves, joins or is no longer ready.
 --
 -- Client -> server                     Server -> client
 --   {"type":"rooms"}                     {"type":"rooms","rooms":[{"name":..,"count":..}]}
@@ -17,11 +17,31 @@
 --                                        {"type":"cancelled","reason":..}
 --                                        {"type":"error","error":..}
 --
+-- It runs the same on one node or on a cluster. The roster is the room's
+-- presence (ws.presence), the same on every node: each player is tracked
+-- with the meta { name =, ready =, round = }, and a ready change tracks
+-- again. A node tells its own clients at once about changes made on it, and
+-- about the other nodes' changes from on_presence, with a send loop over its
+-- own members (a broadcast there would reach every node once per node). The
+-- countdown runs on one node per room, the "leader": the node with the
+-- smallest name among those with players in the room. After every change
+-- it sees, the leader starts a countdown if every player (two or more) is
+-- ready in its view, and cancels a running one on a join, a leave or an
+-- unready. It broadcasts the ticks, the start and a cancellation, so each
+-- client gets each once.
+--
+-- "round" counts the games a room has started. A start moves the room to
+-- the next round (the leader tracks its players again with it); a player is
+-- ready only if ready in the room's highest round, so everyone is unready
+-- after a start on every node at once, and each node then tracks its own
+-- players again in the new round (no announcement: nothing shown changes).
+--
 -- What the lobby keeps lives in the server, not in module locals, so a hot
--- reload keeps it: the room's players and countdown in ws.room_state(room),
--- a player's name and room in conn.state. A running countdown's timer keeps
--- the function it was started with across a reload; the next countdown runs
--- the new code.
+-- reload keeps it: the roster in the presence, a running countdown in
+-- ws.room_state(room) (and in its local players' conn.state, for a close
+-- that empties the room here), a player's name, room and meta in
+-- conn.state. A running countdown's timer keeps the function it was started
+-- with across a reload; the next countdown runs the new code.
 local ws = require "moonroom"
 
 local COUNTDOWN = 3        -- ticks
@@ -31,6 +51,12 @@ local TICK_MS = tonumber(os.getenv("LOBBY_TICK_MS")) or 1000
 local MAX_NAME = 24
 local MAX_ROOM = 64
 local MAX_SAY = 500
+
+-- Players per room, on all nodes together (ws.count(room, "cluster")).
+local MAX_PLAYERS = tonumber(os.getenv("LOBBY_MAX_PLAYERS") or "8")
+if not MAX_PLAYERS or MAX_PLAYERS < 2 or MAX_PLAYERS % 1 ~= 0 then
+  error("LOBBY_MAX_PLAYERS must be a whole number of 2 or more", 0)
+end
 
 local TOKEN = os.getenv("LOBBY_TOKEN")
 if not TOKEN or TOKEN == "" then
@@ -42,82 +68,158 @@ local function send(conn, msg)
   return conn:send(ws.json.encode(msg))
 end
 
+-- To every member of the room on every node, once each.
 local function publish(room, msg)
   return ws.broadcast(room, ws.json.encode(msg))
 end
 
--- The room's players as a list sorted by name (stable for clients and
--- specs): { { name =, ready = }, ... }.
-local function roster(state)
-  local list = {}
-  for _, p in pairs(state.players) do
-    list[#list + 1] = { name = p.name, ready = p.ready }
+-- To this node's members of the room only: every node tells its own.
+local function tell_local(room, msg)
+  local text = ws.json.encode(msg)
+  for _, c in ipairs(ws.members(room)) do
+    c:send(text)
   end
-  table.sort(list, function(a, b) return a.name < b.name end)
+end
+
+-- The room's highest round among the entries of ws.presence(room).
+local function round_of(entries)
+  local round = 0
+  for _, e in ipairs(entries) do
+    local r = e.meta.round
+    if type(r) == "number" and r > round then
+      round = r
+    end
+  end
+  return round
+end
+
+local function is_ready(e, round)
+  return e.meta.ready == true and e.meta.round == round
+end
+
+-- The room's players on every node as a list sorted by name (stable for
+-- clients and specs): { { name = , ready = }, ... }.
+local function roster(entries)
+  local round = round_of(entries)
+  local sorted = {}
+  for i, e in ipairs(entries) do
+    sorted[i] = e
+  end
+  table.sort(sorted, function(a, b)
+    local na, nb = tostring(a.meta.name), tostring(b.meta.name)
+    if na ~= nb then
+      return na < nb
+    end
+    if a.node ~= b.node then
+      return a.node < b.node
+    end
+    return a.id < b.id
+  end)
+  local list = {}
+  for i, e in ipairs(sorted) do
+    list[i] = { name = tostring(e.meta.name), ready = is_ready(e, round) }
+  end
   return list
 end
 
-local function room_of(room)
-  local state = ws.room_state(room)
-  if state and not state.players then
-    state.players = {}
+-- The node that runs the room's countdown: the smallest node name with a
+-- player in the room. Every node picks the same one once their views agree.
+local function leader(entries)
+  local best
+  for _, e in ipairs(entries) do
+    if not best or e.node < best then
+      best = e.node
+    end
   end
-  return state
+  return best
 end
 
-local function cancel_countdown(room, state, reason)
-  if state and state.countdown then
-    state.countdown.timer:cancel()
-    state.countdown = nil
-    publish(room, { type = "cancelled", reason = reason })
+local function presence(room, event, name)
+  tell_local(room, { type = "presence", event = event, name = name,
+                     players = roster(ws.presence(room)) })
+end
+
+-- A player's entry in the room's presence; conn.state mirrors it.
+local function track(conn, room, ready, round)
+  conn.state.ready, conn.state.round = ready, round
+  return ws.track(conn, room, { name = conn.state.name, ready = ready,
+                                round = round })
+end
+
+-- A countdown is { room =, left =, timer =, done = }, kept in the room's
+-- state and in each local player's conn.state.
+local function cancel_countdown(cd, reason)
+  if cd and not cd.done then
+    cd.done = true
+    cd.timer:cancel()
+    local state = ws.room_state(cd.room)
+    if state and state.countdown == cd then
+      state.countdown = nil
+    end
+    publish(cd.room, { type = "cancelled", reason = reason })
   end
 end
 
--- One second of a countdown. A timer whose countdown is gone (cancelled,
--- or the room emptied and its state with it) stops itself.
-local function tick(room, timer)
+local function countdown_of(room)
   local state = ws.room_state(room)
-  local cd = state and state.countdown
-  if not cd or cd.timer ~= timer then
-    timer:cancel()
+  return state and state.countdown
+end
+
+-- One tick of a countdown. At zero the room moves to the next round: this
+-- node tracks its players again, unready, in it, so every player is unready
+-- on every node (see the header).
+local function tick(cd)
+  if cd.done then
+    cd.timer:cancel()
     return
   end
   cd.left = cd.left - 1
   if cd.left > 0 then
-    publish(room, { type = "countdown", seconds = cd.left })
+    publish(cd.room, { type = "countdown", seconds = cd.left })
     return
   end
-  timer:cancel()
-  state.countdown = nil
-  for _, p in pairs(state.players) do
-    p.ready = false
+  cd.done = true
+  cd.timer:cancel()
+  local room = cd.room
+  local state = ws.room_state(room)
+  if state and state.countdown == cd then
+    state.countdown = nil
   end
-  publish(room, { type = "start", players = roster(state) })
+  local round = round_of(ws.presence(room)) + 1
+  for _, c in ipairs(ws.members(room)) do
+    if c.state.room == room then
+      track(c, room, false, round)
+    end
+  end
+  publish(room, { type = "start", players = roster(ws.presence(room)) })
 end
 
-local function maybe_start(room, state)
-  if state.countdown then
+-- Starts the room's countdown if this node leads the room and every player
+-- on every node (two or more) is ready. It is asked after every change, on
+-- every node, so whichever node leads once the views agree starts it; a
+-- remote player's repeated ready is no presence change and reaches nobody.
+local function maybe_start(room)
+  local state = ws.room_state(room)
+  if not state or (state.countdown and not state.countdown.done) then
     return
   end
-  local n = 0
-  for _, p in pairs(state.players) do
-    if not p.ready then
+  local entries = ws.presence(room)
+  if #entries < 2 or leader(entries) ~= ws.node() then
+    return
+  end
+  local round = round_of(entries)
+  for _, e in ipairs(entries) do
+    if not is_ready(e, round) then
       return
     end
-    n = n + 1
   end
-  if n < 2 then
-    return
+  local cd = { room = room, left = COUNTDOWN }
+  cd.timer = ws.every(TICK_MS, tick, cd)
+  state.countdown = cd
+  for _, c in ipairs(ws.members(room)) do
+    c.state.countdown = cd
   end
-  local timer
-  timer = ws.every(TICK_MS, function() tick(room, timer) end)
-  state.countdown = { left = COUNTDOWN, timer = timer }
   publish(room, { type = "countdown", seconds = COUNTDOWN })
-end
-
-local function presence(room, state, event, name)
-  publish(room, { type = "presence", event = event, name = name,
-                  players = roster(state) })
 end
 
 local function leave_room(conn)
@@ -126,19 +228,29 @@ local function leave_room(conn)
     return
   end
   conn.state.room = nil
+  -- The countdown is found before leaving (the last local member's leave
+  -- drops the room's state; in on_close it is gone already).
+  local cd = countdown_of(room) or conn.state.countdown
+  conn.state.countdown = nil
+  ws.untrack(conn, room)
   ws.leave(conn, room) -- nil, "closed" from on_close: it has left already
-  local state = room_of(room)
-  if not state then
-    return -- it was the last one: the room and its state are gone
-  end
-  state.players[conn.id] = nil
-  cancel_countdown(room, state, conn.state.name .. " left")
-  presence(room, state, "leave", conn.state.name)
+  cancel_countdown(cd, conn.state.name .. " left")
+  presence(room, "leave", conn.state.name)
+  maybe_start(room)
 end
 
 local function valid_name(s, max)
   return type(s) == "string" and #s >= 1 and #s <= max and ws.utf8_valid(s)
     and not s:find("[%c]")
+end
+
+-- This node's rooms, with their members on every node.
+local function room_list()
+  local rooms = ws.room_list()
+  for _, r in ipairs(rooms) do
+    r.count = ws.count(r.name, "cluster")
+  end
+  return rooms
 end
 
 local H = {}
@@ -155,13 +267,13 @@ function H.on_connect(conn, req)
   end
   conn.state.name = name
   send(conn, { type = "welcome", id = conn.id, name = name,
-               rooms = ws.room_list() })
+               rooms = room_list() })
 end
 
 local commands = {}
 
 function commands.rooms(conn)
-  send(conn, { type = "rooms", rooms = ws.room_list() })
+  send(conn, { type = "rooms", rooms = room_list() })
 end
 
 function commands.join(conn, msg)
@@ -172,14 +284,22 @@ function commands.join(conn, msg)
   if conn.state.room == room then
     return
   end
+  -- Advisory across nodes: the other nodes' counts are up to a batch
+  -- (50 ms) behind, and during a split each side counts only itself.
+  if ws.count(room, "cluster") >= MAX_PLAYERS then
+    return ("room %s is full (%d players)"):format(room, MAX_PLAYERS)
+  end
   leave_room(conn)
+  local round = round_of(ws.presence(room))
+  local ok, err = track(conn, room, false, round)
+  if not ok then
+    return "cannot join: " .. tostring(err)
+  end
   ws.join(conn, room)
   conn.state.room = room
-  local state = room_of(room)
-  state.players[conn.id] = { name = conn.state.name, ready = false }
   -- A new player is not ready, so a countdown in progress stops.
-  cancel_countdown(room, state, conn.state.name .. " joined")
-  presence(room, state, "join", conn.state.name)
+  cancel_countdown(countdown_of(room), conn.state.name .. " joined")
+  presence(room, "join", conn.state.name)
 end
 
 function commands.ready(conn, msg)
@@ -190,13 +310,15 @@ function commands.ready(conn, msg)
   if type(msg.ready) ~= "boolean" then
     return "ready must be true or false"
   end
-  local state = room_of(room)
-  state.players[conn.id].ready = msg.ready
-  if not msg.ready then
-    cancel_countdown(room, state, conn.state.name .. " is not ready")
+  local ok, err = track(conn, room, msg.ready, round_of(ws.presence(room)))
+  if not ok then
+    return "cannot change ready: " .. tostring(err)
   end
-  presence(room, state, "ready", conn.state.name)
-  maybe_start(room, state)
+  if not msg.ready then
+    cancel_countdown(countdown_of(room), conn.state.name .. " is not ready")
+  end
+  presence(room, "ready", conn.state.name)
+  maybe_start(room)
 end
 
 function commands.leave(conn)
@@ -236,6 +358,59 @@ end
 
 function H.on_close(conn)
   leave_room(conn)
+end
+
+-- Changes on the other nodes, up to a batch (50 ms) plus the link's latency
+-- after they happened. This node's own changes were told as they happened
+-- and are skipped here. A meta change is a leave and a join of one entry:
+-- it is a "ready" event when the player's readiness in the room's round
+-- changed, and nothing when only the round moved (after a start).
+function H.on_presence(room, joins, leaves)
+  local me = ws.node()
+  local entries = ws.presence(room)
+  local round = round_of(entries)
+  -- This node's players still in an older round catch up, unready.
+  for _, c in ipairs(ws.members(room)) do
+    if c.state.room == room and (c.state.round or 0) < round then
+      track(c, room, false, round)
+    end
+  end
+  local before = {}
+  for _, e in ipairs(leaves) do
+    if e.node ~= me then
+      before[e.node .. "\0" .. e.id] = e
+    end
+  end
+  local events, seen = {}, {}
+  for _, e in ipairs(joins) do
+    if e.node ~= me then
+      local key = e.node .. "\0" .. e.id
+      local was = before[key]
+      seen[key] = true
+      local now = is_ready(e, round)
+      if not was then
+        events[#events + 1] = { "join", e.meta.name, now, " joined" }
+      elseif is_ready(was, round) ~= now then
+        events[#events + 1] = { "ready", e.meta.name, now,
+                                now and "" or " is not ready" }
+      end
+    end
+  end
+  for _, e in ipairs(leaves) do
+    local key = e.node .. "\0" .. e.id
+    if e.node ~= me and not seen[key] then
+      events[#events + 1] = { "leave", e.meta.name, false, " left" }
+    end
+  end
+  for _, ev in ipairs(events) do
+    if ev[1] ~= "ready" or not ev[3] then
+      cancel_countdown(countdown_of(room), tostring(ev[2]) .. ev[4])
+    end
+  end
+  for _, ev in ipairs(events) do
+    presence(room, ev[1], tostring(ev[2]))
+  end
+  maybe_start(room)
 end
 
 return H
