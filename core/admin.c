@@ -77,7 +77,7 @@ static void snapshot(const mr_admin *a, mr_metrics *m) {
   memset(m, 0, sizeof *m);
   m->stats = srv->stats;
   m->rooms = srv->rooms.nrooms;
-  m->timers = mr_timers_count(&srv->timers);
+  m->timers = mr_server_script_timers(srv);
   m->lua_bytes = mr_bridge_lua_bytes(srv->bridge);
   for (const mr_conn *c = srv->all_head; c; c = c->next)
     m->queued_bytes += c->tx.outq.bytes;

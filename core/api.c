@@ -230,7 +230,7 @@ void mr_api_push_stats(lua_State *L, const mr_server *srv) {
 #undef MR_STATS_PUSH
   lua_pushinteger(L, (lua_Integer)srv->rooms.nrooms);
   lua_setfield(L, -2, "rooms");
-  lua_pushinteger(L, (lua_Integer)mr_timers_count(&srv->timers));
+  lua_pushinteger(L, (lua_Integer)mr_server_script_timers(srv));
   lua_setfield(L, -2, "timers");
 }
 

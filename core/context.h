@@ -164,4 +164,14 @@ typedef struct mr_server {
   struct mr_ipcount *ip_counts;
 } mr_server;
 
+/* Pending script timers (ws.after, ws.every, conn:after): the heap less the
+ * presence batch flush, which shares it but is no handler's timer. */
+static inline size_t mr_server_script_timers(const mr_server *srv) {
+  size_t n = mr_timers_count(&srv->timers);
+  if (n && srv->presence_timer &&
+      mr_timers_pending(&srv->timers, srv->presence_timer))
+    n--;
+  return n;
+}
+
 #endif
