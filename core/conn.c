@@ -469,6 +469,17 @@ static void close_after_alert(mr_conn *c) {
   mr_conn__pending_add(c);
 }
 
+/* Failed TLS handshakes, however they fail, share one log limit. */
+static mr_log_limit tls_failed_lim = MR_LOG_LIMIT_INIT("failed TLS handshakes");
+
+/* Counts and logs a TLS handshake that failed for why. */
+static void tls_handshake_failed(mr_conn *c, const char *why) {
+  c->srv->stats.tls_handshake_failures++;
+  mr_log_limited(&tls_failed_lim, MR_LOG_INFO,
+                 "conn %llu (%s): closed: TLS handshake failed: %s",
+                 (unsigned long long)c->id, mr_conn_remote(c), why);
+}
+
 /* Feeds ciphertext to c's TLS session; what it decrypts goes to deliver.
  * A plain-text client is answered 400 in plain text, a failed handshake
  * gets OpenSSL's alert; both are counted and logged. */
@@ -496,16 +507,15 @@ static void tls_read(mr_conn *c, const uint8_t *p, size_t n) {
     return;
   }
   if (r == MR_TLS_FAILED) {
-    static mr_log_limit lim = MR_LOG_LIMIT_INIT("failed TLS handshakes");
-    int handshake = !ready && c->state == MR_CONN_HANDSHAKE;
-    if (handshake)
-      srv->stats.tls_handshake_failures++;
-    else
+    static mr_log_limit lim = MR_LOG_LIMIT_INIT("TLS record errors");
+    if (!ready) {
+      tls_handshake_failed(c, mr_tls_error(c->tx.tls));
+    } else {
       srv->stats.protocol_errors++;
-    mr_log_limited(&lim, MR_LOG_INFO, "conn %llu (%s): closed: TLS %s: %s",
-                   (unsigned long long)c->id, mr_conn_remote(c),
-                   handshake ? "handshake failed" : "error",
-                   mr_tls_error(c->tx.tls));
+      mr_log_limited(&lim, MR_LOG_INFO, "conn %llu (%s): closed: TLS error: %s",
+                     (unsigned long long)c->id, mr_conn_remote(c),
+                     mr_tls_error(c->tx.tls));
+    }
     mr_conn__set_close(c, MR_CLOSE_ABNORMAL, "TLS error", 9);
     close_after_alert(c);
     return;
@@ -528,6 +538,12 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     if (n != UV_EOF)
       mr_debug("conn %llu: read error: %s", (unsigned long long)c->id,
                uv_strerror((int)n));
+    /* A client that gives up in the middle of the handshake usually did
+     * not accept the certificate: it may close without an alert. */
+    if (c->tx.tls && mr_tls_started(c->tx.tls) && !mr_tls_ready(c->tx.tls) &&
+        c->state == MR_CONN_HANDSHAKE)
+      tls_handshake_failed(c, "the client closed the connection in the "
+                              "handshake (does it trust the certificate?)");
     mr_conn__set_close(c, MR_CLOSE_ABNORMAL, "", 0);
     mr_conn__terminate(c);
     return;

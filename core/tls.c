@@ -169,7 +169,11 @@ mr_tls_ctx *mr_tls_ctx_new(const char *cert, const char *key, const char *ca,
     goto fail;
   }
   if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-    ssl_reason(err, errlen, "cannot load the key", key);
+    ssl_reason(err, errlen,
+               ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH
+                   ? "the key does not match the certificate"
+                   : "cannot load the key",
+               key);
     goto fail;
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -344,6 +348,8 @@ int mr_tls_handshake(mr_tls *t) {
 int mr_tls_ready(const mr_tls *t) {
   return !t->failed && SSL_is_init_finished(t->ssl);
 }
+
+int mr_tls_started(const mr_tls *t) { return t->seen_input; }
 
 int mr_tls_write(mr_tls *t, const void *plain, size_t len) {
   if (t->failed)

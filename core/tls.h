@@ -84,6 +84,9 @@ int mr_tls_handshake(mr_tls *t);
 /* True once the handshake has completed. */
 int mr_tls_ready(const mr_tls *t);
 
+/* True once the peer has sent anything (a handshake has begun). */
+int mr_tls_started(const mr_tls *t);
+
 /* Encrypts len bytes of plaintext into the pending ciphertext (as many
  * records as it takes). Only after mr_tls_ready. Returns 0, or
  * MR_TLS_FAILED (out of memory, or the session has failed). */

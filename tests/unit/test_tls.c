@@ -260,6 +260,7 @@ static void test_ctx_errors(const pair *leaf, const pair *other) {
   /* A key of another certificate. */
   CHECK(mr_tls_ctx_new(leaf->cert_path, other->key_path, NULL, err,
                        sizeof err) == NULL);
+  CHECK(strstr(err, "the key does not match the certificate") != NULL);
   CHECK(strstr(err, other->key_path) != NULL);
   /* A key file that is not a key. */
   CHECK(mr_tls_ctx_new(leaf->cert_path, leaf->cert_path, NULL, err,
