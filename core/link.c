@@ -279,7 +279,8 @@ static void tls_read(mr_link *l, const uint8_t *p, size_t n) {
              who(l), mr_tls_version(l->tx.tls));
   if (!mr_tx_empty(&l->tx))
     pending_add(l);
-  read_frames(l);
+  if (l->rlen > 0)
+    read_frames(l);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
