@@ -6,7 +6,8 @@ the cluster port answers a TLS ClientHello, not the plain wire format.
 Certificates are made at test time (tlsutil.py); the cookie handshake
 still runs on top."""
 
-import os
+import shutil
+import signal
 import socket
 import ssl
 import time
@@ -14,8 +15,7 @@ import time
 import pytest
 
 from conftest import wait_until
-from test_cluster import (COOKIE, MESH_TIMEOUT, await_routing, cluster,  # noqa: F401
-                          wait_mesh)
+from test_cluster import await_routing, cluster, wait_mesh  # noqa: F401
 import tlsutil
 
 
@@ -130,3 +130,34 @@ def test_cluster_port_speaks_tls(cluster, pki):
     wait_until(lambda: a.stat("cluster_tls_failures") >= 1, 5)
     assert a.srv.wait_log(r"refused: TLS handshake failed: peer did not "
                           r"return a certificate")
+
+
+def test_sighup_reloads_the_cluster_certificate(cluster, pki):
+    """SIGHUP re-reads the cluster's files too: a broken key keeps the
+    previous pair (one warning), and nodes still link; a new certificate is
+    used for the links made after the reload."""
+    ca = pki["ca"]
+    args = tls_args(ca, "a")
+    cert, key = args[1], args[3]
+    a = cluster.node("a", extra=args)
+    with open(key, "w") as f:
+        f.write("not a key\n")
+    a.srv.proc.send_signal(signal.SIGHUP)
+    assert a.srv.wait_log(r"warn  --cluster-tls-cert: reload failed, keeping "
+                          r"the previous certificate: cannot load the key")
+    b = tls_node(cluster, pki, "b", peers=[a])
+    wait_mesh([a, b])
+    new = tlsutil.make_cert(ca, "a2")
+    shutil.copy(new.cert, cert)
+    shutil.copy(new.key, key)
+    a.srv.proc.send_signal(signal.SIGHUP)
+    assert a.srv.wait_log(r"--cluster-tls-cert .* reloaded: subject CN=a2")
+    ctx = tlsutil.client_context(ca)
+    ctx.check_hostname = False
+    with socket.create_connection(("127.0.0.1", a.cport), timeout=5) as raw:
+        with ctx.wrap_socket(raw) as s:
+            assert s.getpeercert()["subject"] == ((("commonName", "a2"),),)
+    # The link made before the reload is still up.
+    assert a.peers() == ["b"] and b.peers() == ["a"]
+    s = a.stats()
+    assert s["tls_reloads"] == 1 and s["tls_reload_failures"] == 1, s
