@@ -62,6 +62,7 @@ typedef struct peer {
   uint64_t last_warn;
   int wrong_cookie;  /* the last attempt failed on the cookie: slow backoff */
   int cookie_logged; /* that was logged once since the last link up */
+  int tls_logged;    /* a TLS refusal was logged since the last link up */
 } peer;
 
 /* What the cluster knows about one link (its mr_link_data): the
@@ -335,6 +336,7 @@ static void remember_peer(mr_link *l) {
   p->refused = 0;
   p->wrong_cookie = 0;
   p->cookie_logged = 0;
+  p->tls_logged = 0;
   snprintf(p->name, sizeof p->name, "%s", l->name);
 }
 
@@ -577,11 +579,9 @@ static void cookie_key(mr_link *l, char *out, size_t cap) {
   snprintf(out, cap, "%s %s", l->name, sess(l)->addr);
 }
 
-/* Whether the refusal of l for its cookie is the first from that node
- * (then it is remembered, while there is room). */
-static int cookie_first(mr_cluster *cl, mr_link *l) {
-  char key[2 * MR_WIRE_MAX_NAME + 2];
-  cookie_key(l, key, sizeof key);
+/* Whether key (a refused node) is new to the list of those logged (then
+ * it is remembered, while there is room). */
+static int logged_first(mr_cluster *cl, const char *key) {
   for (int i = 0; i < cl->ncookie_logged; i++)
     if (strcmp(cl->cookie_logged[i], key) == 0)
       return 0;
@@ -596,11 +596,32 @@ static int cookie_first(mr_cluster *cl, mr_link *l) {
   return 1;
 }
 
+/* Whether the refusal of l for its cookie is the first from that node. */
+static int cookie_first(mr_cluster *cl, mr_link *l) {
+  char key[2 * MR_WIRE_MAX_NAME + 2];
+  cookie_key(l, key, sizeof key);
+  return logged_first(cl, key);
+}
+
+/* The key under which a node refused in the TLS handshake is remembered:
+ * its address, since its name is not known before the cookie handshake. */
+static void tls_key(mr_link *l, char *out, size_t cap) {
+  snprintf(out, cap, "tls %s", l->remote);
+}
+
+static void logged_forget(mr_cluster *cl, const char *key);
+
 /* A node that links up is forgotten, so that it is reported again should
- * its cookie change later. */
+ * its cookie or its certificate change later. */
 static void cookie_forget(mr_cluster *cl, mr_link *l) {
   char key[2 * MR_WIRE_MAX_NAME + 2];
   cookie_key(l, key, sizeof key);
+  logged_forget(cl, key);
+  tls_key(l, key, sizeof key);
+  logged_forget(cl, key);
+}
+
+static void logged_forget(mr_cluster *cl, const char *key) {
   for (int i = 0; i < cl->ncookie_logged; i++)
     if (strcmp(cl->cookie_logged[i], key) == 0) {
       free(cl->cookie_logged[i]);
@@ -643,6 +664,34 @@ static void report_cookie(mr_link *l, const char *why, int refused) {
           refused ? why : "it did not accept this node's proof");
 }
 
+/* Logs a link refused in the TLS handshake (why has OpenSSL's reason, with
+ * the certificate's verify error): once per peer until it links up, on the
+ * dialing side per peer address, on the accepting side per remote
+ * address. The caller counts it. */
+static void report_tls(mr_link *l, const char *why) {
+  mr_cluster *cl = cluster_of(l);
+  peer *p = sess(l)->peer;
+  const char *dir = l->dialer ? "to" : "from";
+  const char *who = l->dialer && p ? p->addr : l->remote;
+  int first;
+  if (l->dialer && p) {
+    first = !p->tls_logged;
+    p->tls_logged = 1;
+  } else {
+    char key[2 * MR_WIRE_MAX_NAME + 2];
+    tls_key(l, key, sizeof key);
+    first = logged_first(cl, key);
+  }
+  if (!first) {
+    mr_debug("cluster: link %s %s refused again: %s", dir, who, why);
+    return;
+  }
+  mr_warn("cluster: link %s %s refused: %s; check --cluster-tls-cert and "
+          "--cluster-tls-ca on both nodes; further failures are counted in "
+          "cluster_tls_failures, not logged",
+          dir, who, why);
+}
+
 /* Counts and logs why a link ended. A peer that keeps failing the same way
  * is reported every REFUSAL_WARN_MS, not on every redial. */
 static void report_close(mr_link *l, mr_link_state was, const char *why,
@@ -657,6 +706,9 @@ static void report_close(mr_link *l, mr_link_state was, const char *why,
   } else if (was == MR_LINK_UP) {
     srv->stats.cluster_links_dropped++;
     mr_warn("cluster: link %s node %s down: %s", dir, who, why);
+  } else if (l->tls_failed) {
+    srv->stats.cluster_links_refused++;
+    report_tls(l, why);
   } else if (s->wrong_cookie) {
     srv->stats.cluster_links_refused++;
     report_cookie(l, why, refused);

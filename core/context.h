@@ -107,7 +107,17 @@ struct mr_ipcount;
     "upgrades answered 403 for an Origin not in --allow-origin")               \
   X(message_rate_closes,                                                       \
     "connections closed over --max-messages-per-second (1008, or 429 for "     \
-    "plain HTTP)")
+    "plain HTTP)")                                                             \
+  X(tls_handshakes, "TLS handshakes completed with clients")                   \
+  X(tls_handshake_failures,                                                    \
+    "client connections closed for a failed TLS handshake")                    \
+  X(tls_plaintext_refused,                                                     \
+    "plain-text connections refused 400 on the TLS port")                      \
+  X(tls_reloads, "TLS certificates and keys reloaded")                         \
+  X(tls_reload_failures,                                                       \
+    "TLS reloads that failed and kept the previous certificate")               \
+  X(cluster_tls_failures,                                                      \
+    "cluster links refused for a failed TLS handshake or certificate")
 
 typedef struct {
 #define MR_STATS_FIELD(name, help) uint64_t name;
@@ -162,6 +172,11 @@ typedef struct mr_server {
   /* --max-connections-per-ip: connections counted per address (ipcount.h),
    * from accept to close; NULL when empty or the limit is off. */
   struct mr_ipcount *ip_counts;
+  /* TLS contexts (tls.h) for clients (--tls-cert) and cluster links
+   * (--cluster-tls-*); NULL when off. A reload replaces them; sessions
+   * keep the context they were made with. */
+  struct mr_tls_ctx *tls;
+  struct mr_tls_ctx *cluster_tls;
 } mr_server;
 
 /* Pending script timers (ws.after, ws.every, conn:after): the heap less the

@@ -57,7 +57,7 @@ static void on_write(uv_write_t *req, int status) {
     mr_link_close(l, uv_strerror((int)n), 0);
     return;
   }
-  if (l->tx.outq.count)
+  if (!mr_tx_empty(&l->tx))
     pending_add(l);
 }
 
@@ -208,9 +208,18 @@ static void read_frames(mr_link *l) {
   }
 }
 
+/* A TLS link reads ciphertext here and keeps only the plaintext in its
+ * rbuf; every read is fed before its callback returns, so one buffer serves
+ * every link. */
+static uint8_t cipherbuf[65536];
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   mr_link *l = h->data;
+  if (l->tx.tls) {
+    *buf = uv_buf_init((char *)cipherbuf, sizeof cipherbuf);
+    return;
+  }
   /* A zero-length buffer makes libuv report UV_ENOBUFS to on_read. */
   if (reserve(l, READ_ROOM) != 0)
     *buf = uv_buf_init(NULL, 0);
@@ -219,14 +228,84 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
         uv_buf_init((char *)l->rbuf + l->rlen, (unsigned)(l->rcap - l->rlen));
 }
 
+/* Plaintext out of TLS, kept for read_frames. */
+static int on_plain(void *arg, const uint8_t *p, size_t n) {
+  mr_link *l = arg;
+  if (reserve(l, n) != 0) {
+    mr_link_close(l, "out of memory", 0);
+    return 1;
+  }
+  memcpy(l->rbuf + l->rlen, p, n);
+  l->rlen += n;
+  return 0;
+}
+
+/* Closes a link whose TLS failed; refused, since no frame was exchanged
+ * over a session that never came up. */
+static void tls_failed(mr_link *l, const char *what) {
+  char why[300];
+  l->env->srv->stats.cluster_tls_failures++;
+  l->tls_failed = 1;
+  snprintf(why, sizeof why, "TLS %s: %s", what, mr_tls_error(l->tx.tls));
+  mr_link_close(l, why, 1);
+}
+
+/* Feeds ciphertext to the link's session, then reads the frames it
+ * decrypted. */
+static void tls_read(mr_link *l, const uint8_t *p, size_t n) {
+  int ready = mr_tls_ready(l->tx.tls);
+  int r = mr_tls_feed(l->tx.tls, p, n, on_plain, l);
+  if (l->state == MR_LINK_CLOSED)
+    return;
+  /* A TLS 1.3 client finishes its side of the handshake before it reads
+   * the server's verdict on its certificate: a failure before the link is
+   * up is a handshake failure either way. */
+  if (r == MR_TLS_PLAIN || (r == MR_TLS_FAILED && l->state != MR_LINK_UP)) {
+    tls_failed(l, "handshake failed");
+    return;
+  }
+  if (r == MR_TLS_FAILED) {
+    char why[300];
+    snprintf(why, sizeof why, "TLS error: %s", mr_tls_error(l->tx.tls));
+    mr_link_close(l, why, 0);
+    return;
+  }
+  if (r == MR_TLS_EOF) {
+    mr_link_close(l, "closed by the peer", 0);
+    return;
+  }
+  if (!ready && mr_tls_ready(l->tx.tls))
+    mr_debug("cluster: link %s %s: %s, certificate verified", direction(l),
+             who(l), mr_tls_version(l->tx.tls));
+  if (!mr_tx_empty(&l->tx))
+    pending_add(l);
+  if (l->rlen > 0)
+    read_frames(l);
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  (void)buf;
   mr_link *l = s->data;
   if (n == 0)
     return;
   if (n < 0) {
+    /* A peer that gives up in the TLS handshake usually refused this
+     * node's certificate. */
+    if (l->tx.tls && l->state == MR_LINK_HANDSHAKE &&
+        !mr_tls_ready(l->tx.tls)) {
+      l->env->srv->stats.cluster_tls_failures++;
+      l->tls_failed = 1;
+      mr_link_close(l,
+                    "TLS handshake failed: the peer closed the connection "
+                    "(does it trust this node's certificate?)",
+                    1);
+      return;
+    }
     mr_link_close(l, n == UV_EOF ? "closed by the peer" : uv_strerror((int)n),
                   0);
+    return;
+  }
+  if (l->tx.tls) {
+    tls_read(l, (const uint8_t *)buf->base, (size_t)n);
     return;
   }
   l->rlen += (size_t)n;
@@ -283,6 +362,9 @@ void mr_link_close(mr_link *l, const char *why, int refused) {
     l->next->prev = l->prev;
   pending_remove(l);
   env->events->closed(l, was, why, refused);
+  if (l->tx.tls && was != MR_LINK_CONNECTING)
+    mr_tx_goodbye(&l->tx, (uv_stream_t *)&l->tcp); /* an alert, or TLS's
+                                                      close_notify */
   if (!l->is_virtual) {
     /* libuv cancels a write in flight (on_write runs first), then frees
      * the link in on_closed. */
@@ -327,6 +409,13 @@ static mr_link *link_new_tcp(mr_link_env *env, int dialer, int *err) {
     free(l);
     return NULL;
   }
+  /* The dialer is the TLS client. */
+  if (env->srv->cluster_tls &&
+      !(l->tx.tls = mr_tls_new(env->srv->cluster_tls, !dialer))) {
+    *err = MR_ENOMEM;
+    uv_close((uv_handle_t *)&l->tcp, on_closed);
+    return NULL;
+  }
   return l;
 }
 
@@ -359,8 +448,14 @@ static void on_connect(uv_connect_t *req, int status) {
   l->state = MR_LINK_HANDSHAKE;
   l->last_rx = uv_now(l->env->srv->loop);
   l->deadline = l->last_rx + MR_LINK_HANDSHAKE_MS;
+  /* With TLS the ClientHello goes first; what connected queues waits in
+   * the queue until the handshake is done. */
+  if (l->tx.tls && mr_tls_handshake(l->tx.tls) != MR_TLS_OK) {
+    tls_failed(l, "handshake failed");
+    return;
+  }
   l->env->events->connected(l);
-  if (l->state != MR_LINK_CLOSED && l->tx.outq.count)
+  if (l->state != MR_LINK_CLOSED && !mr_tx_empty(&l->tx))
     pending_add(l);
 }
 

@@ -10,7 +10,11 @@
  * callbacks in mr_link_events, as libuv does, so this module never calls
  * into its owner by name.
  *
- * A link is written through the shared transport (transport.h). Its memory
+ * A link is written through the shared transport (transport.h), over TLS
+ * when the server has a cluster TLS context (srv->cluster_tls): the dialer
+ * is the TLS client, the acceptor the server, and each verifies the
+ * other's certificate against the cluster CA before any frame (the
+ * owner's cookie handshake included) is read or sealed. Its memory
  * is freed only in its libuv close callback; a virtual link (no socket,
  * for tests and the busted kit) is freed when its creator releases it. */
 #ifndef MR_LINK_H
@@ -107,6 +111,10 @@ struct mr_link {
   mr_tx tx;
   uint64_t deadline; /* loop time by which the handshake must be done */
   uint64_t last_rx;  /* loop time of the last frame from the peer */
+  /* With --cluster-tls-*, l->tx.tls is the link's session (owned by tx);
+   * tls_failed is set when the link closes for a failed TLS handshake
+   * (counted in cluster_tls_failures; the reason is the close's why). */
+  int tls_failed;
   /* The owner's per-link state, env->data_size bytes, zeroed at creation
    * and freed with the link, so the owner may still read it while a close
    * it caused unwinds. */
