@@ -51,6 +51,10 @@ typedef struct {
   unsigned compression_window;  /* the server's window bits, 9..15 */
   /* --max-presence-meta: the largest encoded meta of a ws.track entry. */
   size_t max_presence_meta;
+  /* Lua guards (gate.c, watchdog.c): the Lua heap's limit in MiB and the
+   * longest a handler may run in ms; 0 turns either off. */
+  size_t lua_memory_limit;
+  unsigned handler_timeout;
 } mr_config;
 
 enum { MR_CONFIG_RUN = 0, MR_CONFIG_EXIT = 1, MR_CONFIG_USAGE = 2 };

@@ -99,7 +99,13 @@ struct mr_zpool;
   X(presence_node_drops,                                                       \
     "nodes whose counts and presence were removed when their link closed")     \
   X(presence_refused, "ws.track calls refused (meta too big, no memory)")      \
-  X(presence_events, "on_presence calls (one per room per batch)")
+  X(presence_events, "on_presence calls (one per room per batch)")             \
+  X(handler_timeouts,                                                          \
+    "handler calls interrupted for running over --handler-timeout")            \
+  X(lua_memory_limit_hits,                                                     \
+    "handler calls refused for leaving the Lua heap over --lua-memory-limit")  \
+  X(lua_memory_refusals,                                                       \
+    "upgrades and HTTP requests refused 503 while over --lua-memory-limit")
 
 typedef struct {
 #define MR_STATS_FIELD(name, help) uint64_t name;
