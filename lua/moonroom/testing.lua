@@ -43,6 +43,8 @@
 --       compression = true | "on" | "off" (permessage-deflate, default off),
 --       compression_threshold = bytes, compression_level = 1..9,
 --       compression_window = 9..15
+--       lua_memory_limit = MiB (default 1024; 0 = off); --handler-timeout is
+--       not simulated (the kit runs no watchdog thread)
 --   testing.log_level([level]) -> previous level
 --     the core's log threshold for the process: "debug", "info", "warn",
 --     "error" (the kit's default) or "off". Logs go to stderr.
@@ -251,6 +253,7 @@ local OPTIONS = {
   compression_threshold = "--compression-threshold",
   compression_level = "--compression-level",
   compression_window = "--compression-window",
+  lua_memory_limit = "--lua-memory-limit",
 }
 
 local Server = {}
