@@ -435,6 +435,7 @@ static int l_open_core(lua_State *L) {
 void mr_api_open(lua_State *L, mr_server *srv) {
   mr_handle_register(L);
   mr_gate_init(L);
+  mr_gate_configure(L, srv);
   lua_pushlightuserdata(L, (void *)&room_states_key);
   lua_newtable(L);
   lua_rawset(L, LUA_REGISTRYINDEX);

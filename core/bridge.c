@@ -40,6 +40,21 @@ static int load_facade(lua_State *L) {
   return 1;
 }
 
+/* While the Lua heap is over --lua-memory-limit, new upgrades and plain
+ * HTTP requests are refused with 503 before Lua runs: each would add to
+ * the heap. Returns 1 when refused, counted and logged (rate-limited). */
+static int over_memory(mr_bridge *b, mr_conn *c, const char *what) {
+  static mr_log_limit lim = MR_LOG_LIMIT_INIT("lua memory refusals");
+  if (!mr_gate_over_memory(b->L))
+    return 0;
+  b->srv->stats.lua_memory_refusals++;
+  mr_log_limited(&lim, MR_LOG_WARN,
+                 "conn %llu (%s): %s refused 503: the Lua heap is over "
+                 "--lua-memory-limit",
+                 (unsigned long long)c->id, mr_conn_remote(c), what);
+  return 1;
+}
+
 mr_bridge *mr_bridge_new(mr_server *srv, const char *script, char *err,
                          size_t errlen) {
   mr_bridge *b = calloc(1, sizeof *b);
@@ -190,6 +205,11 @@ static void push_request(lua_State *L, mr_conn *c, const mr_http_request *req) {
 int mr_bridge_on_connect(mr_bridge *b, mr_conn *c, const mr_http_request *req,
                          mr_conn_answer *ans) {
   lua_State *L = b->L;
+  if (over_memory(b, c, "upgrade")) {
+    ans->status = 503;
+    snprintf(ans->body, sizeof ans->body, "server over its memory limit");
+    return 0;
+  }
   /* The handle exists from here on, even without on_connect, so that
    * members() and broadcasts can name this connection. */
   if (b->s.refs[MR_H_CONNECT] == LUA_NOREF) {
@@ -203,7 +223,17 @@ int mr_bridge_on_connect(mr_bridge *b, mr_conn *c, const mr_http_request *req,
   lua_rawgeti(L, LUA_REGISTRYINDEX, b->s.refs[MR_H_CONNECT]);
   mr_handle_push(L, b->srv, c);
   push_request(L, c, req);
-  if (mr_gate_call(L, 4, 0, b->s.path, "on_connect", c->id) != 0) {
+  int r = mr_gate_call(L, 4, 0, b->s.path, "on_connect", c->id);
+  if (r == MR_ENOMEM) {
+    /* on_connect left the heap over the limit: not this connection. */
+    ans->status = 503;
+    snprintf(ans->body, sizeof ans->body, "server over its memory limit");
+    ans->protocol = NULL;
+    ans->protocol_len = 0;
+    ans->headers[0] = '\0';
+    return 0;
+  }
+  if (r != 0) {
     b->srv->stats.handler_errors++;
     ans->status = 500;
     snprintf(ans->body, sizeof ans->body, "internal error");
@@ -224,7 +254,14 @@ int mr_bridge_on_message(mr_bridge *b, mr_conn *c, const uint8_t *msg,
   mr_handle_push(L, b->srv, c);
   lua_pushlstring(L, (const char *)msg, len);
   lua_pushboolean(L, binary);
-  return mr_gate_call(L, 3, 0, b->s.path, "on_message", c->id);
+  int r = mr_gate_call(L, 3, 0, b->s.path, "on_message", c->id);
+  if (r == MR_ENOMEM) {
+    /* The handler left the heap over the limit: its connection goes, so
+     * that what it feeds the heap stops (the gate counted and logged). */
+    mr_conn_close(c, MR_CLOSE_INTERNAL, "lua memory limit", 16);
+    return 0;
+  }
+  return r;
 }
 
 void mr_bridge_on_close(mr_bridge *b, mr_conn *c, unsigned code,
@@ -278,6 +315,12 @@ int mr_bridge_on_http(mr_bridge *b, mr_conn *c, const mr_http_request *req,
       memcpy(ans->body->data, "not found\n", 10);
     return 0;
   }
+  if (over_memory(b, c, "HTTP request")) {
+    ans->status = 503;
+    if ((ans->body = mr_buf_new(29)))
+      memcpy(ans->body->data, "server over its memory limit\n", 29);
+    return 0;
+  }
   mr_http_answer_ctx x = {ans};
   lua_rawgeti(L, LUA_REGISTRYINDEX, b->http_answer_ref);
   lua_pushlightuserdata(L, &x);
@@ -290,7 +333,17 @@ int mr_bridge_on_http(mr_bridge *b, mr_conn *c, const mr_http_request *req,
   /* A plain request offers no subprotocols; on_http's req has none. */
   lua_pushnil(L);
   lua_setfield(L, -2, "protocols");
-  if (mr_gate_call(L, 3, 0, b->s.path, "on_http", c->id) != 0) {
+  int r = mr_gate_call(L, 3, 0, b->s.path, "on_http", c->id);
+  if (r == MR_ENOMEM) {
+    if (ans->body)
+      mr_buf_release(ans->body);
+    mr_http_answer_init(ans);
+    ans->status = 503;
+    if ((ans->body = mr_buf_new(29)))
+      memcpy(ans->body->data, "server over its memory limit\n", 29);
+    return 0;
+  }
+  if (r != 0) {
     b->srv->stats.handler_errors++;
     if (ans->body)
       mr_buf_release(ans->body);

@@ -64,6 +64,10 @@ typedef struct {
    * cluster links (--cluster-tls-cert, -key, -ca); "" when not given. */
   char tls_cert[1024], tls_key[1024];
   char cluster_tls_cert[1024], cluster_tls_key[1024], cluster_tls_ca[1024];
+  /* Lua guards (gate.c, watchdog.c): the Lua heap's limit in MiB and the
+   * longest a handler may run in ms; 0 turns either off. */
+  size_t lua_memory_limit;
+  unsigned handler_timeout;
 } mr_config;
 
 enum { MR_CONFIG_RUN = 0, MR_CONFIG_EXIT = 1, MR_CONFIG_USAGE = 2 };

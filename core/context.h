@@ -117,7 +117,13 @@ struct mr_ipcount;
   X(tls_reload_failures,                                                       \
     "TLS reloads that failed and kept the previous certificate")               \
   X(cluster_tls_failures,                                                      \
-    "cluster links refused for a failed TLS handshake or certificate")
+    "cluster links refused for a failed TLS handshake or certificate")         \
+  X(handler_timeouts,                                                          \
+    "handler calls interrupted for running over --handler-timeout")            \
+  X(lua_memory_limit_hits,                                                     \
+    "handler calls refused for leaving the Lua heap over --lua-memory-limit")  \
+  X(lua_memory_refusals,                                                       \
+    "upgrades and HTTP requests refused 503 while over --lua-memory-limit")
 
 typedef struct {
 #define MR_STATS_FIELD(name, help) uint64_t name;

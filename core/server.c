@@ -318,6 +318,7 @@ int mr_server_listen(mr_server *srv) {
   uv_unref((uv_handle_t *)&srv->timer);
   /* Signals go to the watchdog's thread, never to uv_signal_t: libuv's
    * handler would only run when the loop does. */
+  mr_watchdog_set_timeout(srv->cfg.handler_timeout);
   if ((r = mr_watchdog_start(srv->loop, on_signal, srv)) != 0) {
     mr_error("cannot start the signal watchdog: %s", uv_strerror(r));
     return r;

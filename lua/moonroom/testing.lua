@@ -47,6 +47,8 @@
 --       127.0.0.1 by default), max_messages_per_second = n,
 --       message_burst = n (the bucket refills with srv:advance),
 --       allow_origin = "https://example.com, ..." (send an Origin header)
+--       lua_memory_limit = MiB (default 1024; 0 = off); --handler-timeout is
+--       not simulated (the kit runs no watchdog thread)
 --   testing.log_level([level]) -> previous level
 --     the core's log threshold for the process: "debug", "info", "warn",
 --     "error" (the kit's default) or "off". Logs go to stderr.
@@ -259,6 +261,7 @@ local OPTIONS = {
   max_messages_per_second = "--max-messages-per-second",
   message_burst = "--message-burst",
   allow_origin = "--allow-origin",
+  lua_memory_limit = "--lua-memory-limit",
 }
 
 local Server = {}

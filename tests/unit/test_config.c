@@ -121,7 +121,9 @@ static void test_defaults(void) {
   CHECK_EQ_INT(cfg.max_messages_per_second, 0);
   CHECK_EQ_INT(cfg.message_burst, 0);
   CHECK_STR(cfg.allow_origin, "");
-  CHECK_EQ_INT(out_len, 0); /* nothing printed */
+  CHECK_EQ_INT(cfg.lua_memory_limit, 1024); /* MiB; the guards are on */
+  CHECK_EQ_INT(cfg.handler_timeout, 5000);  /* ms */
+  CHECK_EQ_INT(out_len, 0);                 /* nothing printed */
 }
 
 /* ---- the abuse limits ---- */
@@ -201,6 +203,18 @@ static void test_options(void) {
   CHECK_EQ_INT(cfg.max_body, 0);
   CHECK_EQ_INT(cfg.request_timeout, 3);
   CHECK_EQ_INT(cfg.keepalive_timeout, 1);
+
+  /* The Lua guards: 0 turns each off. */
+  CHECK_EQ_INT(parse("--lua-memory-limit", "0", "--handler-timeout", "0",
+                     "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.lua_memory_limit, 0);
+  CHECK_EQ_INT(cfg.handler_timeout, 0);
+  CHECK_EQ_INT(parse("--lua-memory-limit", "64", "--handler-timeout", "250",
+                     "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.lua_memory_limit, 64);
+  CHECK_EQ_INT(cfg.handler_timeout, 250);
 
   CHECK_EQ_INT(parse("--max-connections", "0", "app.lua", NULL), MR_CONFIG_RUN);
   CHECK_EQ_INT(cfg.max_connections, 0);
@@ -337,6 +351,10 @@ static void test_bad_values(void) {
             "--request-timeout: expected a number of seconds, got '0'");
   check_bad("--keepalive-timeout", "0",
             "--keepalive-timeout: expected a number of seconds, got '0'");
+  check_bad("--lua-memory-limit", "1048577",
+            "--lua-memory-limit: expected 0..1048576 MiB, got '1048577'");
+  check_bad("--handler-timeout", "-1",
+            "--handler-timeout: expected 0..86400000 ms, got '-1'");
   check_bad("--max-connections", "100000001",
             "--max-connections: expected a count, got '100000001'");
   check_bad("--max-connections", "many",
@@ -540,6 +558,13 @@ static const char help_golden[] =
     "                            (default 10)\n"
     "  --keepalive-timeout SECONDS  close an idle keep-alive HTTP connection\n"
     "                            after this long (default 5)\n"
+    "  --lua-memory-limit MB     Lua heap limit: a handler that leaves the\n"
+    "                            heap over it after a full collection is\n"
+    "                            refused (its connection closed 1011), 0 = no\n"
+    "                            limit (default 1024)\n"
+    "  --handler-timeout MS      interrupt a handler that runs longer than\n"
+    "                            this (exit 4 if it cannot be), 0 = never\n"
+    "                            (default 5000)\n"
     "  --compression off|on      negotiate permessage-deflate (RFC 7692) with\n"
     "                            clients that offer it (default off)\n"
     "  --compression-threshold BYTES  messages shorter than this are sent\n"
@@ -751,6 +776,8 @@ static void test_table_shape(void) {
                                       "max-body",
                                       "request-timeout",
                                       "keepalive-timeout",
+                                      "lua-memory-limit",
+                                      "handler-timeout",
                                       "compression",
                                       "compression-threshold",
                                       "compression-level",

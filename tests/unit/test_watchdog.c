@@ -31,6 +31,53 @@ static void test_label_nests(void) {
   CHECK(l.event == NULL && l.script == NULL && l.conn == 0);
 }
 
+/* The counter moves at the outermost enter and leave only: odd while Lua
+ * runs, and a nested call (on_close inside a handler's send) is part of
+ * the call around it. */
+static void test_counter_counts_outermost_calls(void) {
+  uint64_t s0 = mr_watchdog_seq();
+  CHECK((s0 & 1) == 0);
+  mr_watchdog_label a = mr_watchdog_enter("a.lua", "on_message", 7);
+  CHECK_EQ_INT(mr_watchdog_seq(), s0 + 1);
+  mr_watchdog_label b = mr_watchdog_enter("a.lua", "on_close", 9);
+  CHECK_EQ_INT(mr_watchdog_seq(), s0 + 1);
+  mr_watchdog_leave(b);
+  CHECK_EQ_INT(mr_watchdog_seq(), s0 + 1);
+  mr_watchdog_leave(a);
+  CHECK_EQ_INT(mr_watchdog_seq(), s0 + 2);
+}
+
+/* The decision, with a fake clock (ms) and a timeout of 100, grace 1000. */
+static void test_decide(void) {
+  mr_watchdog_judge j;
+  memset(&j, 0, sizeof j);
+  /* Outside Lua (even counter): nothing, however long. */
+  CHECK_EQ_INT(mr_watchdog_decide(&j, 4, 0, 100, 1000), MR_WD_WAIT);
+  CHECK_EQ_INT(mr_watchdog_decide(&j, 4, 5000, 100, 1000), MR_WD_WAIT);
+  /* A call first seen at 5000 overruns at 5100, not before. */
+  CHECK_EQ_INT(mr_watchdog_decide(&j, 5, 5000, 100, 1000), MR_WD_WAIT);
+  CHECK_EQ_INT(mr_watchdog_decide(&j, 5, 5099, 100, 1000), MR_WD_WAIT);
+  CHECK_EQ_INT(mr_watchdog_decide(&j, 5, 5100, 100, 1000), MR_WD_INTERRUPT);
+  /* Interrupted once; stalled when still the same call after the grace. */
+  CHECK_EQ_INT(mr_watchdog_decide(&j, 5, 5200, 100, 1000), MR_WD_WAIT);
+  CHECK_EQ_INT(mr_watchdog_decide(&j, 5, 6099, 100, 1000), MR_WD_WAIT);
+  CHECK_EQ_INT(mr_watchdog_decide(&j, 5, 6100, 100, 1000), MR_WD_STALLED);
+  /* Many short calls between two looks are never one long call. */
+  memset(&j, 0, sizeof j);
+  uint64_t seq = 7;
+  for (uint64_t t = 0; t < 1000; t += 50, seq += 2)
+    CHECK_EQ_INT(mr_watchdog_decide(&j, seq, t, 100, 1000), MR_WD_WAIT);
+  /* A call that ended after its interrupt resets the judgement: the next
+   * one gets its own full timeout. */
+  memset(&j, 0, sizeof j);
+  CHECK_EQ_INT(mr_watchdog_decide(&j, 9, 0, 100, 1000), MR_WD_WAIT);
+  CHECK_EQ_INT(mr_watchdog_decide(&j, 9, 100, 100, 1000), MR_WD_INTERRUPT);
+  CHECK_EQ_INT(mr_watchdog_decide(&j, 10, 150, 100, 1000), MR_WD_WAIT);
+  CHECK_EQ_INT(mr_watchdog_decide(&j, 11, 160, 100, 1000), MR_WD_WAIT);
+  CHECK_EQ_INT(mr_watchdog_decide(&j, 11, 259, 100, 1000), MR_WD_WAIT);
+  CHECK_EQ_INT(mr_watchdog_decide(&j, 11, 260, 100, 1000), MR_WD_INTERRUPT);
+}
+
 static int got_hup, got_term;
 static pthread_t loop_thread;
 static int wrong_thread;
@@ -78,6 +125,8 @@ static void test_signals_reach_the_loop(void) {
 
 int main(void) {
   test_label_nests();
+  test_counter_counts_outermost_calls();
+  test_decide();
   test_signals_reach_the_loop();
   return test_report();
 }
