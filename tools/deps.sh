@@ -9,7 +9,8 @@ packages=(
   libuv1-dev            # the event loop
   libwslay-dev          # WebSocket frame codec
   libluajit-5.1-dev luajit  # handler scripts; luajit compiles lua/ at build time
-  libssl-dev            # SHA-1/base64 for the handshake, HMAC-SHA256 for the cluster
+  libssl-dev            # TLS; SHA-1/base64 for the handshake, HMAC-SHA256 for the cluster
+  openssl               # the TLS tests make throw-away certificates with it
   libhttp-parser-dev    # HTTP request head parser
   uthash-dev            # hash tables for rooms and connection ids
   zlib1g-dev            # permessage-deflate (RFC 7692)
