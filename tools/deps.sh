@@ -13,6 +13,8 @@ packages=(
   openssl               # the TLS tests make throw-away certificates with it
   libhttp-parser-dev    # HTTP request head parser
   uthash-dev            # hash tables for rooms and connection ids
+  libhiredis-dev        # the Redis engine (--engine redis://), with its libuv adapter
+  redis-server          # the Redis engine's tests start their own on a free port
   zlib1g-dev            # permessage-deflate (RFC 7692)
   lua-busted            # handler specs
   lua-cjson             # ws.json (the JSON library OpenResty ships)
