@@ -209,6 +209,38 @@ const mr_option mr_options[] = {
      .def = "512",
      .expect = "16..32768 bytes",
      .help = "largest encoded meta of one ws.track entry"},
+    {.name = "tls-cert",
+     .arg = "FILE",
+     .type = MR_OPT_STRING,
+     FIELD(tls_cert),
+     .expect = "a PEM file",
+     .help = "serve TLS (wss://, https://) on --listen with this certificate "
+             "chain; needs --tls-key (default off)"},
+    {.name = "tls-key",
+     .arg = "FILE",
+     .type = MR_OPT_STRING,
+     FIELD(tls_key),
+     .expect = "a PEM file",
+     .help = "the private key of --tls-cert"},
+    {.name = "cluster-tls-cert",
+     .arg = "FILE",
+     .type = MR_OPT_STRING,
+     FIELD(cluster_tls_cert),
+     .expect = "a PEM file",
+     .help = "run cluster links over TLS with this certificate; needs "
+             "--cluster-tls-key and --cluster-tls-ca (default off)"},
+    {.name = "cluster-tls-key",
+     .arg = "FILE",
+     .type = MR_OPT_STRING,
+     FIELD(cluster_tls_key),
+     .expect = "a PEM file",
+     .help = "the private key of --cluster-tls-cert"},
+    {.name = "cluster-tls-ca",
+     .arg = "FILE",
+     .type = MR_OPT_STRING,
+     FIELD(cluster_tls_ca),
+     .expect = "a PEM file",
+     .help = "the CA that signs every node's cluster certificate"},
     {.name = "help", .type = MR_OPT_HELP, .help = "print this help and exit"},
     {.name = "version",
      .type = MR_OPT_VERSION,
@@ -476,6 +508,30 @@ static int cluster_cookie(mr_config *cfg, char *err, size_t errlen) {
   return MR_CONFIG_RUN;
 }
 
+/* Checks that the TLS files come as a whole: a certificate and its key,
+ * and for cluster links also the CA, on a node that clusters. */
+static int tls_options(const mr_config *cfg, char *err, size_t errlen) {
+  if (!cfg->tls_cert[0] != !cfg->tls_key[0]) {
+    snprintf(err, errlen, "--tls-cert and --tls-key go together");
+    return MR_CONFIG_USAGE;
+  }
+  int n = !!cfg->cluster_tls_cert[0] + !!cfg->cluster_tls_key[0] +
+          !!cfg->cluster_tls_ca[0];
+  if (n != 0 && n != 3) {
+    snprintf(err, errlen,
+             "--cluster-tls-cert, --cluster-tls-key and "
+             "--cluster-tls-ca go together");
+    return MR_CONFIG_USAGE;
+  }
+  if (n == 3 && !cfg->cluster) {
+    snprintf(err, errlen,
+             "--cluster-tls-cert needs --cluster-listen or "
+             "--peer");
+    return MR_CONFIG_USAGE;
+  }
+  return MR_CONFIG_RUN;
+}
+
 /* Checks what only the whole command line tells: that there is exactly one
  * SCRIPT, and whether this node clusters. */
 static int finish(mr_config *cfg, int argc, char **argv, char *err,
@@ -491,6 +547,8 @@ static int finish(mr_config *cfg, int argc, char **argv, char *err,
    * listening for or dialling other nodes is what clustering means. */
   cfg->has_cluster_listen = cfg->cluster_listen.host[0] != '\0';
   cfg->cluster = cfg->has_cluster_listen || cfg->npeers > 0;
+  if (tls_options(cfg, err, errlen) != MR_CONFIG_RUN)
+    return MR_CONFIG_USAGE;
   return cluster_cookie(cfg, err, errlen);
 }
 

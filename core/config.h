@@ -51,6 +51,10 @@ typedef struct {
   unsigned compression_window;  /* the server's window bits, 9..15 */
   /* --max-presence-meta: the largest encoded meta of a ws.track entry. */
   size_t max_presence_meta;
+  /* TLS (tls.c): the files for clients (--tls-cert, --tls-key) and for
+   * cluster links (--cluster-tls-cert, -key, -ca); "" when not given. */
+  char tls_cert[1024], tls_key[1024];
+  char cluster_tls_cert[1024], cluster_tls_key[1024], cluster_tls_ca[1024];
 } mr_config;
 
 enum { MR_CONFIG_RUN = 0, MR_CONFIG_EXIT = 1, MR_CONFIG_USAGE = 2 };

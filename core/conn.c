@@ -112,7 +112,7 @@ static void on_write(uv_write_t *req, int status) {
     return;
   }
   c->srv->stats.bytes_out += (size_t)n;
-  if (c->tx.outq.count > 0 || c->closing_how == MR_CLOSING_AFTER_FLUSH)
+  if (!mr_tx_empty(&c->tx) || c->closing_how == MR_CLOSING_AFTER_FLUSH)
     mr_conn__pending_add(c);
 }
 
@@ -132,7 +132,7 @@ void mr_conn_flush(mr_conn *c) {
                  r == MR_ENOMEM ? "out of memory" : "write failed");
     return;
   }
-  if (c->tx.outq.count == 0 && c->closing_how == MR_CLOSING_AFTER_FLUSH)
+  if (mr_tx_empty(&c->tx) && c->closing_how == MR_CLOSING_AFTER_FLUSH)
     mr_conn_doom(c, MR_CLOSE_ABNORMAL, "");
 }
 
@@ -441,6 +441,94 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init((char *)readbuf, sizeof readbuf);
 }
 
+/* Hands bytes of the stream (as read, or as TLS decrypted them) to the
+ * upgrade, the WebSocket session or the plain HTTP exchange. */
+static void deliver(mr_conn *c, const uint8_t *p, size_t n) {
+  if (c->state == MR_CONN_HANDSHAKE)
+    mr_conn__handshake(c, (const char *)p, n);
+  else if (c->state == MR_CONN_OPEN || c->state == MR_CONN_CLOSING)
+    mr_conn__feed_ws(c, p, n);
+  else if (c->state == MR_CONN_HTTP)
+    mr_conn__http_read(c, (const char *)p, n);
+}
+
+/* Plaintext out of TLS; stops once the connection reads no more. */
+static int on_plain(void *arg, const uint8_t *p, size_t n) {
+  mr_conn *c = arg;
+  deliver(c, p, n);
+  return c->state == MR_CONN_CLOSED || c->closing_how == MR_CLOSING_AFTER_FLUSH;
+}
+
+/* Ends a connection whose TLS failed: the alert OpenSSL made (if any) is
+ * written, then the socket closed, within the closing grace. */
+static void close_after_alert(mr_conn *c) {
+  c->state = MR_CONN_CLOSING;
+  c->closing_how = MR_CLOSING_AFTER_FLUSH;
+  c->deadline = uv_now(c->srv->loop) + MR_CONN_CLOSING_GRACE_MS;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  mr_conn__pending_add(c);
+}
+
+/* Failed TLS handshakes, however they fail, share one log limit. */
+static mr_log_limit tls_failed_lim = MR_LOG_LIMIT_INIT("failed TLS handshakes");
+
+/* Counts and logs a TLS handshake that failed for why. */
+static void tls_handshake_failed(mr_conn *c, const char *why) {
+  c->srv->stats.tls_handshake_failures++;
+  mr_log_limited(&tls_failed_lim, MR_LOG_INFO,
+                 "conn %llu (%s): closed: TLS handshake failed: %s",
+                 (unsigned long long)c->id, mr_conn_remote(c), why);
+}
+
+/* Feeds ciphertext to c's TLS session; what it decrypts goes to deliver.
+ * A plain-text client is answered 400 in plain text, a failed handshake
+ * gets OpenSSL's alert; both are counted and logged. */
+static void tls_read(mr_conn *c, const uint8_t *p, size_t n) {
+  mr_server *srv = c->srv;
+  int ready = mr_tls_ready(c->tx.tls);
+  int r = mr_tls_feed(c->tx.tls, p, n, on_plain, c);
+  if (c->state == MR_CONN_CLOSED)
+    return;
+  if (!ready && mr_tls_ready(c->tx.tls)) {
+    srv->stats.tls_handshakes++;
+    mr_debug("conn %llu (%s): %s", (unsigned long long)c->id, mr_conn_remote(c),
+             mr_tls_version(c->tx.tls));
+  }
+  if (r == MR_TLS_PLAIN) {
+    static mr_log_limit lim =
+        MR_LOG_LIMIT_INIT("plain-text connections on the TLS port");
+    srv->stats.tls_plaintext_refused++;
+    mr_log_limited(&lim, MR_LOG_INFO,
+                   "conn %llu (%s): refused: plain text on the TLS port "
+                   "(--tls-cert): use wss:// or https://",
+                   (unsigned long long)c->id, mr_conn_remote(c));
+    mr_tx_drop_tls(&c->tx);
+    mr_conn__refuse(c, 400, "this port speaks TLS: use wss:// or https://", "");
+    return;
+  }
+  if (r == MR_TLS_FAILED) {
+    static mr_log_limit lim = MR_LOG_LIMIT_INIT("TLS record errors");
+    if (!ready) {
+      tls_handshake_failed(c, mr_tls_error(c->tx.tls));
+    } else {
+      srv->stats.protocol_errors++;
+      mr_log_limited(&lim, MR_LOG_INFO, "conn %llu (%s): closed: TLS error: %s",
+                     (unsigned long long)c->id, mr_conn_remote(c),
+                     mr_tls_error(c->tx.tls));
+    }
+    mr_conn__set_close(c, MR_CLOSE_ABNORMAL, "TLS error", 9);
+    close_after_alert(c);
+    return;
+  }
+  if (r == MR_TLS_EOF) {
+    mr_conn__set_close(c, MR_CLOSE_ABNORMAL, "", 0);
+    mr_conn__terminate(c);
+    return;
+  }
+  if (!mr_tx_empty(&c->tx))
+    mr_conn__pending_add(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   mr_conn *c = s->data;
   mr_server *srv = c->srv;
@@ -450,18 +538,23 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     if (n != UV_EOF)
       mr_debug("conn %llu: read error: %s", (unsigned long long)c->id,
                uv_strerror((int)n));
+    /* A client that gives up in the middle of the handshake usually did
+     * not accept the certificate: it may close without an alert. */
+    if (c->tx.tls && mr_tls_started(c->tx.tls) && !mr_tls_ready(c->tx.tls) &&
+        c->state == MR_CONN_HANDSHAKE)
+      tls_handshake_failed(c, "the client closed the connection in the "
+                              "handshake (does it trust the certificate?)");
     mr_conn__set_close(c, MR_CLOSE_ABNORMAL, "", 0);
     mr_conn__terminate(c);
     return;
   }
   srv->stats.bytes_in += (size_t)n;
   c->last_rx = uv_now(srv->loop);
-  if (c->state == MR_CONN_HANDSHAKE)
-    mr_conn__handshake(c, buf->base, (size_t)n);
-  else if (c->state == MR_CONN_OPEN || c->state == MR_CONN_CLOSING)
-    mr_conn__feed_ws(c, (const uint8_t *)buf->base, (size_t)n);
-  else if (c->state == MR_CONN_HTTP)
-    mr_conn__http_read(c, buf->base, (size_t)n);
+  if (c->tx.tls) {
+    tls_read(c, (const uint8_t *)buf->base, (size_t)n);
+    return;
+  }
+  deliver(c, (const uint8_t *)buf->base, (size_t)n);
 }
 
 /* ---- lifetime -------------------------------------------------------------
@@ -518,6 +611,8 @@ void mr_conn__terminate(mr_conn *c) {
     on_closed((uv_handle_t *)&c->tcp);
     return;
   }
+  if (c->tx.tls)
+    mr_tx_goodbye(&c->tx, (uv_stream_t *)&c->tcp);
   c->flags |= MR_CF_TCP_CLOSE;
   uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
@@ -654,7 +749,15 @@ void mr_conn_accept(mr_server *srv) {
   srv->stats.connections_accepted++;
   uv_tcp_nodelay(&c->tcp, 1);
   c->state = MR_CONN_HANDSHAKE;
+  /* With TLS, the handshake timeout covers the TLS handshake too. */
   c->deadline = uv_now(srv->loop) + (uint64_t)srv->cfg.handshake_timeout * 1000;
+  if (srv->tls && !(c->tx.tls = mr_tls_new(srv->tls, 1))) {
+    srv->stats.internal_errors++;
+    mr_warn("conn %llu: cannot start TLS: out of memory",
+            (unsigned long long)c->id);
+    mr_conn__terminate(c);
+    return;
+  }
   int r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
   if (r != 0) {
     mr_warn("conn %llu: read_start failed: %s", (unsigned long long)c->id,
@@ -673,8 +776,11 @@ void mr_conn_sweep(mr_conn *c, uint64_t now) {
     if (now >= c->deadline) {
       static mr_log_limit lim = MR_LOG_LIMIT_INIT("handshake timeouts");
       srv->stats.handshakes_timed_out++;
-      mr_log_limited(&lim, MR_LOG_INFO, "conn %llu (%s): handshake timed out",
-                     (unsigned long long)c->id, mr_conn_remote(c));
+      mr_log_limited(&lim, MR_LOG_INFO, "conn %llu (%s): handshake timed out%s",
+                     (unsigned long long)c->id, mr_conn_remote(c),
+                     c->tx.tls && !mr_tls_ready(c->tx.tls)
+                         ? " (TLS handshake not finished)"
+                         : "");
       mr_conn__terminate(c);
     }
     return;

@@ -99,7 +99,17 @@ struct mr_zpool;
   X(presence_node_drops,                                                       \
     "nodes whose counts and presence were removed when their link closed")     \
   X(presence_refused, "ws.track calls refused (meta too big, no memory)")      \
-  X(presence_events, "on_presence calls (one per room per batch)")
+  X(presence_events, "on_presence calls (one per room per batch)")             \
+  X(tls_handshakes, "TLS handshakes completed with clients")                   \
+  X(tls_handshake_failures,                                                    \
+    "client connections closed for a failed TLS handshake")                    \
+  X(tls_plaintext_refused,                                                     \
+    "plain-text connections refused 400 on the TLS port")                      \
+  X(tls_reloads, "TLS certificates and keys reloaded")                         \
+  X(tls_reload_failures,                                                       \
+    "TLS reloads that failed and kept the previous certificate")               \
+  X(cluster_tls_failures,                                                      \
+    "cluster links refused for a failed TLS handshake or certificate")
 
 typedef struct {
 #define MR_STATS_FIELD(name, help) uint64_t name;
@@ -151,6 +161,11 @@ typedef struct mr_server {
    * flush on the timer heap (0: none pending). */
   struct mr_presence *presence;
   uint64_t presence_timer;
+  /* TLS contexts (tls.h) for clients (--tls-cert) and cluster links
+   * (--cluster-tls-*); NULL when off. A reload replaces them; sessions
+   * keep the context they were made with. */
+  struct mr_tls_ctx *tls;
+  struct mr_tls_ctx *cluster_tls;
 } mr_server;
 
 #endif

@@ -57,7 +57,7 @@ static void on_write(uv_write_t *req, int status) {
     mr_link_close(l, uv_strerror((int)n), 0);
     return;
   }
-  if (l->tx.outq.count)
+  if (!mr_tx_empty(&l->tx))
     pending_add(l);
 }
 

@@ -34,6 +34,7 @@
 #include "error.h"
 #include "gate.h"
 #include "log.h"
+#include "tls.h"
 
 /* Bursts of events closer together than this become one reload. */
 #define DEBOUNCE_MS 150
@@ -353,7 +354,49 @@ static int locate(mr_server *srv) {
   return 0;
 }
 
+/* Replaces *slot with a context made from cert and key (and ca) unless
+ * they cannot be loaded; opt names the option in the log. Returns 0, or 1
+ * when the files failed. */
+static int swap_tls(mr_server *srv, struct mr_tls_ctx **slot, const char *opt,
+                    const char *cert, const char *key, const char *ca,
+                    int startup) {
+  char err[1024];
+  mr_tls_ctx *ctx = mr_tls_ctx_new(cert, key, ca, err, sizeof err);
+  if (!ctx) {
+    if (startup) {
+      mr_error("%s: %s", opt, err);
+    } else {
+      srv->stats.tls_reload_failures++;
+      mr_warn("%s: reload failed, keeping the previous certificate: %s", opt,
+              err);
+    }
+    return 1;
+  }
+  char desc[512];
+  mr_tls_ctx_describe(ctx, desc, sizeof desc);
+  mr_tls_ctx_free(*slot);
+  *slot = ctx;
+  if (!startup)
+    srv->stats.tls_reloads++;
+  mr_info("%s %s%s: %s", opt, cert, startup ? "" : " reloaded", desc);
+  return 0;
+}
+
+int mr_reload_tls(mr_server *srv, int startup) {
+  const mr_config *cfg = &srv->cfg;
+  int failed = 0;
+  if (cfg->tls_cert[0])
+    failed |= swap_tls(srv, &srv->tls, "--tls-cert", cfg->tls_cert,
+                       cfg->tls_key, NULL, startup);
+  if (cfg->cluster_tls_cert[0])
+    failed |= swap_tls(srv, &srv->cluster_tls, "--cluster-tls-cert",
+                       cfg->cluster_tls_cert, cfg->cluster_tls_key,
+                       cfg->cluster_tls_ca, startup);
+  return failed ? MR_EINVAL : 0;
+}
+
 int mr_reload_now(mr_server *srv, const char *why) {
+  mr_reload_tls(srv, 0);
   if (!srv->bridge)
     return MR_ELUA;
   /* Remember the content being loaded whatever the outcome, so that the

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "presence.h"
 #include "reload.h"
+#include "tls.h"
 #include "watchdog.h"
 #include "ws.h"
 
@@ -287,6 +288,10 @@ int mr_server_listen(mr_server *srv) {
              srv->cfg.listen.port);
     return r;
   }
+  /* The certificates are read before the port is bound, so that a node
+   * with a broken one never accepts a client it cannot serve. */
+  if ((r = mr_reload_tls(srv, 1)) != 0)
+    return r;
   uv_tcp_init(srv->loop, &srv->listener);
   srv->listener.data = srv;
   if ((r = uv_tcp_bind(&srv->listener, (struct sockaddr *)&ss, 0)) != 0 ||
@@ -381,4 +386,7 @@ void mr_server_free(mr_server *srv) {
   HASH_CLEAR(hh, srv->conns_by_id);
   mr_admin_free(srv->admin);
   srv->admin = NULL;
+  mr_tls_ctx_free(srv->tls);
+  mr_tls_ctx_free(srv->cluster_tls);
+  srv->tls = srv->cluster_tls = NULL;
 }

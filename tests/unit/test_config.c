@@ -516,6 +516,16 @@ static const char help_golden[] =
     "                            (server_max_window_bits) (default 15)\n"
     "  --max-presence-meta BYTES  largest encoded meta of one ws.track entry\n"
     "                            (default 512)\n"
+    "  --tls-cert FILE           serve TLS (wss://, https://) on --listen\n"
+    "                            with this certificate chain; needs --tls-key\n"
+    "                            (default off)\n"
+    "  --tls-key FILE            the private key of --tls-cert\n"
+    "  --cluster-tls-cert FILE   run cluster links over TLS with this\n"
+    "                            certificate; needs --cluster-tls-key and\n"
+    "                            --cluster-tls-ca (default off)\n"
+    "  --cluster-tls-key FILE    the private key of --cluster-tls-cert\n"
+    "  --cluster-tls-ca FILE     the CA that signs every node's cluster\n"
+    "                            certificate\n"
     "  --help                    print this help and exit\n"
     "  --version                 print the version and exit\n";
 
@@ -648,6 +658,13 @@ static int row_takes_value(const mr_option *o) {
 static int parse_row(const mr_option *o, const char *value) {
   char opt[64];
   snprintf(opt, sizeof opt, "--%s", o->name);
+  /* The TLS files go together: the others are given first, and the row's
+   * own value comes last and wins. */
+  if (strstr(o->name, "tls-") && value)
+    return parse("--cookie", "k", "--peer", "127.0.0.1:1", "--tls-cert", "c",
+                 "--tls-key", "k", "--cluster-tls-cert", "c",
+                 "--cluster-tls-key", "k", "--cluster-tls-ca", "a", opt, value,
+                 "app.lua", NULL);
   if (!value)
     return parse("--cookie", "k", opt, "app.lua", NULL);
   return parse("--cookie", "k", opt, value, "app.lua", NULL);
@@ -692,6 +709,11 @@ static void test_table_shape(void) {
                                       "compression-level",
                                       "compression-window",
                                       "max-presence-meta",
+                                      "tls-cert",
+                                      "tls-key",
+                                      "cluster-tls-cert",
+                                      "cluster-tls-key",
+                                      "cluster-tls-ca",
                                       "help",
                                       "version"};
   size_t n = sizeof names / sizeof names[0];
@@ -974,6 +996,39 @@ static void check_addr_bad(const char *s) {
   CHECK(strcmp(a.host, "untouched") == 0 && a.port == 4242);
 }
 
+/* ---- TLS files ---- */
+
+static void test_tls(void) {
+  CHECK_EQ_INT(parse("app.lua", NULL), MR_CONFIG_RUN);
+  CHECK_STR(cfg.tls_cert, "");
+  CHECK_STR(cfg.cluster_tls_ca, "");
+  CHECK_EQ_INT(
+      parse("--tls-cert", "c.pem", "--tls-key", "k.pem", "app.lua", NULL),
+      MR_CONFIG_RUN);
+  CHECK_STR(cfg.tls_cert, "c.pem");
+  CHECK_STR(cfg.tls_key, "k.pem");
+  CHECK_EQ_INT(parse("--tls-cert", "c.pem", "app.lua", NULL), MR_CONFIG_USAGE);
+  CHECK_CONTAINS(err, "--tls-cert and --tls-key go together");
+  CHECK_EQ_INT(parse("--tls-key", "k.pem", "app.lua", NULL), MR_CONFIG_USAGE);
+  CHECK_EQ_INT(parse("--cluster-tls-cert", "c", "--cluster-tls-key", "k",
+                     "--cluster-tls-ca", "ca", "--peer", "127.0.0.1:1",
+                     "--cookie", "s", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_STR(cfg.cluster_tls_cert, "c");
+  CHECK_STR(cfg.cluster_tls_key, "k");
+  CHECK_STR(cfg.cluster_tls_ca, "ca");
+  CHECK_EQ_INT(parse("--cluster-tls-cert", "c", "--cluster-tls-key", "k",
+                     "--peer", "127.0.0.1:1", "--cookie", "s", "app.lua", NULL),
+               MR_CONFIG_USAGE);
+  CHECK_CONTAINS(err, "go together");
+  CHECK_EQ_INT(parse("--cluster-tls-cert", "c", "--cluster-tls-key", "k",
+                     "--cluster-tls-ca", "ca", "app.lua", NULL),
+               MR_CONFIG_USAGE);
+  CHECK_CONTAINS(err, "needs --cluster-listen or --peer");
+  CHECK_EQ_INT(parse("--tls-cert", "", "--tls-key", "k", "app.lua", NULL),
+               MR_CONFIG_USAGE);
+}
+
 static void test_addr(void) {
   check_addr("127.0.0.1:8080", "127.0.0.1", 8080);
   check_addr("localhost:0", "localhost", 0);
@@ -1030,6 +1085,7 @@ int main(void) {
   test_help_text();
   test_cluster();
   test_addr();
+  test_tls();
   test_table_shape();
   test_table_rows();
   test_table_defaults();
