@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from conftest import REPO_ROOT, free_port, http_request, wait_until
-from tls_certs import make_certs
+from tlsutil import make_ca, make_cert
 
 NODE_DIR = REPO_ROOT / "tests" / "node"
 CLIENT = NODE_DIR / "tls.js"
@@ -24,11 +24,22 @@ NODE_TIMEOUT = 60  # seconds for one run of the client; it takes one or two
 
 # The ws.stats() counter of TLS handshakes the server saw fail.
 TLS_FAILED = "tls_handshake_failures"
+# ... and the ones that completed.
+TLS_DONE = "tls_handshakes"
+
+
+class Certs:
+    """The paths a test needs: ca (the CA's certificate), cert, key."""
+
+    def __init__(self, tmp_path):
+        ca = make_ca(tmp_path / "pki")
+        leaf = make_cert(ca, "localhost")
+        self.ca, self.cert, self.key = ca.cert, leaf.cert, leaf.key
 
 
 @pytest.fixture
 def certs(tmp_path):
-    return make_certs(tmp_path / "pki")
+    return Certs(tmp_path)
 
 
 def tls_server(server, certs, script, args=()):
@@ -73,7 +84,7 @@ def check_tls(info, version):
     assert info["protocol"] == version, info
     assert info["authorized"] is True, info
     assert info["alpn"] == "http/1.1", info
-    assert info["peer_cn"] == "127.0.0.1", info
+    assert info["peer_cn"] == "localhost", info
 
 
 def test_echo_over_tls_1_3_and_1_2(server, certs):
@@ -109,19 +120,27 @@ def test_chat_room_over_tls(server, certs):
 def test_client_without_the_ca_is_refused(server, certs):
     """A ws client that does not trust the test CA fails with Node's
     certificate error, and so does one that checks for a name the
-    certificate lacks; the server counts and logs the refused handshake and
-    goes on serving: a client with the CA gets through after them."""
+    certificate lacks. Node checks the certificate when the server's
+    Finished arrives and closes before sending its own, so the server sees
+    both as failed handshakes: it counts them (exactly two), logs each, and
+    goes on serving: a client with the CA gets through after them (one
+    completed handshake)."""
     srv, base, admin = tls_server(server, certs, ECHO)
     before = metric(admin, TLS_FAILED)
+    done = metric(admin, TLS_DONE)
     out = node_client("untrusted", base + "/", certs.ca)
     assert out["no_ca"]["connected"] is False, out
     assert out["no_ca"]["code"] == "UNABLE_TO_VERIFY_LEAF_SIGNATURE", out
     assert out["wrong_name"]["connected"] is False, out
     assert out["wrong_name"]["code"] == "ERR_TLS_CERT_ALTNAME_INVALID", out
     assert out["with_ca"]["connected"] is True, out
-    wait_until(lambda: metric(admin, TLS_FAILED) >= before + 1, timeout=5,
-               what=lambda: f"{TLS_FAILED} to count the refused handshake "
+    wait_until(lambda: metric(admin, TLS_FAILED) >= before + 2, timeout=5,
+               what=lambda: f"{TLS_FAILED} to count both refused handshakes "
                             f"(was {before}, now {metric(admin, TLS_FAILED)})")
+    wait_until(lambda: len(re.findall(r"TLS handshake failed", srv.log())) == 2, timeout=5,
+               what=lambda: f"two log lines for them:\n{srv.log()}")
+    assert metric(admin, TLS_FAILED) == before + 2
+    assert metric(admin, TLS_DONE) == done + 1
     assert srv.alive()
 
 
