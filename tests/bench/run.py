@@ -127,32 +127,17 @@ def ensure_gnuplot():
 
 
 def make_test_certs(outdir):
-    """A throw-away CA and a server certificate for 127.0.0.1 signed by it
-    (ECDSA P-256, valid two days), made with the openssl command in outdir.
+    """A throw-away CA and a server certificate for 127.0.0.1 and localhost
+    signed by it (ECDSA P-256, valid a day), made with the openssl command in
+    outdir by the integration tests' helper (tests/integration/tlsutil.py).
     Returns {"ca", "cert", "key"} paths; nothing of it is kept."""
     if not shutil.which("openssl"):
         fail("the TLS scenarios need the openssl command (Debian package openssl)")
-    ca, ca_key = os.path.join(outdir, "ca.pem"), os.path.join(outdir, "ca.key")
-    cert, key = os.path.join(outdir, "server.pem"), os.path.join(outdir, "server.key")
-    csr, ext = os.path.join(outdir, "server.csr"), os.path.join(outdir, "server.ext")
-    with open(ext, "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                "basicConstraints=critical,CA:FALSE\n"
-                "keyUsage=critical,digitalSignature\n"
-                "extendedKeyUsage=serverAuth\n")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    for cmd in (
-            ["openssl", "req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2",
-             "-subj", "/CN=moonroom bench throw-away CA",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-            ["openssl", "req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
-            ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
-             "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext]):
-        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if r.returncode != 0:
-            fail(f"{' '.join(cmd)} failed:\n{r.stdout}")
-    return {"ca": ca, "cert": cert, "key": key}
+    sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+    from tlsutil import make_ca, make_cert
+    ca = make_ca(outdir, "moonroom-bench-ca")
+    leaf = make_cert(ca, "localhost")
+    return {"ca": ca.cert, "cert": leaf.cert, "key": leaf.key}
 
 
 def free_port():
