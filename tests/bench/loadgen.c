@@ -64,8 +64,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <zlib.h>
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
@@ -86,7 +89,7 @@
 #define JSON_POST "\"}"
 #define JSON_POST_LEN 2
 
-enum { ST_IDLE, ST_CONNECTING, ST_HS, ST_OPEN, ST_CLOSED };
+enum { ST_IDLE, ST_CONNECTING, ST_TLS, ST_HS, ST_OPEN, ST_CLOSED };
 enum { SC_FANOUT, SC_CHAT, SC_IDLE };
 enum { ROLE_SUB, ROLE_PUB };
 enum { P_CONNECT, P_SETTLE, P_RUN, P_DRAIN, P_HOLD, P_DONE };
@@ -108,6 +111,7 @@ typedef struct {
   uint64_t acked_seq;  /* chat closed loop: own messages seen back */
   uint64_t *peer_last; /* chat: last sequence seen from each room member */
   z_stream *zin;       /* --deflate with context takeover: this connection's */
+  SSL *ssl;            /* --tls: the connection's TLS state, else NULL */
 } conn_t;
 
 /* ---- options ---- */
@@ -136,6 +140,9 @@ static char o_room_name[64] = "bench";
 static int o_http_publish = 0;
 static int o_deflate = 0;
 static int o_payload_chat = 0;
+static int o_tls = 0;          /* --tls or a wss:// URL */
+static const char *o_tls_ca;   /* --tls-ca FILE: verify against it */
+static int o_tls_insecure = 0; /* --tls-insecure: verify nothing */
 
 /* ---- state ---- */
 static conn_t *conns;
@@ -381,11 +388,16 @@ static void ep_set(conn_t *c, int out, int add) {
 }
 
 static void conn_close(conn_t *c) {
+  if (c->ssl) {
+    /* No close_notify: the benchmark ends connections only on errors. */
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+  }
   if (c->fd >= 0) {
     close(c->fd); /* also removes it from epoll */
     c->fd = -1;
   }
-  int was_pending = c->st == ST_CONNECTING || c->st == ST_HS;
+  int was_pending = c->st == ST_CONNECTING || c->st == ST_TLS || c->st == ST_HS;
   if (was_pending) {
     pending--;
     failed++;
@@ -394,16 +406,133 @@ static void conn_close(conn_t *c) {
   c->wlen = 0;
 }
 
+/* ---- TLS (--tls) ----
+ * OpenSSL on the same non-blocking sockets and the same epoll loop: a
+ * connection does its TLS handshake (ST_TLS) before the WebSocket one, then
+ * every read and write goes through SSL_read/SSL_write instead of
+ * recv/send. Nothing blocks: WANT_READ leaves EPOLLIN armed (it always is),
+ * WANT_WRITE arms EPOLLOUT. OpenSSL reads one record at a time from the
+ * socket (no read-ahead), so decrypted bytes it still holds are taken with
+ * SSL_pending before going back to epoll, which only sees the socket. */
+static SSL_CTX *tls_ctx;
+static uint64_t tls_handshakes; /* completed TLS handshakes */
+static uint64_t e_tls;          /* TLS handshakes that failed */
+static char tls_version[32], tls_cipher[64], tls_alpn[32];
+static char first_tls_error[200];
+
+/* What read and write return besides a byte count. */
+#define IO_AGAIN (-1) /* nothing now; epoll says when */
+#define IO_ERROR (-2) /* the connection is gone (reset, TLS alert, ...) */
+#define IO_EOF 0
+
+static void tls_init(void) {
+  tls_ctx = SSL_CTX_new(TLS_client_method());
+  if (!tls_ctx)
+    die("SSL_CTX_new failed");
+  SSL_CTX_set_min_proto_version(tls_ctx, TLS1_2_VERSION);
+  /* Partial writes and a buffer that moves between retries: unsent bytes
+   * are copied into the connection's wbuf and retried from there. Released
+   * buffers keep 19,000 idle clients small. */
+  SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
+  static const unsigned char alpn[] = "\x08http/1.1";
+  SSL_CTX_set_alpn_protos(tls_ctx, alpn, sizeof alpn - 1);
+  if (o_tls_insecure) {
+    SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+  } else {
+    if (!o_tls_ca)
+      die("--tls needs --tls-ca FILE (or --tls-insecure)");
+    if (SSL_CTX_load_verify_locations(tls_ctx, o_tls_ca, NULL) != 1)
+      die("cannot load --tls-ca %s", o_tls_ca);
+    SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, NULL);
+  }
+}
+
+/* Records why the first TLS handshake failed: OpenSSL's error queue, and
+ * the certificate check's verdict when that was the reason. */
+static void tls_note_error(conn_t *c, int err) {
+  if (first_tls_error[0])
+    return;
+  char what[128] = "";
+  unsigned long e = ERR_peek_last_error();
+  if (e)
+    ERR_error_string_n(e, what, sizeof what);
+  else if (err == SSL_ERROR_SYSCALL)
+    snprintf(what, sizeof what, "%s", errno ? strerror(errno) : "EOF");
+  long v = SSL_get_verify_result(c->ssl);
+  snprintf(first_tls_error, sizeof first_tls_error, "%s%s%s", what,
+           v != X509_V_OK ? "; certificate: " : "",
+           v != X509_V_OK ? X509_verify_cert_error_string(v) : "");
+}
+
+static ssize_t io_send(conn_t *c, const uint8_t *buf, size_t len) {
+  if (!c->ssl) {
+    ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0)
+      return n;
+    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? IO_AGAIN
+                                                                     : IO_ERROR;
+  }
+  if (len == 0)
+    return 0;
+  ERR_clear_error();
+  int n = SSL_write(c->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+  if (n > 0)
+    return n;
+  int e = SSL_get_error(c->ssl, n);
+  /* WANT_READ: OpenSSL must read first; the next readable event does, and
+   * on_event flushes again after it. */
+  return e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? IO_AGAIN
+                                                               : IO_ERROR;
+}
+
+/* Reads up to cap bytes; with TLS as many records as are there, so that one
+ * call takes as much as one recv() would. */
+static ssize_t io_recv(conn_t *c, uint8_t *buf, size_t cap) {
+  if (!c->ssl) {
+    ssize_t n = recv(c->fd, buf, cap, 0);
+    if (n >= 0)
+      return n;
+    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? IO_AGAIN
+                                                                     : IO_ERROR;
+  }
+  size_t got = 0;
+  while (got < cap) {
+    ERR_clear_error();
+    size_t want = cap - got;
+    int n =
+        SSL_read(c->ssl, buf + got, want > INT32_MAX ? INT32_MAX : (int)want);
+    if (n > 0) {
+      got += (size_t)n;
+      continue;
+    }
+    if (got)
+      break; /* what follows (EOF, an error) comes with the next call */
+    int e = SSL_get_error(c->ssl, n);
+    if (e == SSL_ERROR_WANT_READ)
+      return IO_AGAIN;
+    if (e == SSL_ERROR_WANT_WRITE) {
+      if (!c->want_out)
+        ep_set(c, 1, 0);
+      return IO_AGAIN;
+    }
+    return e == SSL_ERROR_ZERO_RETURN ? IO_EOF : IO_ERROR;
+  }
+  return (ssize_t)got;
+}
+
 /* ---- sending ---- */
 static void conn_write(conn_t *c, const uint8_t *buf, size_t len) {
   if (c->st != ST_OPEN && c->st != ST_HS)
     return;
   if (c->wlen == 0) {
-    ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = io_send(c, buf, len);
     if (n == (ssize_t)len)
       return;
     if (n < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      if (n != IO_AGAIN) {
         e_closed++;
         conn_close(c);
         return;
@@ -429,9 +558,9 @@ static void conn_write(conn_t *c, const uint8_t *buf, size_t len) {
 
 static void conn_flush(conn_t *c) {
   while (c->wlen) {
-    ssize_t n = send(c->fd, c->wbuf, c->wlen, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = io_send(c, c->wbuf, c->wlen);
     if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK)
+      if (n == IO_AGAIN)
         return;
       e_closed++;
       conn_close(c);
@@ -822,9 +951,9 @@ static void on_handshake_bytes(conn_t *c, uint64_t now) {
  * Content-Length (a count); anything but 2xx is a protocol error. */
 static void on_http_readable(conn_t *c) {
   rbuf_reserve(c, c->rlen + 65536);
-  ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+  ssize_t n = io_recv(c, c->rbuf + c->rlen, c->rcap - c->rlen);
   if (n <= 0) {
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    if (n == IO_AGAIN)
       return;
     e_closed++;
     conn_close(c);
@@ -865,9 +994,9 @@ static void on_readable(conn_t *c) {
     if (c->rlen + 1 >= c->rcap)
       rbuf_reserve(c, c->rcap ? c->rcap * 2 : 512);
     size_t room = (c->rcap < MAX_HS ? c->rcap : MAX_HS) - 1 - c->rlen;
-    ssize_t n = recv(c->fd, c->rbuf + c->rlen, room, 0);
+    ssize_t n = io_recv(c, c->rbuf + c->rlen, room);
     if (n <= 0) {
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      if (n == IO_AGAIN)
         return;
       hs_fail(c, n == 0 ? "closed during handshake" : "error during handshake",
               NULL);
@@ -882,9 +1011,9 @@ static void on_readable(conn_t *c) {
   size_t have = c->rlen;
   if (have)
     memcpy(rx, c->rbuf, have);
-  ssize_t n = recv(c->fd, rx + have, RX_CAP - have, 0);
+  ssize_t n = io_recv(c, rx + have, RX_CAP - have);
   if (n <= 0) {
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    if (n == IO_AGAIN)
       return;
     e_closed++;
     conn_close(c);
@@ -963,6 +1092,43 @@ static void start_connect(long i) {
   ep_set(c, 1, 1);
 }
 
+static void after_transport(conn_t *c);
+
+/* Drives the TLS handshake of a connection in ST_TLS one step. */
+static void tls_step(conn_t *c) {
+  ERR_clear_error();
+  int r = SSL_do_handshake(c->ssl);
+  if (r == 1) {
+    tls_handshakes++;
+    if (!tls_version[0]) {
+      const unsigned char *a = NULL;
+      unsigned al = 0;
+      snprintf(tls_version, sizeof tls_version, "%s", SSL_get_version(c->ssl));
+      snprintf(tls_cipher, sizeof tls_cipher, "%s",
+               SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)));
+      SSL_get0_alpn_selected(c->ssl, &a, &al);
+      snprintf(tls_alpn, sizeof tls_alpn, "%.*s", (int)al,
+               a ? (const char *)a : "");
+    }
+    after_transport(c);
+    return;
+  }
+  int e = SSL_get_error(c->ssl, r);
+  if (e == SSL_ERROR_WANT_READ) {
+    if (c->want_out)
+      ep_set(c, 0, 0);
+    return;
+  }
+  if (e == SSL_ERROR_WANT_WRITE) {
+    if (!c->want_out)
+      ep_set(c, 1, 0);
+    return;
+  }
+  e_tls++;
+  tls_note_error(c, e);
+  conn_close(c);
+}
+
 static void on_connected(conn_t *c) {
   int err = 0;
   socklen_t el = sizeof err;
@@ -974,6 +1140,26 @@ static void on_connected(conn_t *c) {
     conn_close(c);
     return;
   }
+  if (o_tls) {
+    c->ssl = SSL_new(tls_ctx);
+    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1)
+      die("SSL_new failed");
+    SSL_set_connect_state(c->ssl);
+    /* The certificate must name the address connected to (an IP SAN); no
+     * SNI, which may not carry an address (RFC 6066). */
+    if (!o_tls_insecure &&
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), o_host) != 1)
+      die("cannot verify against address %s", o_host);
+    c->st = ST_TLS;
+    tls_step(c);
+    return;
+  }
+  after_transport(c);
+}
+
+/* TCP (and TLS, with --tls) is up: the WebSocket handshake, or for the
+ * --http-publish publisher nothing more. */
+static void after_transport(conn_t *c) {
   uint8_t raw[16];
   for (int k = 0; k < 16; k += 4) {
     uint32_t r = rnd();
@@ -1008,9 +1194,21 @@ static void on_event(conn_t *c, uint32_t ev) {
       on_connected(c);
     return;
   }
-  if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP))
+  if (c->st == ST_TLS) {
+    tls_step(c);
+    return;
+  }
+  if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
     on_readable(c);
-  if ((ev & EPOLLOUT) && (c->st == ST_OPEN || c->st == ST_HS))
+    /* Records OpenSSL has decrypted but not handed out yet: epoll, which
+     * sees only the socket, would not say so. */
+    while (c->ssl && (c->st == ST_OPEN || c->st == ST_HS) &&
+           SSL_pending(c->ssl) > 0)
+      on_readable(c);
+  }
+  /* With TLS a write may have waited for a read (WANT_READ). */
+  if (((ev & EPOLLOUT) || (c->ssl && c->wlen)) &&
+      (c->st == ST_OPEN || c->st == ST_HS))
     conn_flush(c);
 }
 
@@ -1123,7 +1321,8 @@ static void phase_tick(uint64_t now) {
           opened, failed, pending, nconns);
       t_connected = now;
       for (long i = 0; i < nconns; i++)
-        if (conns[i].st == ST_CONNECTING || conns[i].st == ST_HS)
+        if (conns[i].st == ST_CONNECTING || conns[i].st == ST_TLS ||
+            conns[i].st == ST_HS)
           conn_close(&conns[i]);
       if (o_scenario == SC_IDLE) {
         fprintf(stderr, "HOLDING %ld\n", opened);
@@ -1216,7 +1415,7 @@ static int print_result(void) {
       t_last_open > t_start ? (double)(t_last_open - t_start) / 1e9 : 0;
   int ok = !err_msg[0] && !e_order && !missing && !e_malformed &&
            !e_cross_room && !e_protocol && !e_closed && !e_handshake &&
-           !e_connect && !got_signal &&
+           !e_connect && !e_tls && !got_signal &&
            (!o_http_publish || http_responses == f_sent);
   if (o_scenario == SC_IDLE)
     ok = !err_msg[0] && opened > 0 && !e_protocol && !e_closed && !got_signal;
@@ -1229,10 +1428,10 @@ static int print_result(void) {
     printf("null,");
   }
   printf(
-      "\"url\":\"ws://"
+      "\"url\":\"%s://"
       "%s:%d%s\",\"conns\":%ld,\"room_size\":%ld,\"size\":%ld,\"window\":%ld,"
       "\"rate\":%.3f,\"binary\":%s,\"json\":%s,",
-      o_host, o_port, o_path, o_conns,
+      o_tls ? "wss" : "ws", o_host, o_port, o_path, o_conns,
       o_scenario == SC_FANOUT ? o_conns : o_room_size, o_size, o_window, o_rate,
       o_binary ? "true" : "false", o_json ? "true" : "false");
   printf(
@@ -1240,6 +1439,14 @@ static int print_result(void) {
       opened, failed, conn_span,
       conn_span > 0 ? (double)opened / conn_span : 0.0);
   printf("\"duration_s\":%.3f,", win);
+  printf("\"tls\":%s,\"tls_verify\":\"%s\",\"tls_handshakes\":%" PRIu64
+         ",\"tls_errors\":%" PRIu64
+         ",\"tls_version\":\"%s\",\"tls_cipher\":\"%s\",\"tls_alpn\":\"%s\",",
+         o_tls ? "true" : "false",
+         !o_tls           ? ""
+         : o_tls_insecure ? "none"
+                          : "ca",
+         tls_handshakes, e_tls, tls_version, tls_cipher, tls_alpn);
   if (o_scenario != SC_IDLE) {
     double msgs = o_scenario == SC_FANOUT
                       ? (double)(completed_win1 - completed_win0)
@@ -1290,6 +1497,13 @@ static int print_result(void) {
          e_connect, e_handshake, e_short_write, e_unexpected);
   if (first_connect_errno)
     printf(",\"first_connect_error\":\"%s\"", strerror(first_connect_errno));
+  if (first_tls_error[0]) {
+    printf(",\"first_tls_error\":\"");
+    for (const char *p = first_tls_error; *p; p++)
+      if (*p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
+        putchar(*p);
+    printf("\"");
+  }
   if (first_handshake_error[0]) {
     printf(",\"first_handshake_error\":\"");
     for (const char *p = first_handshake_error; *p; p++)
@@ -1341,6 +1555,13 @@ static void usage(FILE *f) {
       "  --scenario fanout|chat|idle   (default fanout)\n"
       "  --url ws://127.0.0.1:PORT/    server address (IPv4 literal; default "
       "port 8080)\n"
+      "                    wss://... is the same as --tls\n"
+      "  --tls             TLS (1.2 or 1.3) under the WebSocket; the server's\n"
+      "                    certificate is verified against --tls-ca, and must "
+      "name\n"
+      "                    the --url address (an IP SAN)\n"
+      "  --tls-ca FILE     CA certificate(s) (PEM) to verify the server with\n"
+      "  --tls-insecure    verify nothing (the handshake's CPU is the same)\n"
       "  --conns N         fanout: subscribers; chat: connections; idle: "
       "target (100)\n"
       "  --room-size R     chat/idle: connections per room (10)\n"
@@ -1387,10 +1608,14 @@ static double num(const char *s, const char *name) {
 
 static void parse_url(const char *url) {
   const char *p = url;
-  if (strncmp(p, "ws://", 5) == 0)
+  if (strncmp(p, "ws://", 5) == 0) {
     p += 5;
-  else
-    die("--url must start with ws://");
+  } else if (strncmp(p, "wss://", 6) == 0) {
+    p += 6;
+    o_tls = 1;
+  } else {
+    die("--url must start with ws:// or wss://");
+  }
   const char *colon = strchr(p, ':');
   const char *slash = strchr(p, '/');
   size_t hl = colon && (!slash || colon < slash) ? (size_t)(colon - p)
@@ -1449,6 +1674,9 @@ int main(int argc, char **argv) {
       {"connect-timeout", required_argument, 0, 'C'},
       {"server-pid", required_argument, 0, 'p'},
       {"verbose", no_argument, 0, 'v'},
+      {"tls", no_argument, 0, 'L'},
+      {"tls-ca", required_argument, 0, 'A'},
+      {"tls-insecure", no_argument, 0, 'I'},
       {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   int ch;
@@ -1538,6 +1766,15 @@ int main(int argc, char **argv) {
     case 'v':
       o_verbose = 1;
       break;
+    case 'L':
+      o_tls = 1;
+      break;
+    case 'A':
+      o_tls_ca = optarg;
+      break;
+    case 'I':
+      o_tls_insecure = 1;
+      break;
     case 'h':
       usage(stdout);
       return 0;
@@ -1564,6 +1801,11 @@ int main(int argc, char **argv) {
     die("--payload chat pads with JSON of its own: not with --json");
   if (o_http_publish && o_scenario != SC_FANOUT)
     die("--http-publish is for the fanout scenario");
+
+  if (o_tls)
+    tls_init();
+  else if (o_tls_ca || o_tls_insecure)
+    die("--tls-ca and --tls-insecure go with --tls");
 
   signal(SIGPIPE, SIG_IGN);
   signal(SIGINT, on_signal);

@@ -126,6 +126,20 @@ def ensure_gnuplot():
     return True
 
 
+def make_test_certs(outdir):
+    """A throw-away CA and a server certificate for 127.0.0.1 and localhost
+    signed by it (ECDSA P-256, valid a day), made with the openssl command in
+    outdir by the integration tests' helper (tests/integration/tlsutil.py).
+    Returns {"ca", "cert", "key"} paths; nothing of it is kept."""
+    if not shutil.which("openssl"):
+        fail("the TLS scenarios need the openssl command (Debian package openssl)")
+    sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+    from tlsutil import make_ca, make_cert
+    ca = make_ca(outdir, "moonroom-bench-ca")
+    leaf = make_cert(ca, "localhost")
+    return {"ca": ca.cert, "cert": leaf.cert, "key": leaf.key}
+
+
 def free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
@@ -307,6 +321,11 @@ def scenarios(smoke):
                  args=["--scenario", "idle", "--conns", "50", "--hold", "0.3"]),
             dict(name="presence-1k", kind="presence", variants="cluster",
                  members=30),
+            dict(name="fanout-1k-tls", kind="fanout", variants="tls",
+                 args=["--scenario", "fanout", "--conns", "20", "--window", "16"],
+                 warmup=0.1, duration=0.5),
+            dict(name="idle-tls", kind="idle", variants="tls",
+                 args=["--scenario", "idle", "--conns", "50", "--hold", "0.3"]),
         ]
     return [
         dict(name="fanout-1k", kind="fanout", variants="servers",
@@ -360,6 +379,16 @@ def scenarios(smoke):
         dict(name="presence-1k", kind="presence", variants="cluster", members=1000,
              title="presence: 1,000 connections join and are tracked in one room, "
                    "spread over 3 nodes"),
+        # TLS (wss://) beside plain, both servers: the same fan-out and idle
+        # connections, with a certificate from a throw-away CA made at start.
+        dict(name="fanout-1k-tls", kind="fanout", variants="tls",
+             title="fan-out over TLS and plain, 1,000 subscribers, 64 B, 16 in flight",
+             args=["--scenario", "fanout", "--conns", "1000", "--window", "16"],
+             warmup=1, duration=5),
+        dict(name="idle-tls", kind="idle", variants="tls",
+             title="idle over TLS and plain, 19,000 connections (rooms of 10)",
+             args=["--scenario", "idle", "--conns", "19000", "--room-size", "10",
+                   "--hold", "2", "--concurrency", "256"]),
         dict(name="presence-10k", kind="presence", variants="cluster", members=10000,
              title="presence: 10,000 connections join and are tracked in one room, "
                    "spread over 3 nodes"),
@@ -384,6 +413,14 @@ def variants(kind, opts):
                 ("moonroom deflate", moonroom(bench, ["--compression", "on"])),
                 ("node", node),
                 ("node deflate", lambda port: node(port) + ["deflate"])]
+    if kind == "tls":
+        t = opts.tls
+        return [("moonroom", moonroom(bench)),
+                ("moonroom tls", moonroom(bench, ["--tls-cert", t["cert"],
+                                                  "--tls-key", t["key"]])),
+                ("node", node),
+                ("node tls", lambda port: node(port) + ["--tls-cert", t["cert"],
+                                                        "--tls-key", t["key"]])]
     if kind == "moonroom":
         return [("moonroom", moonroom(bench))]
     if kind == "cluster":
@@ -401,9 +438,14 @@ VARIANT_LOADGEN_ARGS = {"bench_json.lua": ["--json"],
 
 
 def run_loadgen(opts, sc, server, holding_cb=None):
-    args = [opts.loadgen, "--url", f"ws://127.0.0.1:{server.port}/",
+    tls = server.kind.endswith(" tls")
+    args = [opts.loadgen, "--url", f"{'wss' if tls else 'ws'}://127.0.0.1:{server.port}/",
             "--server-pid", str(server.proc.pid), *sc["args"],
             *VARIANT_LOADGEN_ARGS.get(server.kind, [])]
+    if tls:
+        # The certificate is verified (chain and IP address) on every
+        # connection, as a client on the internet would.
+        args += ["--tls-ca", opts.tls["ca"]]
     if "duration" in sc:
         args += ["--warmup", str(sc["warmup"]), "--duration", str(sc["duration"])]
     budget = 120 + sc.get("duration", 0) * 2
@@ -523,7 +565,19 @@ def derived(res):
 def check_smoke(sc, label, res):
     problems = []
     if not res.get("ok"):
-        problems.append(f"not ok: {res.get('error')}")
+        problems.append(f"not ok: {res.get('error')} {res.get('first_tls_error', '')}")
+    if label.endswith(" tls"):
+        # Every connection must have completed a verified TLS handshake
+        # (1.2 or 1.3) before its WebSocket one.
+        if not res.get("tls") or res.get("tls_verify") != "ca":
+            problems.append("the load generator did not run with --tls --tls-ca")
+        elif not res.get("opened") or res.get("tls_handshakes", 0) < res.get("opened"):
+            problems.append(f"{res.get('tls_handshakes')} TLS handshakes for "
+                            f"{res.get('opened')} connections")
+        elif not str(res.get("tls_version", "")).startswith("TLSv1."):
+            problems.append(f"TLS version {res.get('tls_version')!r}")
+    elif res.get("tls_handshakes"):
+        problems.append(f"{res['tls_handshakes']} TLS handshakes in a plain run")
     if sc["kind"] == "presence":
         pass  # ok means every node converged
     elif sc["kind"] == "idle":
@@ -538,6 +592,8 @@ def check_smoke(sc, label, res):
                 problems.append(f"{k} = {res[k]}")
         if label.endswith(" deflate") and not res.get("inflated_msgs"):
             problems.append("permessage-deflate negotiated, yet no compressed message came")
+        if sc["variants"] == "tls" and not label.endswith(" tls") and res.get("tls"):
+            problems.append("TLS without a tls variant")
         if sc["variants"] == "deflate" and not label.endswith(" deflate") and \
                 res.get("inflated_msgs"):
             problems.append("compressed messages without --deflate")
@@ -732,6 +788,19 @@ DEFLATE_METRICS = {
              ("rss_after_mib", "server RSS holding them (MiB)", "{:,.1f}")],
 }
 DEFLATE_LABELS = ("moonroom", "moonroom deflate", "node", "node deflate")
+TLS_METRICS = {
+    "fanout": [("deliveries_per_s", "deliveries/s", "{:,.0f}"),
+               ("server_us_per_delivery", "server CPU µs/delivery", "{:,.2f}"),
+               ("server_cpu_pct", "server CPU %", "{:,.0f}"),
+               ("lat_p50", "latency p50 (ms)", "{:,.2f}"),
+               ("lat_p99", "latency p99 (ms)", "{:,.2f}"),
+               ("loadgen_cpu_pct", "loadgen CPU % (decrypting included)", "{:,.0f}")],
+    "idle": [("opened", "connections held", "{:,.0f}"),
+             ("connect_rate", "connects/s (incl. TLS and WebSocket handshakes)", "{:,.0f}"),
+             ("rss_per_conn_b", "server RSS growth per connection (bytes)", "{:,.0f}"),
+             ("rss_after_mib", "server RSS holding them (MiB)", "{:,.1f}")],
+}
+TLS_LABELS = ("moonroom", "moonroom tls", "node", "node tls")
 
 
 def stats(values):
@@ -830,6 +899,35 @@ def report(opts, scs, results, info, started, elapsed, alone):
                 ratio = f"{a[0] / b[0]:.2f}" if a and b and b[0] else "n/a"
                 lines.append(f"| {title} | " + " | ".join(
                     fmt_stat(c, fmt, SCALE.get(key, 1.0)) for c in cells) + f" | {ratio} |")
+            lines.append("")
+    tls = [sc for sc in scs if sc["variants"] == "tls"]
+    if tls:
+        lines.append("## TLS\n")
+        lines.append("Each server plain and over TLS on the same load: moonroom with "
+                     "`--tls-cert`/`--tls-key`, the peer as Node's `https` server with `ws` on "
+                     "it. The certificate is ECDSA P-256, from a throw-away CA made with the "
+                     "`openssl` command when the run starts; the load generator (OpenSSL, "
+                     "non-blocking, in its epoll loop) verifies it on every connection against "
+                     "that CA (`--tls-ca`, the IP address included) and takes what the server "
+                     "chooses (TLS 1.3 with both). Connects/s include the TLS handshake.\n")
+        for sc in tls:
+            lines.append(f"### {sc['title']}\n")
+            lines.append("| metric | " + " | ".join(TLS_LABELS) +
+                         " | moonroom tls / node tls | moonroom tls / moonroom |")
+            lines.append("|---|" + "---|" * (len(TLS_LABELS) + 2))
+            for key, title, fmt in TLS_METRICS[sc["kind"]]:
+                cells = [stats(collect(results, sc["name"], l, key)) for l in TLS_LABELS]
+                ratios = []
+                for a, b in ((cells[1], cells[3]), (cells[1], cells[0])):
+                    ratios.append(f"{a[0] / b[0]:.2f}" if a and b and b[0] else "n/a")
+                lines.append(f"| {title} | " + " | ".join(
+                    fmt_stat(c, fmt, SCALE.get(key, 1.0)) for c in cells) + " | " +
+                    " | ".join(ratios) + " |")
+            versions = sorted({f"{r.get('tls_version')} {r.get('tls_cipher')}"
+                               for l in TLS_LABELS if l.endswith(" tls")
+                               for r in results.get((sc["name"], l), []) if r.get("ok")})
+            if versions:
+                lines.append("\nNegotiated: " + ", ".join(versions) + ".")
             lines.append("")
     for sc in scs:
         if sc["variants"] not in ("moonroom", "cluster"):
@@ -981,7 +1079,7 @@ def main():
     ap.add_argument("--only", default="",
                     help="comma-separated scenarios: fanout-1k, fanout-10k, chat-10k, idle, "
                          "lua-fanout-1k, lua-echo, publish-1k, fanout-1k-deflate, "
-                         "idle-deflate, presence-1k, presence-10k")
+                         "idle-deflate, presence-1k, presence-10k, fanout-1k-tls, idle-tls")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     ap.add_argument("--moonroom", help="server binary (default BUILD_DIR/moonroom)")
     ap.add_argument("--loadgen",
@@ -1016,6 +1114,7 @@ def main():
         scs = [s for s in scs if s["name"] in wanted]
     rounds = 1 if opts.smoke else opts.rounds
     logdir = tempfile.mkdtemp(prefix="moonroom-bench-")
+    opts.tls = make_test_certs(logdir) if any(s["variants"] == "tls" for s in scs) else None
     info = machine_info()
     log(f"bench: {len(scs)} scenarios x {rounds} rounds; server logs in {logdir}")
 

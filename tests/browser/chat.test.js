@@ -8,12 +8,19 @@
 // A second test starts the server with --compression on and checks that the
 // page's socket negotiated permessage-deflate and that messages arrive intact.
 //
+// A third serves the page over https and the socket over wss: the server
+// runs with --tls-cert/--tls-key from a throw-away CA made with the openssl
+// command, and Chromium trusts that one certificate by the SHA-256 of its
+// public key (--ignore-certificate-errors-spki-list), nothing else.
+//
 //   MOONROOM_BIN=build/moonroom node --test tests/browser/
 "use strict";
 
 const { test } = require("node:test");
 const assert = require("node:assert/strict");
-const { spawn } = require("node:child_process");
+const { spawn, execFileSync } = require("node:child_process");
+const crypto = require("node:crypto");
+const os = require("node:os");
 const net = require("node:net");
 const path = require("node:path");
 const fs = require("node:fs");
@@ -51,6 +58,33 @@ async function until(what, fn, ms = WAIT) {
     if (Date.now() > deadline) throw new Error("timed out waiting for " + what);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+// A throw-away CA and a certificate for 127.0.0.1 signed by it (ECDSA
+// P-256), made with the openssl command in a new temporary directory.
+function makeCerts() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "moonroom-browser-tls-"));
+  const f = (n) => path.join(dir, n);
+  fs.writeFileSync(f("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n" +
+    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n" +
+    "extendedKeyUsage=serverAuth\n");
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  const run = (args) => execFileSync("openssl", args, { stdio: ["ignore", "pipe", "pipe"] });
+  run(["req", "-x509", ...ec, "-keyout", f("ca.key"), "-out", f("ca.pem"), "-days", "2",
+    "-subj", "/CN=moonroom browser test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+    "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+  run(["req", ...ec, "-keyout", f("server.key"), "-out", f("server.csr"), "-subj", "/CN=127.0.0.1"]);
+  run(["x509", "-req", "-in", f("server.csr"), "-CA", f("ca.pem"), "-CAkey", f("ca.key"),
+    "-CAcreateserial", "-out", f("server.pem"), "-days", "2", "-extfile", f("server.ext")]);
+  return { dir, cert: f("server.pem"), key: f("server.key") };
+}
+
+// What --ignore-certificate-errors-spki-list takes: base64 of the SHA-256
+// of the certificate's SubjectPublicKeyInfo (DER).
+function spkiHash(certFile) {
+  const spki = new crypto.X509Certificate(fs.readFileSync(certFile)).publicKey
+    .export({ type: "spki", format: "der" });
+  return crypto.createHash("sha256").update(spki).digest("base64");
 }
 
 // Starts moonroom on scripts/chat.lua; resolves once it accepts connections.
@@ -218,5 +252,64 @@ test("chat with --compression on: the page's socket negotiates permessage-deflat
   } finally {
     await browser.close();
     await stopServer(server);
+  }
+});
+
+// The page over https and its socket over wss, with the test CA's
+// certificate trusted by its key's hash only: the page loads, its socket is
+// wss:// and open, and two pages chat.
+test("chat over https and wss with a throw-away CA", { timeout: 60000 }, async () => {
+  const certs = makeCerts();
+  const port = await freePort();
+  const log = [];
+  const server = await startServer(port, log, ["--tls-cert", certs.cert, "--tls-key", certs.key]);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--ignore-certificate-errors-spki-list=" + spkiHash(certs.cert)],
+  });
+  try {
+    const base = `https://127.0.0.1:${port}/`;
+    const pages = {};
+    for (const name of ["ada", "bob"]) {
+      const p = await browser.newPage();
+      await p.addInitScript(() => {
+        const Real = window.WebSocket;
+        window.__sockets = [];
+        window.WebSocket = function (...args) {
+          const s = new Real(...args);
+          window.__sockets.push(s);
+          return s;
+        };
+        window.WebSocket.prototype = Real.prototype;
+        Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+      });
+      const resp = await p.goto(base + `?room=tls&name=${name}`);
+      assert.equal(resp.status(), 200);
+      assert.match(resp.url(), /^https:\/\/127\.0\.0\.1:/);
+      const sec = await resp.securityDetails();
+      assert.ok(sec, "the page came without TLS");
+      assert.match(sec.protocol, /^TLS 1\.[23]$/, "protocol " + sec.protocol);
+      assert.equal(sec.subjectName, "127.0.0.1");
+      pages[name] = p;
+    }
+    const { ada, bob } = pages;
+    await until("both pages to connect", async () => (await isOpen(ada)) && (await isOpen(bob)));
+    for (const p of [ada, bob]) {
+      const urls = await p.evaluate(() => window.__sockets.map((s) => s.url));
+      assert.equal(urls.length, 1);
+      assert.match(urls[0], new RegExp(`^wss://127\\.0\\.0\\.1:${port}/`), "socket " + urls[0]);
+    }
+    await ada.fill("#input", "hello over wss");
+    await ada.press("#input", "Enter");
+    await seeMessage(bob, "hello over wss");
+    await bob.fill("#input", "and back");
+    await bob.press("#input", "Enter");
+    await seeMessage(ada, "and back");
+  } finally {
+    await browser.close();
+    await stopServer(server);
+    fs.rmSync(certs.dir, { recursive: true, force: true });
   }
 });

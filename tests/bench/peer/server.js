@@ -7,24 +7,40 @@
 //   a message from a role=pub connection is sent to every member of its room
 //   (itself included), keeping its text/binary kind; role=sub only listens.
 //
-// Usage: node server.js [PORT] [HOST] [deflate]   (or PORT / HOST in the
-// environment). With `deflate`, permessage-deflate is on with the settings
+// Usage: node server.js [PORT] [HOST] [deflate] [--tls-cert FILE --tls-key FILE]
+// (or PORT / HOST in the environment). With `deflate`, permessage-deflate is on with the settings
 // moonroom's --compression on uses: no context takeover either way (so no
 // compressor state is kept between messages), messages under 128 bytes sent
 // plain, compression level 1 (PEER_DEFLATE_LEVEL to change). ws compresses
 // each recipient's copy on its own.
+// With --tls-cert and --tls-key the port speaks only TLS (wss://): Node's
+// https server with ws attached to it, as the ws documentation shows, with
+// Node's default TLS settings (1.2 and 1.3, its default ciphers).
+const fs = require('fs');
+const https = require('https');
 const { WebSocketServer } = require('ws');
 
 const port = Number(process.argv[2] || process.env.PORT || 8080);
 const host = process.argv[3] || process.env.HOST || '127.0.0.1';
-const deflate = process.argv[4] === 'deflate';
+const rest = process.argv.slice(4);
+const deflate = rest.includes('deflate');
+const flag = (name) => {
+  const i = rest.indexOf(name);
+  return i >= 0 ? rest[i + 1] : undefined;
+};
+const tlsCert = flag('--tls-cert');
+const tlsKey = flag('--tls-key');
+if (!tlsCert !== !tlsKey) {
+  process.stderr.write('--tls-cert and --tls-key go together\n');
+  process.exit(2);
+}
+const tlsServer = tlsCert &&
+  https.createServer({ cert: fs.readFileSync(tlsCert), key: fs.readFileSync(tlsKey) });
 
 const rooms = new Map(); // room name -> Set of sockets
 
 const wss = new WebSocketServer({
-  host,
-  port,
-  backlog: 4096,
+  ...(tlsServer ? { server: tlsServer } : { host, port, backlog: 4096 }),
   clientTracking: false,
   perMessageDeflate: deflate && {
     serverNoContextTakeover: true,
@@ -59,12 +75,19 @@ wss.on('connection', (ws, req) => {
   ws.on('error', () => {});
 });
 
-wss.on('listening', () => {
-  process.stdout.write(`listening ${host}:${port}\n`);
-});
-wss.on('error', (err) => {
+const onListening = () => {
+  process.stdout.write(`listening ${host}:${port}${tlsServer ? ' (tls)' : ''}\n`);
+};
+const onError = (err) => {
   process.stderr.write(`server error: ${err.message}\n`);
   process.exit(1);
-});
+};
+if (tlsServer) {
+  tlsServer.on('error', onError);
+  tlsServer.listen({ host, port, backlog: 4096 }, onListening);
+} else {
+  wss.on('listening', onListening);
+  wss.on('error', onError);
+}
 
 for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));
