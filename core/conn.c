@@ -274,8 +274,11 @@ static void refuse_after_connect(mr_conn *c, int ok,
   free(c->close_reason);
   c->close_reason = NULL;
   c->close_reason_len = 0;
-  mr_info("conn %llu (%s): upgrade refused %d by on_connect",
-          (unsigned long long)c->id, mr_conn_remote(c), status);
+  /* A token check refusing a flood of clients is a flood of lines. */
+  static mr_log_limit lim = MR_LOG_LIMIT_INIT("upgrades refused by on_connect");
+  mr_log_limited(&lim, MR_LOG_INFO,
+                 "conn %llu (%s): upgrade refused %d by on_connect",
+                 (unsigned long long)c->id, mr_conn_remote(c), status);
   mr_conn__refuse(c, status,
                   ans->body[0] && !ok
                       ? ans->body

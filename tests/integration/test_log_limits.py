@@ -39,3 +39,36 @@ def test_handshake_timeout_burst_is_summed_up(server):
     lines, _ = lines_and_summed()
     # At most a handful per second: the burst spans one or two windows.
     assert 1 <= lines <= 15, f"{lines} lines:\n{srv.log()}"
+
+
+def test_upgrades_refused_by_on_connect_are_summed_up(server):
+    """A token check refusing a flood of clients (here lobby.lua's 401 for a
+    wrong token) logs a handful of lines and sums up the rest; the count in
+    handler_refusals stays exact."""
+    from conftest import REPO_ROOT
+    admin = free_port()
+    srv = server(script=REPO_ROOT / "scripts" / "lobby.lua",
+                 args=["--admin-listen", f"127.0.0.1:{admin}"])
+    request = (f"GET /?token=wrong&name=x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    for _ in range(200):
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(request)
+            assert s.recv(64).startswith(b"HTTP/1.1 401")
+    wait_until(lambda: counter(scrape(admin), "handler_refusals") == 200,
+               timeout=10, what="200 refusals counted")
+
+    def lines_and_summed():
+        log = srv.log()
+        lines = [ln for ln in log.splitlines()
+                 if "upgrade refused 401 by on_connect" in ln]
+        summed = sum(int(n.replace(",", "")) for n in re.findall(
+            r"\.\.\. and ([\d,]+) more upgrades refused by on_connect", log))
+        return len(lines), summed
+
+    wait_until(lambda: sum(lines_and_summed()) == 200, timeout=5,
+               what="lines plus summed-up counts reach 200")
+    lines, _ = lines_and_summed()
+    assert 1 <= lines <= 15, f"{lines} lines:\n{srv.log()}"
