@@ -9,7 +9,6 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/sds.h>
@@ -69,6 +68,7 @@ struct mr_engine {
   mr_wbuf pchan;   /* PREFIX:presence */
   mr_wbuf key;     /* PREFIX:node:NAME */
   int live;        /* the connections of one dial exist (some may be gone) */
+  uint64_t dialed_at;
   int closing;
   int twin_logged;
 };
@@ -80,6 +80,72 @@ static mr_log_limit bad_limit =
     MR_LOG_LIMIT_INIT("malformed messages from Redis");
 
 static uint64_t now_ms(mr_engine *e) { return uv_now(e->srv->loop); }
+
+/* ---- hiredis on libuv ----------------------------------------------------
+ *
+ * Our own adapter rather than hiredis/adapters/libuv.h: the one of hiredis
+ * 0.14 returns without a word when the poll reports an error, which is
+ * what a refused connect looks like to libuv, so the context would wait
+ * forever. Here an error is handed to hiredis as readiness, and hiredis
+ * reads the socket's error itself. */
+
+typedef struct {
+  redisAsyncContext *ac; /* NULL once hiredis let go of it */
+  uv_poll_t poll;
+  int events;
+} poller;
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  poller *p = h->data;
+  int ev = status < 0 ? p->events : events;
+  if (p->ac && (ev & UV_READABLE))
+    redisAsyncHandleRead(p->ac);
+  if (p->ac && (ev & UV_WRITABLE))
+    redisAsyncHandleWrite(p->ac);
+}
+
+static void poll_update(poller *p, int add, int del) {
+  p->events = (p->events | add) & ~del;
+  if (p->events)
+    uv_poll_start(&p->poll, p->events, on_poll);
+  else
+    uv_poll_stop(&p->poll);
+}
+
+static void poll_add_read(void *d) { poll_update(d, UV_READABLE, 0); }
+static void poll_del_read(void *d) { poll_update(d, 0, UV_READABLE); }
+static void poll_add_write(void *d) { poll_update(d, UV_WRITABLE, 0); }
+static void poll_del_write(void *d) { poll_update(d, 0, UV_WRITABLE); }
+
+static void on_poll_closed(uv_handle_t *h) { free(h->data); }
+
+/* hiredis is done with the context (it closes the socket after this). */
+static void poll_cleanup(void *d) {
+  poller *p = d;
+  p->ac = NULL;
+  uv_close((uv_handle_t *)&p->poll, on_poll_closed);
+}
+
+/* Puts ac on loop. Returns 0, or a negative code (ac untouched). */
+static int poll_attach(redisAsyncContext *ac, uv_loop_t *loop) {
+  poller *p = calloc(1, sizeof *p);
+  if (!p)
+    return MR_ENOMEM;
+  int r = uv_poll_init(loop, &p->poll, ac->c.fd);
+  if (r != 0) {
+    free(p);
+    return r;
+  }
+  p->ac = ac;
+  p->poll.data = p;
+  ac->ev.data = p;
+  ac->ev.addRead = poll_add_read;
+  ac->ev.delRead = poll_del_read;
+  ac->ev.addWrite = poll_add_write;
+  ac->ev.delWrite = poll_del_write;
+  ac->ev.cleanup = poll_cleanup;
+  return 0;
+}
 
 static void subscribe_all(mr_engine *e);
 static void on_retry(uv_timer_t *t);
@@ -269,7 +335,7 @@ static redisAsyncContext *open_context(mr_engine *e) {
     return NULL;
   }
   ac->data = e;
-  if (redisLibuvAttach(ac, e->srv->loop) != REDIS_OK) {
+  if (poll_attach(ac, e->srv->loop) != 0) {
     redisAsyncFree(ac);
     return NULL;
   }
@@ -292,6 +358,7 @@ static void dial(mr_engine *e) {
     return;
   }
   e->live = 1;
+  e->dialed_at = now_ms(e);
 }
 
 /* ---- subscriptions ------------------------------------------------------ */
@@ -500,7 +567,12 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *privdata) {
     return;
   }
   if (reply->element[2]->type == REDIS_REPLY_INTEGER)
-    e->srv->stats.engine_subscriptions = (uint64_t)reply->element[2]->integer;
+    /* Redis counts PREFIX:presence too, which is subscribed first and for
+     * as long as the connection lasts: the gauge counts rooms. */
+    e->srv->stats.engine_subscriptions =
+        reply->element[2]->integer > 1
+            ? (uint64_t)reply->element[2]->integer - 1
+            : 0;
   if (strcasecmp(type, "unsubscribe") != 0)
     return;
   size_t plen = strlen(e->srv->cfg.redis_prefix);
@@ -683,6 +755,15 @@ static void on_tick(uv_timer_t *t) {
   HASH_ITER(hh, e->nodes, n, tmp) {
     if (now - n->last_heard > MR_ENGINE_TTL_MS)
       node_gone(e, n, "silent for 15 s");
+  }
+  /* A connect that no one answers (a dropped SYN) would wait for the
+   * kernel's minutes; it gets MR_ENGINE_CONNECT_MS. */
+  if (!e->up && e->live && now - e->dialed_at > MR_ENGINE_CONNECT_MS) {
+    mr_log_limited(&dial_limit, MR_LOG_WARN,
+                   "engine: Redis at %s did not answer within %u ms; "
+                   "redialing with backoff",
+                   e->where, MR_ENGINE_CONNECT_MS);
+    drop_connections(e);
   }
   if (!e->up)
     return;
