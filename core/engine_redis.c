@@ -486,50 +486,69 @@ static void apply_state(mr_engine *e, node *n, const mr_redis_msg *m) {
     malformed(e, "presence state", r);
 }
 
-/* Decodes an envelope and sorts out whose it is. Returns the sender, or
- * NULL for our own message, a twin's, or a malformed one. */
-static node *sender_of(mr_engine *e, const uint8_t *data, size_t len,
+/* Whose an envelope is. */
+enum { FROM_OTHER, FROM_US, FROM_TWIN, FROM_NOWHERE };
+
+/* Decodes an envelope into m and sorts out whose it is: another node's,
+ * ours (this instance's: dropped, it was delivered here already), a twin's
+ * (another process with our name: its room messages are delivered, since
+ * a publisher that is not a node may well use any name, but its presence
+ * would clash with ours and is ignored), or malformed (counted). */
+static int decode_from(mr_engine *e, const uint8_t *data, size_t len,
                        mr_redis_msg *m) {
   int r = mr_redis_decode(data, len, e->max_frame, m);
   if (r != 0) {
     malformed(e, "message", r);
-    return NULL;
+    return FROM_NOWHERE;
   }
-  if (m->origin_len == e->name_len &&
-      memcmp(m->origin, e->name, e->name_len) == 0) {
-    if (m->instance == e->instance) {
-      if (m->kind == MR_REDIS_HEARTBEAT)
-        e->self_heard = now_ms(e);
-    } else if (!e->twin_logged) {
-      e->twin_logged = 1;
-      mr_error("engine: another process publishes as node %s on this Redis "
-               "and prefix; its messages are ignored: give every node its "
-               "own --node",
-               e->name);
-    }
-    return NULL;
+  if (m->origin_len != e->name_len ||
+      memcmp(m->origin, e->name, e->name_len) != 0)
+    return FROM_OTHER;
+  if (m->instance == e->instance) {
+    if (m->kind == MR_REDIS_HEARTBEAT)
+      e->self_heard = now_ms(e);
+    return FROM_US;
   }
-  return heard(e, m->origin, m->origin_len);
+  if (m->kind != MR_REDIS_ROOM && !e->twin_logged) {
+    e->twin_logged = 1;
+    mr_error("engine: another process publishes presence as node %s on "
+             "this Redis and prefix; it is ignored: give every node its own "
+             "--node",
+             e->name);
+  }
+  return FROM_TWIN;
 }
 
 static void on_message(mr_engine *e, const char *ch, size_t ch_len,
                        const uint8_t *data, size_t len) {
   mr_redis_msg m;
-  node *n = sender_of(e, data, len, &m);
-  if (!n)
+  int from = decode_from(e, data, len, &m);
+  if (from == FROM_NOWHERE || from == FROM_US)
     return;
   int presence =
       ch_len == e->pchan.len && memcmp(ch, e->pchan.data, ch_len) == 0;
-  if (m.kind == MR_REDIS_ROOM && !presence) {
-    e->srv->stats.engine_received++;
-    e->deliver(e->deliver_ud, m.room.room.room, m.room.room.room_len,
-               m.room.room.data, m.room.room.data_len, m.room.room.binary);
-    return;
-  }
   if (!presence) {
-    malformed(e, "room message", MR_EPROTO);
+    /* A room's channel carries that room's broadcasts only. */
+    size_t plen = strlen(e->srv->cfg.redis_prefix) + 6;
+    const mr_wire_msg *rm = &m.room;
+    if (m.kind != MR_REDIS_ROOM || ch_len < plen ||
+        rm->room.room_len != ch_len - plen ||
+        memcmp(rm->room.room, ch + plen, ch_len - plen) != 0) {
+      malformed(e, "room message", MR_EPROTO);
+      return;
+    }
+    if (from == FROM_OTHER)
+      heard(e, m.origin, m.origin_len);
+    e->srv->stats.engine_received++;
+    e->deliver(e->deliver_ud, rm->room.room, rm->room.room_len, rm->room.data,
+               rm->room.data_len, rm->room.binary);
     return;
   }
+  if (from == FROM_TWIN)
+    return;
+  node *n = heard(e, m.origin, m.origin_len);
+  if (!n)
+    return;
   switch (m.kind) {
   case MR_REDIS_STATE:
     apply_state(e, n, &m);
@@ -705,8 +724,12 @@ static void on_get(redisAsyncContext *ac, void *r, void *privdata) {
   if (!reply || reply->type != REDIS_REPLY_STRING)
     return; /* gone since the SCAN, or the connection closed */
   mr_redis_msg m;
-  node *n = sender_of(e, (const uint8_t *)reply->str, reply->len, &m);
-  if (n && m.kind == MR_REDIS_STATE)
+  if (decode_from(e, (const uint8_t *)reply->str, reply->len, &m) !=
+          FROM_OTHER ||
+      m.kind != MR_REDIS_STATE)
+    return;
+  node *n = heard(e, m.origin, m.origin_len);
+  if (n)
     apply_state(e, n, &m);
 }
 
