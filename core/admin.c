@@ -7,6 +7,7 @@
 #include "bridge.h"
 #include "cluster.h"
 #include "conn.h"
+#include "engine_redis.h"
 #include "error.h"
 #include "link.h"
 #include "log.h"
@@ -59,6 +60,13 @@ static int readiness(const mr_server *srv, const char **why) {
   }
   if (srv->cfg.npeers > 0 && srv->stats.cluster_links_up == 0) {
     *why = "not ready: no cluster link is up yet (--peer)";
+    return 0;
+  }
+  /* Like --peer: a new node joins the fleet before it takes traffic. A
+   * Redis lost later does not make it unready: every node would go at
+   * once, and local delivery still works. */
+  if (srv->engine && !mr_engine_was_connected(srv->engine)) {
+    *why = "not ready: not connected to Redis yet (--engine)";
     return 0;
   }
   *why = "ready";

@@ -978,6 +978,8 @@ size_t mr_engine_peers(const mr_engine *e, const char **names, size_t max) {
 
 int mr_engine_connected(const mr_engine *e) { return e->up; }
 
+int mr_engine_was_connected(const mr_engine *e) { return e->was_up; }
+
 void mr_engine_close(mr_engine *e) {
   if (e->closing)
     return;

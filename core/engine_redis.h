@@ -74,6 +74,9 @@ size_t mr_engine_peers(const mr_engine *e, const char **names, size_t max);
 /* 1 while both connections to Redis are up. */
 int mr_engine_connected(const mr_engine *e);
 
+/* 1 once both connections have been up (since start). */
+int mr_engine_was_connected(const mr_engine *e);
+
 /* Says goodbye (BYE, the node key deleted) when connected, and closes the
  * connections and timers; the connections get up to 1 s to flush. */
 void mr_engine_close(mr_engine *e);

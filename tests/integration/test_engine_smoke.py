@@ -112,3 +112,38 @@ def test_engine_excludes_the_mesh():
                  "127.0.0.1:9", "--cookie", "k", REPO_ROOT / CHAT])
     assert r.returncode == 2
     assert b"exclude each other" in r.stderr
+
+
+def test_readyz_waits_for_redis_then_stays_ready(tmp_path):
+    """A node on --engine is not ready until it has reached Redis once (as
+    a --peer node waits for its first link); a Redis lost later does not
+    make it unready: every node would leave the load balancer at once."""
+    from conftest import REPO_ROOT, start_server
+    from test_admin import get
+    port, admin = free_port(), free_port()
+    node = start_server(tmp_path, REPO_ROOT / CHAT, name="a",
+                        args=["--engine", f"redis://:pw@127.0.0.1:{port}",
+                              "--node", "a",
+                              "--admin-listen", f"127.0.0.1:{admin}"])
+    proc = None
+    try:
+        r = get(admin, "/readyz")
+        assert r.status == 503, r
+        assert r.body == b"not ready: not connected to Redis yet (--engine)\n"
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+             "--dir", str(tmp_path), "--save", "", "--appendonly", "no",
+             "--requirepass", "pw"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: get(admin, "/readyz").status == 200, timeout=15,
+                   what="ready once Redis answered")
+        proc.kill()
+        proc.wait(5)
+        proc = None
+        node.wait_log(r"engine: lost Redis", timeout=10)
+        assert get(admin, "/readyz").status == 200
+    finally:
+        if proc:
+            proc.kill()
+            proc.wait(5)
+        node.stop()
