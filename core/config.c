@@ -300,6 +300,27 @@ const mr_option mr_options[] = {
      FIELD(cluster_tls_ca),
      .expect = "a PEM file",
      .help = "the CA that signs every node's cluster certificate"},
+    {.name = "engine",
+     .arg = "URL",
+     .type = MR_OPT_STRING,
+     FIELD(engine),
+     .expect = "redis://[:PASSWORD@]HOST:PORT[/DB]",
+     .help = "run rooms across nodes through Redis at "
+             "redis://[:PASSWORD@]HOST:PORT[/DB] instead of the mesh "
+             "(default off)"},
+    {.name = "redis-password",
+     .arg = "SECRET",
+     .type = MR_OPT_STRING,
+     FIELD(redis_password),
+     .expect = "a password",
+     .help = "the Redis password (or the URL's, or MOONROOM_REDIS_PASSWORD)"},
+    {.name = "redis-prefix",
+     .arg = "PREFIX",
+     .type = MR_OPT_STRING,
+     FIELD(redis_prefix),
+     .def = "moonroom",
+     .expect = "a prefix",
+     .help = "the prefix of every Redis channel and key of this fleet"},
     {.name = "help", .type = MR_OPT_HELP, .help = "print this help and exit"},
     {.name = "version",
      .type = MR_OPT_VERSION,
@@ -354,6 +375,58 @@ int mr_addr_parse(const char *s, mr_addr *out) {
   out->host[hlen] = '\0';
   out->port = (int)port;
   return 0;
+}
+
+int mr_redis_url_parse(const char *s, mr_redis_url *out) {
+  memset(out, 0, sizeof *out);
+  static const char scheme[] = "redis://";
+  if (strncmp(s, scheme, sizeof scheme - 1) != 0)
+    return MR_EINVAL;
+  s += sizeof scheme - 1;
+  /* The authority ends at the first '/' after the userinfo, which ends at
+   * its last '@' (a password may hold '/' and '@'). */
+  const char *at = strrchr(s, '@');
+  if (at) {
+    const char *colon = memchr(s, ':', (size_t)(at - s));
+    size_t ulen = colon ? (size_t)(colon - s) : 0;
+    size_t plen = colon ? (size_t)(at - colon - 1) : (size_t)(at - s);
+    const char *pw = colon ? colon + 1 : s;
+    if (plen == 0 || ulen >= sizeof out->user || plen >= sizeof out->password)
+      goto bad;
+    memcpy(out->user, s, ulen);
+    memcpy(out->password, pw, plen);
+    s = at + 1;
+  }
+  const char *slash = strchr(s, '/');
+  size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+  char auth[300];
+  if (alen == 0 || alen + sizeof ":6379" > sizeof auth)
+    goto bad;
+  memcpy(auth, s, alen);
+  auth[alen] = '\0';
+  /* The port is optional: an authority without one gets Redis's. */
+  const char *rb = strrchr(auth, ']');
+  const char *last = strrchr(auth, ':');
+  if (!last || (auth[0] == '[' && (!rb || last < rb)))
+    memcpy(auth + alen, ":6379", sizeof ":6379");
+  mr_addr a;
+  if (mr_addr_parse(auth, &a) != 0 || a.port == 0)
+    goto bad;
+  memcpy(out->host, a.host, sizeof out->host);
+  out->port = a.port;
+  if (slash) {
+    const char *d = slash + 1;
+    char *end;
+    errno = 0;
+    unsigned long db = strtoul(d, &end, 10);
+    if (*d < '0' || *d > '9' || *end || errno || db > 65535)
+      goto bad;
+    out->db = (unsigned)db;
+  }
+  return 0;
+bad:
+  memset(out, 0, sizeof *out);
+  return MR_EINVAL;
 }
 
 static int parse_number(const char *s, unsigned long long min,
@@ -591,6 +664,46 @@ static int tls_options(const mr_config *cfg, char *err, size_t errlen) {
   return MR_CONFIG_RUN;
 }
 
+/* Reads --engine, refuses it beside the mesh's options, and picks the
+ * password: --redis-password, else the URL's, else MOONROOM_REDIS_PASSWORD.
+ * The URL is not quoted back: it may hold the password. */
+static int redis_options(mr_config *cfg, char *err, size_t errlen) {
+  if (!cfg->engine[0]) {
+    if (cfg->redis_password[0]) {
+      snprintf(err, errlen, "--redis-password needs --engine");
+      return MR_CONFIG_USAGE;
+    }
+    return MR_CONFIG_RUN;
+  }
+  if (mr_redis_url_parse(cfg->engine, &cfg->redis_url) != 0) {
+    snprintf(err, errlen,
+             "--engine: expected redis://[:PASSWORD@]HOST:PORT[/DB] (DB "
+             "0..65535)");
+    return MR_CONFIG_USAGE;
+  }
+  if (cfg->cluster) {
+    snprintf(err, errlen,
+             "--engine and --cluster-listen/--peer exclude each other: run "
+             "the nodes through Redis or as a mesh, not both");
+    return MR_CONFIG_USAGE;
+  }
+  cfg->redis = 1;
+  if (!cfg->redis_password[0])
+    memcpy(cfg->redis_password, cfg->redis_url.password,
+           sizeof cfg->redis_password);
+  const char *env = getenv("MOONROOM_REDIS_PASSWORD");
+  if (!cfg->redis_password[0] && env && *env) {
+    if (strlen(env) >= sizeof cfg->redis_password) {
+      snprintf(err, errlen,
+               "MOONROOM_REDIS_PASSWORD: expected a password of 1..%zu bytes",
+               sizeof cfg->redis_password - 1);
+      return MR_CONFIG_USAGE;
+    }
+    strcpy(cfg->redis_password, env);
+  }
+  return MR_CONFIG_RUN;
+}
+
 /* Checks what only the whole command line tells: that there is exactly one
  * SCRIPT, and whether this node clusters. */
 static int finish(mr_config *cfg, int argc, char **argv, char *err,
@@ -614,6 +727,8 @@ static int finish(mr_config *cfg, int argc, char **argv, char *err,
     return MR_CONFIG_USAGE;
   }
   if (tls_options(cfg, err, errlen) != MR_CONFIG_RUN)
+    return MR_CONFIG_USAGE;
+  if (redis_options(cfg, err, errlen) != MR_CONFIG_RUN)
     return MR_CONFIG_USAGE;
   return cluster_cookie(cfg, err, errlen);
 }

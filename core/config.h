@@ -12,6 +12,15 @@ typedef struct {
   int port;
 } mr_addr;
 
+/* A parsed --engine redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] URL. */
+typedef struct {
+  char host[256];     /* without the brackets of an IPv6 address */
+  int port;           /* 6379 when not given */
+  unsigned db;        /* 0 when not given */
+  char user[128];     /* "" when not given (AUTH with the password only) */
+  char password[256]; /* "" when not given */
+} mr_redis_url;
+
 typedef struct {
   const char *script;
   mr_addr listen;
@@ -68,6 +77,14 @@ typedef struct {
    * longest a handler may run in ms; 0 turns either off. */
   size_t lua_memory_limit;
   unsigned handler_timeout;
+  /* The Redis engine (engine_redis.c): --engine as given ("" when off), the
+   * URL it names, the password (--redis-password, else the URL's, else
+   * MOONROOM_REDIS_PASSWORD) and the prefix of every channel and key. */
+  char engine[1024];
+  int redis; /* --engine given */
+  mr_redis_url redis_url;
+  char redis_password[256];
+  char redis_prefix[128];
 } mr_config;
 
 enum { MR_CONFIG_RUN = 0, MR_CONFIG_EXIT = 1, MR_CONFIG_USAGE = 2 };
@@ -113,5 +130,10 @@ int mr_config_parse(mr_config *cfg, int argc, char **argv, char *err,
 
 /* Parses "HOST:PORT" (IPv6 as "[::1]:PORT"); returns 0 or MR_EINVAL. */
 int mr_addr_parse(const char *s, mr_addr *out);
+
+/* Parses redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (IPv6 as [::1]; the
+ * password is taken up to the last '@', verbatim, not percent-decoded).
+ * Returns 0, or MR_EINVAL with *out zeroed. */
+int mr_redis_url_parse(const char *s, mr_redis_url *out);
 
 #endif

@@ -598,6 +598,13 @@ static const char help_golden[] =
     "  --cluster-tls-key FILE    the private key of --cluster-tls-cert\n"
     "  --cluster-tls-ca FILE     the CA that signs every node's cluster\n"
     "                            certificate\n"
+    "  --engine URL              run rooms across nodes through Redis at\n"
+    "                            redis://[:PASSWORD@]HOST:PORT[/DB] instead\n"
+    "                            of the mesh (default off)\n"
+    "  --redis-password SECRET   the Redis password (or the URL's, or\n"
+    "                            MOONROOM_REDIS_PASSWORD)\n"
+    "  --redis-prefix PREFIX     the prefix of every Redis channel and key of\n"
+    "                            this fleet (default moonroom)\n"
     "  --help                    print this help and exit\n"
     "  --version                 print the version and exit\n";
 
@@ -737,6 +744,12 @@ static int parse_row(const mr_option *o, const char *value) {
                  "--tls-key", "k", "--cluster-tls-cert", "c",
                  "--cluster-tls-key", "k", "--cluster-tls-ca", "a", opt, value,
                  "app.lua", NULL);
+  /* The Redis options need --engine, and --engine excludes the mesh. */
+  if (strncmp(o->name, "redis-", 6) == 0 && value)
+    return parse("--engine", "redis://127.0.0.1:6379", opt, value, "app.lua",
+                 NULL);
+  if (strcmp(o->name, "engine") == 0 && value)
+    return parse(opt, value, "app.lua", NULL);
   if (!value)
     return parse("--cookie", "k", opt, "app.lua", NULL);
   return parse("--cookie", "k", opt, value, "app.lua", NULL);
@@ -792,6 +805,9 @@ static void test_table_shape(void) {
                                       "cluster-tls-cert",
                                       "cluster-tls-key",
                                       "cluster-tls-ca",
+                                      "engine",
+                                      "redis-password",
+                                      "redis-prefix",
                                       "help",
                                       "version"};
   size_t n = sizeof names / sizeof names[0];
@@ -898,6 +914,11 @@ static void check_string_row(const mr_option *o) {
   /* --allow-origin's value must also be a list of origins: one long one. */
   if (strcmp(o->name, "allow-origin") == 0)
     memcpy(s, "http://", 7);
+  /* --engine's must be a URL: a database number padded with zeros. */
+  if (strcmp(o->name, "engine") == 0) {
+    memset(s, '0', o->size);
+    memcpy(s, "redis://h:1/", 12);
+  }
   s[o->size - 1] = '\0';
   CHECK_EQ_INT(parse_row(o, s), MR_CONFIG_RUN);
   CHECK_STR(field_of(o), s);
@@ -1110,6 +1131,109 @@ static void test_tls(void) {
                MR_CONFIG_USAGE);
 }
 
+/* ---- the Redis engine ---- */
+
+static void check_url(const char *s, const char *host, int port, unsigned db,
+                      const char *user, const char *password) {
+  mr_redis_url u;
+  int rc = mr_redis_url_parse(s, &u);
+  if (!test_record(rc == 0 && strcmp(u.host, host) == 0 && u.port == port &&
+                       u.db == db && strcmp(u.user, user) == 0 &&
+                       strcmp(u.password, password) == 0,
+                   __FILE__, __LINE__, "redis URL parses"))
+    fprintf(stderr, "  %s: rc %d host '%s' port %d db %u user '%s' pw '%s'\n",
+            s, rc, u.host, u.port, u.db, u.user, u.password);
+}
+
+static void check_url_bad(const char *s) {
+  mr_redis_url u;
+  memset(&u, 'x', sizeof u);
+  int rc = mr_redis_url_parse(s, &u);
+  if (!test_record(rc == MR_EINVAL && u.host[0] == '\0' &&
+                       u.password[0] == '\0',
+                   __FILE__, __LINE__, "bad redis URL refused"))
+    fprintf(stderr, "  %s: rc %d\n", s, rc);
+}
+
+static void test_redis_url(void) {
+  check_url("redis://127.0.0.1:6379", "127.0.0.1", 6379, 0, "", "");
+  check_url("redis://127.0.0.1", "127.0.0.1", 6379, 0, "", "");
+  check_url("redis://localhost:7000/3", "localhost", 7000, 3, "", "");
+  check_url("redis://[::1]:7000/15", "::1", 7000, 15, "", "");
+  check_url("redis://[::1]", "::1", 6379, 0, "", "");
+  check_url("redis://:s3cret@h:1", "h", 1, 0, "", "s3cret");
+  check_url("redis://ann:s3cret@h:1/2", "h", 1, 2, "ann", "s3cret");
+  check_url("redis://s3cret@h:1", "h", 1, 0, "", "s3cret");
+  /* A password may hold '@', ':' and '/': the userinfo ends at the last
+   * '@'. */
+  check_url("redis://:a@b:c/d@h:1/0", "h", 1, 0, "", "a@b:c/d");
+  check_url("redis://h:1/65535", "h", 1, 65535, "", "");
+  check_url_bad("");
+  check_url_bad("h:6379");
+  check_url_bad("http://h:6379");
+  check_url_bad("rediss://h:6379");
+  check_url_bad("redis://");
+  check_url_bad("redis://:6379");
+  check_url_bad("redis://h:0");
+  check_url_bad("redis://h:65536");
+  check_url_bad("redis://h:1/");
+  check_url_bad("redis://h:1/x");
+  check_url_bad("redis://h:1/-1");
+  check_url_bad("redis://h:1/65536");
+  check_url_bad("redis://h:1/1/2");
+  check_url_bad("redis://:@h:1");
+  check_url_bad("redis://[::1:1");
+}
+
+static void test_redis_options(void) {
+  unsetenv("MOONROOM_REDIS_PASSWORD");
+  CHECK_EQ_INT(parse("app.lua", NULL), MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.redis, 0);
+  CHECK_STR(cfg.redis_prefix, "moonroom");
+  CHECK_EQ_INT(parse("--engine", "redis://10.0.0.1:7000/2", "--redis-prefix",
+                     "app1", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_EQ_INT(cfg.redis, 1);
+  CHECK_STR(cfg.redis_url.host, "10.0.0.1");
+  CHECK_EQ_INT(cfg.redis_url.port, 7000);
+  CHECK_EQ_INT(cfg.redis_url.db, 2);
+  CHECK_STR(cfg.redis_prefix, "app1");
+  CHECK_STR(cfg.redis_password, "");
+  /* The password: the option, else the URL's, else the environment. */
+  CHECK_EQ_INT(parse("--engine", "redis://:url@h:1", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_STR(cfg.redis_password, "url");
+  CHECK_EQ_INT(parse("--engine", "redis://:url@h:1", "--redis-password", "opt",
+                     "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_STR(cfg.redis_password, "opt");
+  setenv("MOONROOM_REDIS_PASSWORD", "env", 1);
+  CHECK_EQ_INT(parse("--engine", "redis://:url@h:1", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_STR(cfg.redis_password, "url");
+  CHECK_EQ_INT(parse("--engine", "redis://h:1", "app.lua", NULL),
+               MR_CONFIG_RUN);
+  CHECK_STR(cfg.redis_password, "env");
+  unsetenv("MOONROOM_REDIS_PASSWORD");
+  /* Usage errors, which never quote the URL (it may hold the password). */
+  CHECK_EQ_INT(parse("--engine", "redis://:pw@h:x", "app.lua", NULL),
+               MR_CONFIG_USAGE);
+  CHECK_STR(err, "--engine: expected redis://[:PASSWORD@]HOST:PORT[/DB] (DB "
+                 "0..65535)");
+  CHECK_EQ_INT(parse("--engine", "redis://h:1", "--peer", "127.0.0.1:1",
+                     "--cookie", "k", "app.lua", NULL),
+               MR_CONFIG_USAGE);
+  CHECK_CONTAINS(err,
+                 "--engine and --cluster-listen/--peer exclude each other");
+  CHECK_EQ_INT(parse("--engine", "redis://h:1", "--cluster-listen",
+                     "127.0.0.1:1", "--cookie", "k", "app.lua", NULL),
+               MR_CONFIG_USAGE);
+  CHECK_CONTAINS(err, "exclude each other");
+  CHECK_EQ_INT(parse("--redis-password", "pw", "app.lua", NULL),
+               MR_CONFIG_USAGE);
+  CHECK_STR(err, "--redis-password needs --engine");
+}
+
 static void test_addr(void) {
   check_addr("127.0.0.1:8080", "127.0.0.1", 8080);
   check_addr("localhost:0", "localhost", 0);
@@ -1168,6 +1292,8 @@ int main(void) {
   test_cluster();
   test_addr();
   test_tls();
+  test_redis_url();
+  test_redis_options();
   test_table_shape();
   test_table_rows();
   test_table_defaults();
