@@ -26,7 +26,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
+try:  # the benchmark (tests/bench/run.py) uses RedisServer without pytest
+    import pytest
+except ImportError:
+    pytest = None
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 READY_TIMEOUT = 10.0
@@ -155,8 +158,8 @@ class RedisServer:
         """Starts redis-server and waits until it answers PING."""
         assert not self.alive(), "redis-server is already running"
         if not os.path.exists(REDIS_SERVER):
-            pytest.fail(f"{REDIS_SERVER} is missing: tools/deps.sh installs "
-                        "redis-server")
+            raise RuntimeError(f"{REDIS_SERVER} is missing: tools/deps.sh "
+                               "installs redis-server")
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
@@ -223,7 +226,6 @@ class RedisServer:
             return ""
 
 
-@pytest.fixture
 def redis_server(tmp_path):
     """Factory: redis_server(password=None) -> a started RedisServer on a
     free loopback port. Every server is stopped at the end of the test."""
@@ -239,3 +241,7 @@ def redis_server(tmp_path):
     yield factory
     for rs in made:
         rs.stop()
+
+
+if pytest is not None:
+    redis_server = pytest.fixture(redis_server)
