@@ -26,6 +26,7 @@ for something it can observe."""
 
 import collections
 import json
+import struct
 import signal
 import threading
 import time
@@ -725,3 +726,55 @@ def test_default_prefix_and_channel_layout(server, redis_server):  # noqa
                PROPAGATION, what=lambda: f"channels {rs.channels()}")
     assert rs.cmd("PTTL", "moonroom:node:solo") > 0
     assert m
+
+
+# ---------------------------------------------------------------------------
+# What else may arrive on a room's channel
+# ---------------------------------------------------------------------------
+
+
+def room_envelope(origin, room, msg, binary=False, instance=0x1234):
+    """A ROOM envelope as core/redis_proto.h defines it: 'M', version 1,
+    kind ROOM, the origin, the instance, then one wire.h ROOM_TEXT or
+    ROOM_BINARY frame with its u32 length."""
+    origin, room = origin.encode(), room.encode()
+    body = bytes([0x1F if binary else 0x1E]) + \
+        struct.pack("!H", len(room)) + room + struct.pack("!I", len(msg)) + msg
+    return (b"M\x01\x01" + bytes([len(origin)]) + origin +
+            struct.pack("!Q", instance) + struct.pack("!I", len(body)) + body)
+
+
+def test_other_publishers_and_junk_on_a_room_channel(fleet):
+    """Anything that can PUBLISH to Redis can reach a room, so a node reads
+    what comes on a room's channel as carefully as a cluster link: a
+    well-formed envelope from a process that is no node is delivered (the
+    same name as the node with another instance too: a node drops only its
+    own instance's messages), and junk is dropped without harm."""
+    rs, (a,) = fleet(1)
+    room = "open"
+    m = a.client(room)
+    wait_numsub(rs, a.prefix, room, 1)
+    ch = channel(a, room)
+
+    assert rs.cmd("PUBLISH", ch, room_envelope("backend", room, b"M|hi")) == 1
+    assert m.recv(PROPAGATION) == (OP_TEXT, b"M|hi")
+    assert rs.cmd("PUBLISH", ch, room_envelope("a", room, b"\x00\xff",
+                                               binary=True)) == 1
+    assert m.recv(PROPAGATION) == (OP_BINARY, b"\x00\xff")
+
+    before = a.engine()
+    junk = [b"", b"hello", b"M\x01\x01", b"M\x02\x01\x01x" + bytes(8),
+            room_envelope("x", room, b"\xff\xfe not UTF-8"),  # as text
+            room_envelope("x", room, b"M|cut")[:-2],
+            room_envelope("x", room, b"M|tail") + b"extra",
+            room_envelope("", room, b"M|no origin"),
+            bytes(range(256)) * 4]
+    for j in junk:
+        assert rs.cmd("PUBLISH", ch, j) == 1
+    # The node is alive, its member got none of it, and it still delivers.
+    assert rs.cmd("PUBLISH", ch, room_envelope("backend", room, b"M|after")) \
+        == 1
+    assert m.recv(PROPAGATION) == (OP_TEXT, b"M|after"), "junk was delivered"
+    after = a.engine()
+    assert after["engine_received"] >= before["engine_received"]
+    assert a.srv.alive()
