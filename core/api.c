@@ -11,6 +11,7 @@
 #include "broadcast.h"
 #include "cluster.h"
 #include "conn.h"
+#include "engine_redis.h"
 #include "error.h"
 #include "gate.h"
 #include "handle.h"
@@ -296,6 +297,9 @@ static int l_peers(lua_State *L) {
   mr_server *srv = upvalue_server(L);
   const char *names[256];
   size_t n = srv->cluster ? mr_cluster_peers(srv->cluster, names, 256) : 0;
+  /* With the Redis engine: the nodes heard from within its TTL. */
+  if (srv->engine)
+    n = mr_engine_peers(srv->engine, names, 256);
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
     lua_pushstring(L, names[i]);

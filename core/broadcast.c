@@ -4,6 +4,7 @@
 #include "codec.h"
 #include "conn.h"
 #include "deflate.h"
+#include "engine_redis.h"
 #include "error.h"
 #include "log.h"
 
@@ -65,6 +66,8 @@ int mr_broadcast(mr_server *srv, const char *room, size_t room_len,
   int n = mr_broadcast_local(srv, room, room_len, msg, len, binary, except);
   if (srv->cluster && n >= 0)
     mr_cluster_forward(srv->cluster, room, room_len, msg, len, binary);
+  if (srv->engine && n >= 0)
+    mr_engine_forward(srv->engine, room, room_len, msg, len, binary);
   return n;
 }
 

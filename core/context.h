@@ -25,6 +25,7 @@ struct mr_ws_pool;
 struct mr_admin;
 struct mr_zpool;
 struct mr_ipcount;
+struct mr_engine;
 
 /* Every refusal and drop is counted; ws.stats() shows these, and /metrics
  * (metrics.c) exports each with its help text. */
@@ -123,7 +124,15 @@ struct mr_ipcount;
   X(lua_memory_limit_hits,                                                     \
     "handler calls refused for leaving the Lua heap over --lua-memory-limit")  \
   X(lua_memory_refusals,                                                       \
-    "upgrades and HTTP requests refused 503 while over --lua-memory-limit")
+    "upgrades and HTTP requests refused 503 while over --lua-memory-limit")    \
+  X(engine_connected, "1 while the Redis engine is connected, else 0")         \
+  X(engine_reconnects, "reconnections of the Redis engine after a loss")       \
+  X(engine_subscriptions, "Redis channels the engine is subscribed to now")    \
+  X(engine_published, "messages the Redis engine published")                   \
+  X(engine_received, "room broadcasts received from other nodes via Redis")    \
+  X(engine_dropped,                                                            \
+    "broadcasts not published: Redis unreachable or over its queue limit")     \
+  X(engine_malformed, "malformed messages from Redis dropped")
 
 typedef struct {
 #define MR_STATS_FIELD(name, help) uint64_t name;
@@ -183,6 +192,8 @@ typedef struct mr_server {
    * keep the context they were made with. */
   struct mr_tls_ctx *tls;
   struct mr_tls_ctx *cluster_tls;
+  /* The Redis engine (engine_redis.h); NULL without --engine. */
+  struct mr_engine *engine;
 } mr_server;
 
 /* Pending script timers (ws.after, ws.every, conn:after): the heap less the

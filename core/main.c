@@ -13,6 +13,7 @@
 #include "broadcast.h"
 #include "cluster.h"
 #include "config.h"
+#include "engine_redis.h"
 #include "log.h"
 #include "reload.h"
 #include "server.h"
@@ -94,7 +95,8 @@ int main(int argc, char **argv) {
   }
   if (mr_server_listen(&srv) != 0 ||
       (cfg.admin_listen.host[0] && mr_admin_start(&srv) != 0) ||
-      (cfg.cluster && mr_cluster_start(&srv, mr_broadcast_remote, &srv) != 0)) {
+      (cfg.cluster && mr_cluster_start(&srv, mr_broadcast_remote, &srv) != 0) ||
+      (cfg.redis && mr_engine_start(&srv, mr_broadcast_remote, &srv) != 0)) {
     /* Closing the Lua state runs the finalizers of the C modules a script
      * loaded (lua-cjson's buffers are malloc'd), which exiting does not. */
     mr_bridge_free(srv.bridge);

@@ -5,7 +5,8 @@
 
 /* The entries of MR_STATS_MAP whose values are levels rather than running
  * totals; everything else in the map only ever goes up. */
-static const char *const gauge_stats[] = {"connections_open"};
+static const char *const gauge_stats[] = {
+    "connections_open", "engine_connected", "engine_subscriptions"};
 
 int mr_metrics_stat_is_gauge(const char *name) {
   for (size_t i = 0; i < sizeof gauge_stats / sizeof gauge_stats[0]; i++)

@@ -10,6 +10,7 @@
 #include "codec.h"
 #include "conn.h"
 #include "deflate.h"
+#include "engine_redis.h"
 #include "error.h"
 #include "log.h"
 #include "presence.h"
@@ -26,6 +27,8 @@ static void on_room_change(void *ud, const mr_room *room, int created) {
   mr_server *srv = ud;
   if (srv->cluster)
     mr_cluster_interest(srv->cluster, room->name, room->name_len, created);
+  if (srv->engine)
+    mr_engine_interest(srv->engine, room->name, room->name_len, created);
   if (!created && srv->bridge)
     mr_bridge_on_room_gone(srv->bridge, room->name, room->name_len);
 }
@@ -206,6 +209,8 @@ static void finish_shutdown(mr_server *srv) {
   mr_reload_stop(srv);
   if (srv->cluster)
     mr_cluster_close(srv->cluster);
+  if (srv->engine)
+    mr_engine_close(srv->engine);
   /* Last: /readyz answered 503 throughout the grace period, and nothing of
    * the admin's may keep the loop alive once the server is done. */
   mr_admin_close(srv->admin);
@@ -380,6 +385,8 @@ void mr_server_free(mr_server *srv) {
     mr_cluster_free(srv->cluster);
     srv->cluster = NULL;
   }
+  mr_engine_free(srv->engine);
+  srv->engine = NULL;
   mr_rooms_free(&srv->rooms);
   mr_presence_free(srv->presence);
   srv->presence = NULL;
