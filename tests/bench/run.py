@@ -371,6 +371,13 @@ def scenarios(smoke):
                    "node A, 64 B, 16 in flight: the mesh beside Redis",
              args=["--scenario", "fanout", "--conns", "1000", "--window", "16"],
              warmup=1, duration=5),
+        # The same with 10 subscribers: the hop between the nodes, not the
+        # fan-out on B, is what limits it.
+        dict(name="crossnode-10", kind="crossnode", variants="engines",
+             title="cross-node messages, 10 subscribers on node B, the publisher on "
+                   "node A, 64 B, 16 in flight: the mesh beside Redis",
+             args=["--scenario", "fanout", "--conns", "10", "--window", "16"],
+             warmup=1, duration=5),
         dict(name="presence-10k", kind="presence", variants="cluster", members=10000,
              title="presence: 10,000 connections join and are tracked in one room, "
                    "spread over 3 nodes"),
@@ -1105,7 +1112,8 @@ def main():
     ap.add_argument("--only", default="",
                     help="comma-separated scenarios: fanout-1k, fanout-10k, chat-10k, idle, "
                          "lua-fanout-1k, lua-echo, publish-1k, fanout-1k-deflate, "
-                         "idle-deflate, presence-1k, presence-10k, crossnode-1k")
+                         "idle-deflate, presence-1k, presence-10k, crossnode-1k, "
+                         "crossnode-10")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     ap.add_argument("--moonroom", help="server binary (default BUILD_DIR/moonroom)")
     ap.add_argument("--loadgen",
