@@ -9,7 +9,6 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/sds.h>
@@ -69,6 +68,7 @@ struct mr_engine {
   mr_wbuf pchan;   /* PREFIX:presence */
   mr_wbuf key;     /* PREFIX:node:NAME */
   int live;        /* the connections of one dial exist (some may be gone) */
+  uint64_t dialed_at;
   int closing;
   int twin_logged;
 };
@@ -80,6 +80,72 @@ static mr_log_limit bad_limit =
     MR_LOG_LIMIT_INIT("malformed messages from Redis");
 
 static uint64_t now_ms(mr_engine *e) { return uv_now(e->srv->loop); }
+
+/* ---- hiredis on libuv ----------------------------------------------------
+ *
+ * Our own adapter rather than hiredis/adapters/libuv.h: the one of hiredis
+ * 0.14 returns without a word when the poll reports an error, which is
+ * what a refused connect looks like to libuv, so the context would wait
+ * forever. Here an error is handed to hiredis as readiness, and hiredis
+ * reads the socket's error itself. */
+
+typedef struct {
+  redisAsyncContext *ac; /* NULL once hiredis let go of it */
+  uv_poll_t poll;
+  int events;
+} poller;
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  poller *p = h->data;
+  int ev = status < 0 ? p->events : events;
+  if (p->ac && (ev & UV_READABLE))
+    redisAsyncHandleRead(p->ac);
+  if (p->ac && (ev & UV_WRITABLE))
+    redisAsyncHandleWrite(p->ac);
+}
+
+static void poll_update(poller *p, int add, int del) {
+  p->events = (p->events | add) & ~del;
+  if (p->events)
+    uv_poll_start(&p->poll, p->events, on_poll);
+  else
+    uv_poll_stop(&p->poll);
+}
+
+static void poll_add_read(void *d) { poll_update(d, UV_READABLE, 0); }
+static void poll_del_read(void *d) { poll_update(d, 0, UV_READABLE); }
+static void poll_add_write(void *d) { poll_update(d, UV_WRITABLE, 0); }
+static void poll_del_write(void *d) { poll_update(d, 0, UV_WRITABLE); }
+
+static void on_poll_closed(uv_handle_t *h) { free(h->data); }
+
+/* hiredis is done with the context (it closes the socket after this). */
+static void poll_cleanup(void *d) {
+  poller *p = d;
+  p->ac = NULL;
+  uv_close((uv_handle_t *)&p->poll, on_poll_closed);
+}
+
+/* Puts ac on loop. Returns 0, or a negative code (ac untouched). */
+static int poll_attach(redisAsyncContext *ac, uv_loop_t *loop) {
+  poller *p = calloc(1, sizeof *p);
+  if (!p)
+    return MR_ENOMEM;
+  int r = uv_poll_init(loop, &p->poll, ac->c.fd);
+  if (r != 0) {
+    free(p);
+    return r;
+  }
+  p->ac = ac;
+  p->poll.data = p;
+  ac->ev.data = p;
+  ac->ev.addRead = poll_add_read;
+  ac->ev.delRead = poll_del_read;
+  ac->ev.addWrite = poll_add_write;
+  ac->ev.delWrite = poll_del_write;
+  ac->ev.cleanup = poll_cleanup;
+  return 0;
+}
 
 static void subscribe_all(mr_engine *e);
 static void on_retry(uv_timer_t *t);
@@ -269,7 +335,7 @@ static redisAsyncContext *open_context(mr_engine *e) {
     return NULL;
   }
   ac->data = e;
-  if (redisLibuvAttach(ac, e->srv->loop) != REDIS_OK) {
+  if (poll_attach(ac, e->srv->loop) != 0) {
     redisAsyncFree(ac);
     return NULL;
   }
@@ -292,6 +358,7 @@ static void dial(mr_engine *e) {
     return;
   }
   e->live = 1;
+  e->dialed_at = now_ms(e);
 }
 
 /* ---- subscriptions ------------------------------------------------------ */
@@ -419,50 +486,69 @@ static void apply_state(mr_engine *e, node *n, const mr_redis_msg *m) {
     malformed(e, "presence state", r);
 }
 
-/* Decodes an envelope and sorts out whose it is. Returns the sender, or
- * NULL for our own message, a twin's, or a malformed one. */
-static node *sender_of(mr_engine *e, const uint8_t *data, size_t len,
+/* Whose an envelope is. */
+enum { FROM_OTHER, FROM_US, FROM_TWIN, FROM_NOWHERE };
+
+/* Decodes an envelope into m and sorts out whose it is: another node's,
+ * ours (this instance's: dropped, it was delivered here already), a twin's
+ * (another process with our name: its room messages are delivered, since
+ * a publisher that is not a node may well use any name, but its presence
+ * would clash with ours and is ignored), or malformed (counted). */
+static int decode_from(mr_engine *e, const uint8_t *data, size_t len,
                        mr_redis_msg *m) {
   int r = mr_redis_decode(data, len, e->max_frame, m);
   if (r != 0) {
     malformed(e, "message", r);
-    return NULL;
+    return FROM_NOWHERE;
   }
-  if (m->origin_len == e->name_len &&
-      memcmp(m->origin, e->name, e->name_len) == 0) {
-    if (m->instance == e->instance) {
-      if (m->kind == MR_REDIS_HEARTBEAT)
-        e->self_heard = now_ms(e);
-    } else if (!e->twin_logged) {
-      e->twin_logged = 1;
-      mr_error("engine: another process publishes as node %s on this Redis "
-               "and prefix; its messages are ignored: give every node its "
-               "own --node",
-               e->name);
-    }
-    return NULL;
+  if (m->origin_len != e->name_len ||
+      memcmp(m->origin, e->name, e->name_len) != 0)
+    return FROM_OTHER;
+  if (m->instance == e->instance) {
+    if (m->kind == MR_REDIS_HEARTBEAT)
+      e->self_heard = now_ms(e);
+    return FROM_US;
   }
-  return heard(e, m->origin, m->origin_len);
+  if (m->kind != MR_REDIS_ROOM && !e->twin_logged) {
+    e->twin_logged = 1;
+    mr_error("engine: another process publishes presence as node %s on "
+             "this Redis and prefix; it is ignored: give every node its own "
+             "--node",
+             e->name);
+  }
+  return FROM_TWIN;
 }
 
 static void on_message(mr_engine *e, const char *ch, size_t ch_len,
                        const uint8_t *data, size_t len) {
   mr_redis_msg m;
-  node *n = sender_of(e, data, len, &m);
-  if (!n)
+  int from = decode_from(e, data, len, &m);
+  if (from == FROM_NOWHERE || from == FROM_US)
     return;
   int presence =
       ch_len == e->pchan.len && memcmp(ch, e->pchan.data, ch_len) == 0;
-  if (m.kind == MR_REDIS_ROOM && !presence) {
-    e->srv->stats.engine_received++;
-    e->deliver(e->deliver_ud, m.room.room.room, m.room.room.room_len,
-               m.room.room.data, m.room.room.data_len, m.room.room.binary);
-    return;
-  }
   if (!presence) {
-    malformed(e, "room message", MR_EPROTO);
+    /* A room's channel carries that room's broadcasts only. */
+    size_t plen = strlen(e->srv->cfg.redis_prefix) + 6;
+    const mr_wire_msg *rm = &m.room;
+    if (m.kind != MR_REDIS_ROOM || ch_len < plen ||
+        rm->room.room_len != ch_len - plen ||
+        memcmp(rm->room.room, ch + plen, ch_len - plen) != 0) {
+      malformed(e, "room message", MR_EPROTO);
+      return;
+    }
+    if (from == FROM_OTHER)
+      heard(e, m.origin, m.origin_len);
+    e->srv->stats.engine_received++;
+    e->deliver(e->deliver_ud, rm->room.room, rm->room.room_len, rm->room.data,
+               rm->room.data_len, rm->room.binary);
     return;
   }
+  if (from == FROM_TWIN)
+    return;
+  node *n = heard(e, m.origin, m.origin_len);
+  if (!n)
+    return;
   switch (m.kind) {
   case MR_REDIS_STATE:
     apply_state(e, n, &m);
@@ -500,7 +586,12 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *privdata) {
     return;
   }
   if (reply->element[2]->type == REDIS_REPLY_INTEGER)
-    e->srv->stats.engine_subscriptions = (uint64_t)reply->element[2]->integer;
+    /* Redis counts PREFIX:presence too, which is subscribed first and for
+     * as long as the connection lasts: the gauge counts rooms. */
+    e->srv->stats.engine_subscriptions =
+        reply->element[2]->integer > 1
+            ? (uint64_t)reply->element[2]->integer - 1
+            : 0;
   if (strcasecmp(type, "unsubscribe") != 0)
     return;
   size_t plen = strlen(e->srv->cfg.redis_prefix);
@@ -633,8 +724,12 @@ static void on_get(redisAsyncContext *ac, void *r, void *privdata) {
   if (!reply || reply->type != REDIS_REPLY_STRING)
     return; /* gone since the SCAN, or the connection closed */
   mr_redis_msg m;
-  node *n = sender_of(e, (const uint8_t *)reply->str, reply->len, &m);
-  if (n && m.kind == MR_REDIS_STATE)
+  if (decode_from(e, (const uint8_t *)reply->str, reply->len, &m) !=
+          FROM_OTHER ||
+      m.kind != MR_REDIS_STATE)
+    return;
+  node *n = heard(e, m.origin, m.origin_len);
+  if (n)
     apply_state(e, n, &m);
 }
 
@@ -683,6 +778,15 @@ static void on_tick(uv_timer_t *t) {
   HASH_ITER(hh, e->nodes, n, tmp) {
     if (now - n->last_heard > MR_ENGINE_TTL_MS)
       node_gone(e, n, "silent for 15 s");
+  }
+  /* A connect that no one answers (a dropped SYN) would wait for the
+   * kernel's minutes; it gets MR_ENGINE_CONNECT_MS. */
+  if (!e->up && e->live && now - e->dialed_at > MR_ENGINE_CONNECT_MS) {
+    mr_log_limited(&dial_limit, MR_LOG_WARN,
+                   "engine: Redis at %s did not answer within %u ms; "
+                   "redialing with backoff",
+                   e->where, MR_ENGINE_CONNECT_MS);
+    drop_connections(e);
   }
   if (!e->up)
     return;

@@ -33,6 +33,9 @@ typedef struct mr_engine mr_engine;
 #define MR_ENGINE_TTL_MS 15000u
 /* How often the node key is refreshed and a heartbeat published. */
 #define MR_ENGINE_REFRESH_MS 5000u
+/* A dial not answered (connected, authenticated, PING answered) within
+ * this is given up and redialed. */
+#define MR_ENGINE_CONNECT_MS 5000u
 #define MR_ENGINE_BACKOFF_MIN_MS 100u
 #define MR_ENGINE_BACKOFF_MAX_MS 5000u
 /* The bytes hiredis may hold unsent on the publishing connection before
