@@ -20,7 +20,8 @@ from conftest import (CMD_SCRIPT, PeerClosed, RawClient, free_port, join,
 COOKIE = "admin-test-cookie"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # ws.stats() keys that are levels, not running totals: gauges in /metrics.
-GAUGE_STATS = {"connections_open", "rooms", "timers"}
+GAUGE_STATS = {"connections_open", "rooms", "timers", "engine_connected",
+               "engine_subscriptions"}
 
 
 def admin_server(server, args=()):

@@ -117,6 +117,12 @@ static void test_every_stat(void) {
   CHECK(mr_metrics_stat_is_gauge("connections_open"));
   CHECK(!mr_metrics_stat_is_gauge("connections_accepted"));
   CHECK(!mr_metrics_stat_is_gauge("admin_requests"));
+  /* The Redis engine's state and subscriptions are levels too. */
+  CHECK(mr_metrics_stat_is_gauge("engine_connected"));
+  CHECK(mr_metrics_stat_is_gauge("engine_subscriptions"));
+  CHECK(!mr_metrics_stat_is_gauge("engine_published"));
+  CHECK_CONTAINS(text, "# TYPE moonroom_engine_connected gauge\n");
+  CHECK_CONTAINS(text, "# TYPE moonroom_engine_dropped_total counter\n");
   CHECK_CONTAINS(text, "# TYPE moonroom_connections_open gauge\n");
   CHECK(strstr(text, "moonroom_connections_open_total") == NULL);
   free(text);
