@@ -27,6 +27,7 @@ for something it can observe."""
 import collections
 import json
 import struct
+import subprocess
 import signal
 import threading
 import time
@@ -66,6 +67,7 @@ class RNode:
     def __init__(self, name, srv, prefix):
         self.name, self.srv, self.prefix = name, srv, prefix
         self._ctl = None
+        self.clients = []
 
     @property
     def port(self):
@@ -75,6 +77,7 @@ class RNode:
     def ctl(self):
         if self._ctl is None:
             self._ctl = Client(self)
+            self.clients.append(self._ctl)
         return self._ctl
 
     def client(self, room=None, name=None):
@@ -82,7 +85,9 @@ class RNode:
         path = "/"
         if room:
             path = f"/?room={room}" + (f"&name={name}" if name else "")
-        return Member(self, path)
+        m = Member(self, path)
+        self.clients.append(m)
+        return m
 
     def engine(self):
         """The engine_* counters of ws.stats()."""
@@ -127,6 +132,26 @@ def engine_args(rs, name, prefix, password=None, extra=()):
     return args + list(extra)
 
 
+def stop_nodes(nodes, grace=5.0):
+    """Closes the nodes' clients, then SIGTERMs every node at once: a node
+    whose clients are gone stops without waiting out the close grace, so
+    teardown takes well under a second instead of 3 s a node."""
+    for nd in nodes:
+        for c in nd.clients:
+            c.close()
+    running = [nd.srv for nd in nodes if nd.srv.alive()]
+    for srv in running:
+        srv.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for srv in running:
+        try:
+            status = srv.proc.wait(max(0.01, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            continue  # the server fixture kills it and says so
+        srv.expect_exit = True
+        assert status == 0, f"{srv.url} exited {status} on SIGTERM"
+
+
 @pytest.fixture
 def fleet(server, redis_server):  # noqa: F811 (the fixture, imported)
     """Factory: fleet(n=3) -> (redis, [nodes a, b, c]) on one new
@@ -144,7 +169,7 @@ def fleet(server, redis_server):  # noqa: F811 (the fixture, imported)
     def factory(n=3, password=None, extra=()):
         rs = redis_server(password=password)
         prefix = "t" + uuid.uuid4().hex[:8]
-        nodes = [start(chr(ord("a") + i), rs, prefix, extra)
+        nodes = [start_tracked(chr(ord("a") + i), rs, prefix, extra)
                  for i in range(n)]
         for nd in nodes:
             wait_until(lambda: nd.engine().get("engine_connected") == 1,
@@ -153,8 +178,15 @@ def fleet(server, redis_server):  # noqa: F811 (the fixture, imported)
         state["prefix"] = prefix
         return rs, nodes
 
-    factory.start = start
+    def start_tracked(name, rs, prefix, extra=()):
+        nd = start(name, rs, prefix, extra)
+        made.append(nd)
+        return nd
+
+    made = []
+    factory.start = start_tracked
     yield factory
+    stop_nodes(made)
 
 
 def channel(node_or_prefix, room):
@@ -428,6 +460,27 @@ def test_a_node_started_later_sees_the_presence_already_there(fleet):
     wait_until(lambda: c.engine().get("engine_connected") == 1,
                CONNECT_TIMEOUT)
     wait_agree([a, b, c], room, 2, [("a", "ada"), ("b", "bob")])
+    assert keep
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 12 engine: a node that connects gets the others' counts and "
+    "presence only at their next refresh (~5 s, MR_ENGINE_REFRESH_MS), "
+    "though its HELLO makes them publish their full state at once and it "
+    "SCANs the node keys; remove this mark when fixed"))
+def test_a_node_that_connects_has_the_others_state_within_2s(fleet):
+    """A new node (or one back after a Redis restart) says HELLO, every
+    node answers with its full state at once, and it reads the node keys:
+    it should see the fleet's counts and presence within milliseconds, not
+    at the next refresh."""
+    rs, (a, b) = fleet(2)
+    room = "hello"
+    keep = [a.client(room, "ada"), b.client(room, "bob")]
+    wait_agree([a, b], room, 2, [("a", "ada"), ("b", "bob")])
+    c = fleet.start("c", rs, a.prefix)
+    wait_until(lambda: c.engine().get("engine_connected") == 1,
+               CONNECT_TIMEOUT)
+    wait_agree([c], room, 2, [("a", "ada"), ("b", "bob")], timeout=2.0)
     assert keep
 
 
