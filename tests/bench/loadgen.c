@@ -32,6 +32,10 @@
  * message is any JSON text that holds "text":"<message>". The result is one
  * JSON object on stdout.
  *
+ * fanout --pub-url: the publisher connects to another server than the
+ * subscribers (another node of a mesh, or of a fleet on the Redis engine),
+ * so that every delivery crosses from one node to the other.
+ *
  * --payload chat pads with chat-like JSON (words, names, numbers, as a chat
  * message with its metadata would be) instead of 'x', so that compression
  * ratios mean something. --deflate offers permessage-deflate (RFC 7692) the
@@ -143,6 +147,10 @@ static int o_payload_chat = 0;
 static int o_tls = 0;          /* --tls or a wss:// URL */
 static const char *o_tls_ca;   /* --tls-ca FILE: verify against it */
 static int o_tls_insecure = 0; /* --tls-insecure: verify nothing */
+/* --pub-url: where the fanout publisher connects (another node of a
+ * cluster); 0 = the --url server. */
+static char o_pub_host[64] = "127.0.0.1";
+static int o_pub_port = 0;
 
 /* ---- state ---- */
 static conn_t *conns;
@@ -1076,8 +1084,9 @@ static void start_connect(long i) {
   struct sockaddr_in dst;
   memset(&dst, 0, sizeof dst);
   dst.sin_family = AF_INET;
-  dst.sin_port = htons((uint16_t)o_port);
-  inet_pton(AF_INET, o_host, &dst.sin_addr);
+  int to_pub = c->role == ROLE_PUB && o_pub_port;
+  dst.sin_port = htons((uint16_t)(to_pub ? o_pub_port : o_port));
+  inet_pton(AF_INET, to_pub ? o_pub_host : o_host, &dst.sin_addr);
   c->fd = fd;
   c->st = ST_CONNECTING;
   pending++;
@@ -1179,7 +1188,8 @@ static void after_transport(conn_t *c) {
       "GET %s?%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
       "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
       "Sec-WebSocket-Version: 13\r\nUser-Agent: moonroom-loadgen\r\n%s\r\n",
-      o_path, q, o_host, o_port, c->key,
+      o_path, q, c->role == ROLE_PUB && o_pub_port ? o_pub_host : o_host,
+      c->role == ROLE_PUB && o_pub_port ? o_pub_port : o_port, c->key,
       o_deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
                   "client_max_window_bits\r\n"
                 : "");
@@ -1562,6 +1572,9 @@ static void usage(FILE *f) {
       "                    the --url address (an IP SAN)\n"
       "  --tls-ca FILE     CA certificate(s) (PEM) to verify the server with\n"
       "  --tls-insecure    verify nothing (the handshake's CPU is the same)\n"
+      "  --pub-url ws://127.0.0.1:PORT/  fanout: the publisher connects "
+      "here (another\n"
+      "                    node of a cluster), the subscribers to --url\n"
       "  --conns N         fanout: subscribers; chat: connections; idle: "
       "target (100)\n"
       "  --room-size R     chat/idle: connections per room (10)\n"
@@ -1606,7 +1619,10 @@ static double num(const char *s, const char *name) {
   return v;
 }
 
-static void parse_url(const char *url) {
+/* Parses ws://HOST[:PORT][/PATH] for --url (path != NULL) and --pub-url
+ * (whose path must be the same as --url's, so it is not read). */
+static void parse_url(const char *opt, const char *url, char *host, size_t hcap,
+                      int *port, char *path, size_t pcap) {
   const char *p = url;
   if (strncmp(p, "ws://", 5) == 0) {
     p += 5;
@@ -1614,33 +1630,33 @@ static void parse_url(const char *url) {
     p += 6;
     o_tls = 1;
   } else {
-    die("--url must start with ws:// or wss://");
+    die("--%s must start with ws:// or wss://", opt);
   }
   const char *colon = strchr(p, ':');
   const char *slash = strchr(p, '/');
   size_t hl = colon && (!slash || colon < slash) ? (size_t)(colon - p)
               : slash                            ? (size_t)(slash - p)
                                                  : strlen(p);
-  if (hl == 0 || hl >= sizeof o_host)
-    die("bad host in --url");
-  memcpy(o_host, p, hl);
-  o_host[hl] = 0;
-  if (strcmp(o_host, "localhost") == 0)
-    strcpy(o_host, "127.0.0.1");
+  if (hl == 0 || hl >= hcap)
+    die("bad host in --%s", opt);
+  memcpy(host, p, hl);
+  host[hl] = 0;
+  if (strcmp(host, "localhost") == 0)
+    strcpy(host, "127.0.0.1");
   struct in_addr a;
-  if (inet_pton(AF_INET, o_host, &a) != 1)
-    die("--url host must be an IPv4 address");
+  if (inet_pton(AF_INET, host, &a) != 1)
+    die("--%s host must be an IPv4 address", opt);
   if (colon && (!slash || colon < slash))
-    o_port = atoi(colon + 1);
-  if (o_port <= 0 || o_port > 65535)
-    die("bad port in --url");
-  if (slash) {
+    *port = atoi(colon + 1);
+  if (*port <= 0 || *port > 65535)
+    die("bad port in --%s", opt);
+  if (slash && path) {
     const char *q = strchr(slash, '?');
     size_t pl = q ? (size_t)(q - slash) : strlen(slash);
-    if (pl >= sizeof o_path)
+    if (pl >= pcap)
       die("path too long");
-    memcpy(o_path, slash, pl);
-    o_path[pl] = 0;
+    memcpy(path, slash, pl);
+    path[pl] = 0;
   }
 }
 
@@ -1653,6 +1669,7 @@ int main(int argc, char **argv) {
   static const struct option opts[] = {
       {"scenario", required_argument, 0, 's'},
       {"url", required_argument, 0, 'u'},
+      {"pub-url", required_argument, 0, 'U'},
       {"conns", required_argument, 0, 'n'},
       {"room-size", required_argument, 0, 'r'},
       {"room", required_argument, 0, 'R'},
@@ -1693,7 +1710,13 @@ int main(int argc, char **argv) {
         die("unknown scenario %s", optarg);
       break;
     case 'u':
-      parse_url(optarg);
+      parse_url("url", optarg, o_host, sizeof o_host, &o_port, o_path,
+                sizeof o_path);
+      break;
+    case 'U':
+      o_pub_port = 8080;
+      parse_url("pub-url", optarg, o_pub_host, sizeof o_pub_host, &o_pub_port,
+                NULL, 0);
       break;
     case 'n':
       o_conns = (long)num(optarg, "conns");
@@ -1801,6 +1824,8 @@ int main(int argc, char **argv) {
     die("--payload chat pads with JSON of its own: not with --json");
   if (o_http_publish && o_scenario != SC_FANOUT)
     die("--http-publish is for the fanout scenario");
+  if (o_pub_port && o_scenario != SC_FANOUT)
+    die("--pub-url is for the fanout scenario");
 
   if (o_tls)
     tls_init();

@@ -326,6 +326,9 @@ def scenarios(smoke):
                  warmup=0.1, duration=0.5),
             dict(name="idle-tls", kind="idle", variants="tls",
                  args=["--scenario", "idle", "--conns", "50", "--hold", "0.3"]),
+            dict(name="crossnode-1k", kind="crossnode", variants="engines",
+                 args=["--scenario", "fanout", "--conns", "20", "--window", "16"],
+                 warmup=0.2, duration=1.0),
         ]
     return [
         dict(name="fanout-1k", kind="fanout", variants="servers",
@@ -389,6 +392,21 @@ def scenarios(smoke):
              title="idle over TLS and plain, 19,000 connections (rooms of 10)",
              args=["--scenario", "idle", "--conns", "19000", "--room-size", "10",
                    "--hold", "2", "--concurrency", "256"]),
+        # moonroom only, two nodes: every delivery crosses from the
+        # publisher's node to the subscribers' node, through a mesh link or
+        # through Redis.
+        dict(name="crossnode-1k", kind="crossnode", variants="engines",
+             title="cross-node fan-out, 1,000 subscribers on node B, the publisher on "
+                   "node A, 64 B, 16 in flight: the mesh beside Redis",
+             args=["--scenario", "fanout", "--conns", "1000", "--window", "16"],
+             warmup=1, duration=5),
+        # The same with 10 subscribers: the hop between the nodes, not the
+        # fan-out on B, is what limits it.
+        dict(name="crossnode-10", kind="crossnode", variants="engines",
+             title="cross-node messages, 10 subscribers on node B, the publisher on "
+                   "node A, 64 B, 16 in flight: the mesh beside Redis",
+             args=["--scenario", "fanout", "--conns", "10", "--window", "16"],
+             warmup=1, duration=5),
         dict(name="presence-10k", kind="presence", variants="cluster", members=10000,
              title="presence: 10,000 connections join and are tracked in one room, "
                    "spread over 3 nodes"),
@@ -425,6 +443,8 @@ def variants(kind, opts):
         return [("moonroom", moonroom(bench))]
     if kind == "cluster":
         return [("moonroom", None)]  # presence_run starts its own nodes
+    if kind == "engines":
+        return [("mesh", None), ("redis", None)]  # crossnode_run starts them
     return [("bench_min.lua", moonroom(os.path.join(HERE, "bench_min.lua"))),
             ("bench.lua", moonroom(bench)),
             ("bench_work.lua", moonroom(os.path.join(HERE, "bench_work.lua"))),
@@ -488,6 +508,8 @@ def one_run(opts, sc, label, cmd_fn, logdir):
     own0 = sum(os.times()[:2])
     if sc["kind"] == "presence":
         res.update(presence_run(opts, sc, logdir))
+    elif sc["kind"] == "crossnode":
+        res.update(crossnode_run(opts, sc, label, logdir))
     else:
         res.update(server_run(opts, sc, label, cmd_fn, logdir))
     # Whatever CPU the machine spent beyond this run's own processes (the
@@ -733,6 +755,95 @@ def presence_run(opts, sc, logdir):
     return res
 
 
+# ---------------------------------------------------------------- cross-node
+
+
+def admin_metric(port, name):
+    """One sample of a node's /metrics (its --admin-listen port), or None."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return None
+    for line in data.decode("utf-8", "replace").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in (name, name + "_total"):
+            return float(parts[1])
+    return None
+
+
+def crossnode_run(opts, sc, label, logdir):
+    """Fan-out across two nodes: the subscribers on node B, the publisher on
+    node A (moonroom-loadgen --pub-url), so every delivery crosses from A to
+    B once per message: over the mesh link (label "mesh"), or published to
+    Redis by A and received by B's subscription (label "redis", on a
+    redis-server this run starts on a free port, no persistence). Waits
+    until A and B are linked (cluster_links_up) or both are connected to
+    Redis (engine_connected) before the load generator starts."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+    from redisutil import RedisServer
+    servers, rs = [], None
+    res = {"ok": False}
+    try:
+        common = [opts.moonroom, "--ping-interval", "0", "--idle-timeout", "0",
+                  "--max-backpressure", str(opts.max_backpressure)]
+        bench = os.path.join(HERE, "bench.lua")
+        admin = {}
+        if label == "redis":
+            rs = RedisServer(logdir, name=f"{sc['name']}-redis-{free_port()}")
+            rs.start()
+            CHILDREN.append(rs.proc)
+            prefix = "bench%d" % os.getpid()
+        cport_a = free_port()
+        for name in ("a", "b"):
+            aport = free_port()
+            admin[name] = aport
+            if label == "redis":
+                extra = ["--engine", rs.url, "--redis-prefix", prefix]
+                ready = "moonroom_engine_connected"
+            else:
+                extra = ["--cookie", "bench"] + (
+                    ["--cluster-listen", f"127.0.0.1:{cport_a}"] if name == "a" else
+                    ["--cluster-listen", f"127.0.0.1:{free_port()}",
+                     "--peer", f"127.0.0.1:{cport_a}"])
+                ready = "moonroom_cluster_links_up"
+
+            def cmd(port, extra=extra, name=name, aport=aport):
+                return [*common, "--listen", f"127.0.0.1:{port}", "--node", name,
+                        "--admin-listen", f"127.0.0.1:{aport}", *extra, bench]
+            servers.append(Server("moonroom", cmd, logdir, f"{sc['name']}-{label}-{name}"))
+        deadline = time.monotonic() + 20
+        while not all((admin_metric(admin[n], ready) or 0) >= 1 for n in ("a", "b")):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the nodes did not report {ready} >= 1 within 20 s")
+            time.sleep(0.05)
+        a, b = servers
+        sc2 = dict(sc, args=[*sc["args"], "--pub-url", f"ws://127.0.0.1:{a.port}/",
+                             "--settle", "1"])
+        res = run_loadgen(opts, sc2, b)
+        res["engine"] = label
+        for sv in servers:
+            if not sv.alive():
+                res = {"ok": False, "error": f"a node exited:\n{sv.tail()}"}
+        if rs is not None and not rs.alive():
+            res = {"ok": False, "error": "redis-server exited during the run"}
+    except (RuntimeError, OSError, ValueError) as e:
+        res = {"ok": False, "error": str(e)}
+    finally:
+        for sv in servers:
+            sv.stop()
+        if rs is not None:
+            rs.stop()
+    res["server_log"] = servers[-1].logpath if servers else ""
+    return res
+
+
 # ---------------------------------------------------------------- report
 
 METRICS = {
@@ -930,6 +1041,26 @@ def report(opts, scs, results, info, started, elapsed, alone):
                 lines.append("\nNegotiated: " + ", ".join(versions) + ".")
             lines.append("")
     for sc in scs:
+        if sc["variants"] != "engines":
+            continue
+        lines.append(f"## {sc['title']}\n")
+        lines.append("Two moonroom nodes (`bench.lua`) on this machine: the subscribers "
+                     "connect to node B, the publisher to node A (`moonroom-loadgen "
+                     "--pub-url`), so every message crosses from A to B once: over the "
+                     "mesh's link, or through Redis (`--engine redis://...`, a "
+                     "`redis-server` the run starts, no persistence). Server CPU is node "
+                     "B's.\n")
+        lines.append("| metric | mesh | Redis | Redis / mesh |")
+        lines.append("|---|---|---|---|")
+        for key, title, fmt, higher in METRICS["fanout"]:
+            m = stats(collect(results, sc["name"], "mesh", key))
+            r = stats(collect(results, sc["name"], "redis", key))
+            scale = SCALE.get(key, 1.0)
+            ratio = f"{r[0] / m[0]:.2f}" if m and r and m[0] else "n/a"
+            lines.append(f"| {title} | {fmt_stat(m, fmt, scale)} | {fmt_stat(r, fmt, scale)} "
+                         f"| {ratio} |")
+        lines.append("")
+    for sc in scs:
         if sc["variants"] not in ("moonroom", "cluster"):
             continue
         lines.append(f"## {sc['title']}\n")
@@ -1079,7 +1210,8 @@ def main():
     ap.add_argument("--only", default="",
                     help="comma-separated scenarios: fanout-1k, fanout-10k, chat-10k, idle, "
                          "lua-fanout-1k, lua-echo, publish-1k, fanout-1k-deflate, "
-                         "idle-deflate, presence-1k, presence-10k, fanout-1k-tls, idle-tls")
+                         "idle-deflate, presence-1k, presence-10k, fanout-1k-tls, idle-tls, "
+                         "crossnode-1k, crossnode-10")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     ap.add_argument("--moonroom", help="server binary (default BUILD_DIR/moonroom)")
     ap.add_argument("--loadgen",
