@@ -41,6 +41,9 @@ typedef struct chan {
 typedef struct node {
   UT_hash_handle hh;
   uint64_t last_heard; /* loop time, ms */
+  /* The connection (e->conn_gen) in which this node's full state last came
+   * live on the presence channel: its stored key, read later, is older. */
+  uint64_t live_gen;
   char name[MR_WIRE_MAX_NAME + 1];
 } node;
 
@@ -56,9 +59,13 @@ struct mr_engine {
   redisAsyncContext *pub, *sub;
   int pub_ready, sub_ready; /* authenticated, selected, answered PING */
   int up;                   /* both ready */
-  int was_up;               /* up at least once: the next up is a reconnect */
-  uv_timer_t tick;          /* every second: refresh, liveness */
-  uv_timer_t retry;         /* the backoff, then the close deadline */
+  /* Redis confirmed the SUBSCRIBE to PREFIX:presence: only then is HELLO
+   * sent, or the full states it asks for could pass before we listen. */
+  int pchan_subscribed;
+  uint64_t conn_gen; /* counts the times both connections came up */
+  int was_up;        /* up at least once: the next up is a reconnect */
+  uv_timer_t tick;   /* every second: refresh, liveness */
+  uv_timer_t retry;  /* the backoff, then the close deadline */
   unsigned backoff;
   uint64_t up_since, next_refresh, self_heard;
   chan *chans;
@@ -229,6 +236,7 @@ static void lost(mr_engine *e, const redisAsyncContext *ac, const char *why) {
   } else if (ac == e->sub) {
     e->sub = NULL;
     e->sub_ready = 0;
+    e->pchan_subscribed = 0;
   }
   if (e->closing) {
     if (e->up)
@@ -260,6 +268,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
 /* Both connections answered: the engine is up. */
 static void on_both_ready(mr_engine *e) {
   e->up = 1;
+  e->conn_gen++;
   e->backoff = 0;
   e->up_since = e->self_heard = now_ms(e);
   e->next_refresh = 0; /* refresh at once: publish and store our state */
@@ -468,22 +477,24 @@ static void node_gone(mr_engine *e, node *n, const char *why) {
 
 static void publish_full(mr_engine *e, int store);
 
-/* Applies the COUNTS and PRESENCE frames of a STATE body from n. */
-static void apply_state(mr_engine *e, node *n, const mr_redis_msg *m) {
+/* Applies the COUNTS and PRESENCE frames of a STATE body from n. Returns 1
+ * when it held a full state (a frame marked SYNC_LAST), else 0. */
+static int apply_state(mr_engine *e, node *n, const mr_redis_msg *m) {
   const uint8_t *pos = m->body;
   size_t left = m->body_len;
   mr_wire_msg fm;
   int r;
+  int full = 0;
+  /* mr_presence_on_frame counts the frames in cluster_*_in. */
   while ((r = mr_redis_state_next(&pos, &left, &fm)) == 1) {
-    if (fm.tag == MR_WIRE_COUNTS)
-      e->srv->stats.cluster_counts_in++;
-    else
-      e->srv->stats.cluster_presence_in++;
+    if (fm.state.flags & MR_WIRE_SYNC_LAST)
+      full = 1;
     if (e->srv->presence)
       mr_presence_on_frame(e->srv->presence, n->name, &fm);
   }
   if (r < 0)
     malformed(e, "presence state", r);
+  return full;
 }
 
 /* Whose an envelope is. */
@@ -551,7 +562,8 @@ static void on_message(mr_engine *e, const char *ch, size_t ch_len,
     return;
   switch (m.kind) {
   case MR_REDIS_STATE:
-    apply_state(e, n, &m);
+    if (apply_state(e, n, &m))
+      n->live_gen = e->conn_gen;
     break;
   case MR_REDIS_HELLO:
     /* A node that just (re)connected: it gets our state now rather than
@@ -592,6 +604,13 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *privdata) {
         reply->element[2]->integer > 1
             ? (uint64_t)reply->element[2]->integer - 1
             : 0;
+  if (strcasecmp(type, "subscribe") == 0 && ch_len == e->pchan.len &&
+      memcmp(ch, e->pchan.data, ch_len) == 0) {
+    e->pchan_subscribed = 1;
+    if (e->up && e->next_refresh == 0)
+      uv_timer_start(&e->tick, on_tick, 0, 1000); /* HELLO now */
+    return;
+  }
   if (strcasecmp(type, "unsubscribe") != 0)
     return;
   size_t plen = strlen(e->srv->cfg.redis_prefix);
@@ -729,7 +748,9 @@ static void on_get(redisAsyncContext *ac, void *r, void *privdata) {
       m.kind != MR_REDIS_STATE)
     return;
   node *n = heard(e, m.origin, m.origin_len);
-  if (n)
+  /* A key is as old as the node's last refresh (up to 5 s): a full state
+   * that came live since we connected is newer, and stays. */
+  if (n && n->live_gen != e->conn_gen)
     apply_state(e, n, &m);
 }
 
@@ -791,8 +812,11 @@ static void on_tick(uv_timer_t *t) {
   if (!e->up)
     return;
   if (e->next_refresh == 0) {
-    /* Just (re)connected: say so, publish and store our state, and read
-     * every other node's. */
+    /* Just (re)connected: once we listen on the presence channel, say so
+     * (every node answers HELLO with its full state), publish and store
+     * our state, and read every other node's key. */
+    if (!e->pchan_subscribed)
+      return;
     publish_empty(e, MR_REDIS_HELLO);
     publish_full(e, 1);
     scan_page(e, "0");

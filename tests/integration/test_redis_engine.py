@@ -463,12 +463,6 @@ def test_a_node_started_later_sees_the_presence_already_there(fleet):
     assert keep
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 12 engine: a node that connects often gets the others' counts "
-    "and presence only at their next refresh (~5 s, MR_ENGINE_REFRESH_MS), "
-    "though its HELLO makes them publish their full state at once and it "
-    "SCANs the node keys (a race: every run of the release build, not "
-    "every run of the ASan build); remove this mark when fixed"))
 def test_a_node_that_connects_has_the_others_state_within_2s(fleet):
     """A new node (or one back after a Redis restart) says HELLO, every
     node answers with its full state at once, and it reads the node keys:
