@@ -548,8 +548,13 @@ static void on_message(mr_engine *e, const char *ch, size_t ch_len,
       malformed(e, "room message", MR_EPROTO);
       return;
     }
+    /* A room message keeps a known node alive, but makes no node of its
+     * sender: a backend publishing into rooms is not a peer. */
+    node *n = NULL;
     if (from == FROM_OTHER)
-      heard(e, m.origin, m.origin_len);
+      HASH_FIND(hh, e->nodes, m.origin, m.origin_len, n);
+    if (n)
+      n->last_heard = now_ms(e);
     e->srv->stats.engine_received++;
     e->deliver(e->deliver_ud, rm->room.room, rm->room.room_len, rm->room.data,
                rm->room.data_len, rm->room.binary);

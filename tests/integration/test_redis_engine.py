@@ -834,3 +834,5 @@ def test_other_publishers_and_junk_on_a_room_channel(fleet):
     assert after["engine_malformed"] - before["engine_malformed"] == \
         len(junk), (before, after)
     assert a.srv.alive()
+    # A publisher that is no node is not taken for a peer.
+    assert "node backend is up" not in a.srv.log(), a.srv.log()
