@@ -105,6 +105,28 @@ WIRE = {
 }
 
 
+def envelope(kind, origin=b"a", instance=1, body=b""):
+    """The Redis engine's envelope (core/redis_proto.h)."""
+    return (b"M\x01" + bytes([kind, len(origin)]) + origin +
+            struct.pack(">Q", instance) + body)
+
+
+REDIS = {
+    "room-text": envelope(1, body=WIRE["room-text"]),
+    "room-binary": envelope(1, b"node-b", 7, WIRE["room-binary"]),
+    "state-full": envelope(2, body=WIRE["counts-full-empty"] +
+                           WIRE["presence-full"]),
+    "state-batch": envelope(2, body=WIRE["counts"] +
+                            WIRE["presence-join-leave"]),
+    "heartbeat": envelope(3),
+    "hello": envelope(4, b"n\xc3\xa9"),
+    "bye": envelope(5),
+    "room-two-frames": envelope(1, body=WIRE["room-text"] * 2),
+    "state-foreign-tag": envelope(2, body=WIRE["ping"]),
+    "origin-not-utf8": envelope(3, b"\xff"),
+}
+
+
 def masked(opcode_byte, payload, fin=True):
     """A client frame with mask key 0 (payload unchanged)."""
     b0 = (0x80 if fin else 0) | opcode_byte
@@ -175,7 +197,8 @@ INFLATE = {
 
 def main():
     for target, seeds in (("http", HTTP), ("wire", WIRE),
-                          ("frames", FRAMES), ("inflate", INFLATE)):
+                          ("frames", FRAMES), ("inflate", INFLATE),
+                          ("redis", REDIS)):
         d = ROOT / target
         if d.exists():
             shutil.rmtree(d)
