@@ -283,8 +283,7 @@ mr_ws_close_state mr_ws_pump(mr_ws *ws, unsigned *code_sent) {
   if (!ws->slot)
     return MR_WS_OPEN;
   wslay_event_context_ptr ctx = ws->slot->ctx;
-  if (wslay_event_want_write(ctx))
-    wslay_event_send(ctx);
+  send_queued_control(ctx);
   if (!wslay_event_get_close_sent(ctx))
     return MR_WS_OPEN;
   *code_sent = wslay_event_get_status_code_sent(ctx);

@@ -214,12 +214,13 @@ class Server:
     def pid(self):
         return self.proc.pid
 
-    def rss_kb(self):
+    def rss_kb(self, field="VmRSS"):
+        """Resident memory now (VmRSS), or its peak so far (VmHWM)."""
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        raise RuntimeError("no " + field)
 
     def signal(self, sig):
         self.expect_exit = True
