@@ -15,19 +15,21 @@ int mr_broadcast_local(mr_server *srv, const char *room, size_t room_len,
   if (!r)
     return 0;
   int op = binary ? MR_OP_BINARY : MR_OP_TEXT;
-  mr_buf *frame = mr_frame_new(op, msg, len);
-  if (!frame)
-    return MR_ENOMEM;
-  /* Compressed frames, made lazily, the first time a recipient that
-   * negotiated permessage-deflate is met: with no context takeover one
-   * frame serves every such recipient whose window is at least the one it
-   * was made with, so there is one per window size in use at most (in
-   * practice one). tried[b] says a frame for b was attempted: NULL there
-   * means compression did not help or zlib failed, and the plain frame
-   * goes instead. */
+  /* Both frames are made lazily, each at most once: the plain one the
+   * first time a recipient takes it (a room of browsers that all
+   * negotiated compression never does), the compressed ones the first time
+   * a recipient that negotiated permessage-deflate is met. With no context
+   * takeover one compressed frame serves every such recipient whose window
+   * is at least the one it was made with, so there is one per window size
+   * in use at most (in practice one). tried[b] says a frame for b was
+   * attempted: NULL there means compression did not help or zlib failed,
+   * and the plain frame goes instead. */
+  mr_buf *frame = NULL;
+  size_t plain_len = mr_frame_header_len(len) + len;
+  int compressible = len >= srv->cfg.compression_threshold;
   mr_buf *zframe[MR_DEFLATE_MAX_BITS + 1] = {0};
   uint8_t tried[MR_DEFLATE_MAX_BITS + 1] = {0};
-  int n = 0;
+  int n = 0, err = 0;
   mr_room_iter it;
   mr_member *m;
   mr_room_iter_init(&it, r);
@@ -35,7 +37,7 @@ int mr_broadcast_local(mr_server *srv, const char *room, size_t room_len,
     mr_conn *c = m->owner;
     if (c == except)
       continue;
-    unsigned bits = mr_conn_deflate_bits(c, len);
+    unsigned bits = compressible ? c->deflate_bits : 0;
     mr_buf *z = NULL;
     if (bits) {
       unsigned b = MR_DEFLATE_MIN_BITS;
@@ -48,14 +50,18 @@ int mr_broadcast_local(mr_server *srv, const char *room, size_t room_len,
       }
       z = zframe[b];
     }
-    if ((z ? mr_conn_send_compressed(c, z, frame->len)
+    if (!z && !frame && !(frame = mr_frame_new(op, msg, len))) {
+      err = MR_ENOMEM; /* those reached so far keep it */
+      break;
+    }
+    if ((z ? mr_conn_send_compressed(c, z, plain_len)
            : mr_conn_send_frame(c, frame)) == 0)
       n++;
   }
   for (unsigned b = 0; b <= MR_DEFLATE_MAX_BITS; b++)
     mr_buf_release(zframe[b]);
   mr_buf_release(frame);
-  return n;
+  return err ? err : n;
 }
 
 int mr_broadcast(mr_server *srv, const char *room, size_t room_len,

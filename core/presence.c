@@ -353,12 +353,19 @@ static void conn_unlink(mr_presence *p, entry *e) {
   }
 }
 
+static int meta_eq(const uint8_t *a, size_t alen, const uint8_t *b,
+                   size_t blen);
+
 int mr_presence_track(mr_presence *p, const char *room, size_t room_len,
                       uint64_t id, const uint8_t *meta, size_t meta_len) {
   nroom *r = nroom_get(p->self, room, room_len, 1);
   if (!r)
     return MR_ENOMEM;
   entry *old = entry_find(r, id);
+  /* Tracking again with the same meta (one encoding per table, so equal
+   * tables are equal bytes) changes nothing: no batch entry, no frame. */
+  if (old && meta_eq(old->meta, old->meta_len, meta, meta_len))
+    return 0;
   conn_index *c = NULL;
   if (!old && !(c = conn_find(p, id))) {
     if (!(c = calloc(1, sizeof *c))) {

@@ -396,7 +396,6 @@ int mr_reload_tls(mr_server *srv, int startup) {
 }
 
 int mr_reload_now(mr_server *srv, const char *why) {
-  mr_reload_tls(srv, 0);
   if (!srv->bridge)
     return MR_ELUA;
   /* Remember the content being loaded whatever the outcome, so that the

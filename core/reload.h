@@ -7,8 +7,8 @@
 
 struct mr_server;
 
-/* Reloads the script now, and the TLS certificates (mr_reload_tls) when
- * the node serves TLS; why names the cause for the log ("SIGHUP").
+/* Reloads the script now (SIGHUP, which also calls mr_reload_tls, or the
+ * file watcher); why names the cause for the log ("SIGHUP").
  * Records the content digest so that the watcher does not reload the same
  * content again, and logs a failure (with its traceback) on one line.
  * Returns 0 or MR_ELUA. */
@@ -18,7 +18,7 @@ int mr_reload_now(struct mr_server *srv, const char *why);
  * --cluster-tls-*) into new contexts that replace srv->tls and
  * srv->cluster_tls for new handshakes; connections keep the context they
  * were made with. At startup a failure is logged as an error and returned;
- * later (mr_reload_now) a failure keeps the previous context, is counted in
+ * later (on SIGHUP) a failure keeps the previous context, is counted in
  * tls_reload_failures and logged on one line. Returns 0 or MR_EINVAL. */
 int mr_reload_tls(struct mr_server *srv, int startup);
 

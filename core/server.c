@@ -241,6 +241,9 @@ static void on_sweep(uv_timer_t *t) {
 static void on_signal(void *ud, int signum) {
   mr_server *srv = ud;
   if (signum == SIGHUP) {
+    /* Certificates are re-read on SIGHUP only: a script saved during
+     * development must not rotate them, count reloads or log. */
+    mr_reload_tls(srv, 0);
     mr_reload_now(srv, "SIGHUP");
     return;
   }

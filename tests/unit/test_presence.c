@@ -422,7 +422,12 @@ static void test_netting(void) {
   reset_events(a);
   reset_events(b);
 
-  /* The same meta again, or changed and changed back: nothing. */
+  /* The same meta again sends nothing at all: no batch, no frame. */
+  size_t frames = a->presence_frames;
+  CHECK_EQ_INT(track(a, "lobby", 2, "robert"), 0);
+  flush(a);
+  CHECK_EQ_INT(a->presence_frames, frames);
+  /* Changed and changed back within a batch: no event (it is sent). */
   CHECK_EQ_INT(track(a, "lobby", 2, "robert"), 0);
   CHECK_EQ_INT(track(a, "lobby", 2, "x"), 0);
   CHECK_EQ_INT(track(a, "lobby", 2, "robert"), 0);
