@@ -7,6 +7,7 @@
 #include "engine_redis.h"
 #include "error.h"
 #include "log.h"
+#include "trace.h"
 
 int mr_broadcast_local(mr_server *srv, const char *room, size_t room_len,
                        const void *msg, size_t len, int binary,
@@ -50,9 +51,12 @@ int mr_broadcast_local(mr_server *srv, const char *room, size_t room_len,
       }
       z = zframe[b];
     }
-    if (!z && !frame && !(frame = mr_frame_new(op, msg, len))) {
-      err = MR_ENOMEM; /* those reached so far keep it */
-      break;
+    if (!z && !frame) {
+      if (!(frame = mr_frame_new(op, msg, len))) {
+        err = MR_ENOMEM; /* those reached so far keep it */
+        break;
+      }
+      frame->trace = mr_trace_frame();
     }
     if ((z ? mr_conn_send_compressed(c, z, plain_len)
            : mr_conn_send_frame(c, frame)) == 0)
@@ -60,6 +64,8 @@ int mr_broadcast_local(mr_server *srv, const char *room, size_t room_len,
   }
   for (unsigned b = 0; b <= MR_DEFLATE_MAX_BITS; b++)
     mr_buf_release(zframe[b]);
+  if (frame && frame->trace)
+    mr_trace_queued(frame->trace, (uint32_t)n);
   mr_buf_release(frame);
   return err ? err : n;
 }

@@ -3,12 +3,14 @@
 #include <stdlib.h>
 
 #include "error.h"
+#include "trace.h"
 
 mr_buf *mr_buf_new(size_t len) {
   mr_buf *b = malloc(sizeof *b + len);
   if (!b)
     return NULL;
   b->refs = 1;
+  b->trace = 0;
   b->len = len;
   return b;
 }
@@ -17,8 +19,11 @@ void mr_buf_release(mr_buf *b) {
   if (!b)
     return;
   assert(b->refs > 0);
-  if (--b->refs == 0)
+  if (--b->refs == 0) {
+    if (b->trace)
+      mr_trace_done(b->trace);
     free(b);
+  }
 }
 
 /* Makes room for one more entry. Returns 0 or MR_ENOMEM. */
@@ -86,6 +91,7 @@ size_t mr_outq_peek(const mr_outq *q, const uint8_t **ptrs, size_t *lens,
 void mr_outq_consume(mr_outq *q, size_t n) {
   assert(n <= q->bytes);
   q->bytes -= n;
+  uint64_t stamp = 0; /* read once for every traced frame this completes */
   while (n > 0) {
     assert(q->count > 0);
     mr_qent *e = &q->ents[q->head];
@@ -95,6 +101,8 @@ void mr_outq_consume(mr_outq *q, size_t n) {
       return;
     }
     n -= left;
+    if (e->buf->trace)
+      mr_trace_written(e->buf->trace, &stamp);
     mr_buf_release(e->buf);
     q->head = (q->head + 1) & (q->cap - 1);
     q->count--;

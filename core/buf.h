@@ -12,6 +12,8 @@
 
 typedef struct mr_buf {
   uint32_t refs;
+  uint32_t trace; /* --trace-latency's record (trace.h); 0 untraced. It
+                     sits in what was padding before len. */
   size_t len;
   uint8_t data[];
 } mr_buf;

@@ -321,6 +321,14 @@ const mr_option mr_options[] = {
      .def = "moonroom",
      .expect = "a prefix",
      .help = "the prefix of every Redis channel and key of this fleet"},
+    {.name = "trace-latency",
+     .arg = "FILE",
+     .type = MR_OPT_STRING,
+     FIELD(trace_latency),
+     .expect = "a file name",
+     .help = "write when every broadcast frame was read, queued and written "
+             "to FILE, one line a frame (for the benchmark's latency "
+             "breakdown; default off)"},
     {.name = "help", .type = MR_OPT_HELP, .help = "print this help and exit"},
     {.name = "version",
      .type = MR_OPT_VERSION,

@@ -85,6 +85,9 @@ typedef struct {
   mr_redis_url redis_url;
   char redis_password[256];
   char redis_prefix[128];
+  /* --trace-latency: the file every broadcast frame's timings go to
+   * (trace.h); "" when off. */
+  char trace_latency[1024];
 } mr_config;
 
 enum { MR_CONFIG_RUN = 0, MR_CONFIG_EXIT = 1, MR_CONFIG_USAGE = 2 };

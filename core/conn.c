@@ -14,6 +14,7 @@
 #include "log.h"
 #include "origin.h"
 #include "pmd.h"
+#include "trace.h"
 
 /* Every read is consumed before its callback returns, so one buffer
  * serves every connection of the process (the loop is single-threaded). */
@@ -25,12 +26,13 @@ void mr_conn__pending_add(mr_conn *c) {
   if (c->flags & (MR_CF_PENDING | MR_CF_VIRTUAL))
     return;
   mr_server *srv = c->srv;
+  if (!srv->pending)
+    srv->pending_tail = &srv->pending;
   c->flags |= MR_CF_PENDING;
-  c->pending_next = srv->pending;
-  if (srv->pending)
-    srv->pending->pending_pprev = &c->pending_next;
-  srv->pending = c;
-  c->pending_pprev = &srv->pending;
+  c->pending_next = NULL;
+  c->pending_pprev = srv->pending_tail;
+  *srv->pending_tail = c;
+  srv->pending_tail = &c->pending_next;
 }
 
 static void pending_remove(mr_conn *c) {
@@ -40,6 +42,8 @@ static void pending_remove(mr_conn *c) {
   *c->pending_pprev = c->pending_next;
   if (c->pending_next)
     c->pending_next->pending_pprev = c->pending_pprev;
+  else
+    c->srv->pending_tail = c->pending_pprev;
 }
 
 static void doomed_remove(mr_conn *c) {
@@ -632,6 +636,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
   srv->stats.bytes_in += (size_t)n;
   c->last_rx = uv_now(srv->loop);
+  mr_trace_read();
   if (c->tx.tls) {
     tls_read(c, (const uint8_t *)buf->base, (size_t)n);
     return;

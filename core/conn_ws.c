@@ -10,6 +10,7 @@
 #include "conn_internal.h"
 #include "error.h"
 #include "log.h"
+#include "trace.h"
 
 /* ---- the WebSocket session's events (ws.h) ------------------------------ */
 
@@ -39,6 +40,7 @@ static void ev_message(void *owner, const uint8_t *msg, size_t len,
     mr_conn_close(c, MR_CLOSE_POLICY, "message rate exceeded", 21);
     return;
   }
+  mr_trace_message();
   if (srv->conn_events->message(srv, c, msg, len, binary) != 0) {
     srv->stats.handler_errors++;
     mr_conn_close(c, MR_CLOSE_INTERNAL, "handler error", 13);

@@ -147,12 +147,20 @@ typedef struct mr_server {
   int listening;
   int handles_started;     /* timers, signals and the flush hook exist */
   uv_prepare_t flush_prep; /* flushes queued writes before the loop polls */
-  uv_timer_t sweep;        /* every 250 ms: timeouts, pings */
+  /* Active while connections wait for the next slice of a write sweep, so
+   * that the loop polls without blocking in between (server.c). */
+  uv_idle_t flush_more;
+  uv_timer_t sweep; /* every 250 ms: timeouts, pings */
   mr_rooms rooms;
   struct mr_conn *conns_by_id; /* uthash on id: how Lua handles resolve */
   struct mr_conn *all_head;    /* every connection, for the sweep */
-  struct mr_conn *pending;     /* connections with queued, unflushed bytes */
-  struct mr_conn *doomed;      /* connections to close at the next safe point */
+  /* Connections with queued, unflushed bytes, oldest first: a write sweep
+   * takes them from the front, and a connection that gets more after its
+   * turn goes to the back (pending_tail points at the last next pointer,
+   * or at pending when the list is empty). */
+  struct mr_conn *pending;
+  struct mr_conn **pending_tail;
+  struct mr_conn *doomed; /* connections to close at the next safe point */
   uint64_t next_id;
   char node_name[64]; /* --node, or host-pid when not given */
   struct mr_bridge *bridge;

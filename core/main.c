@@ -14,10 +14,12 @@
 #include "cluster.h"
 #include "config.h"
 #include "engine_redis.h"
+#include "error.h"
 #include "log.h"
 #include "reload.h"
 #include "server.h"
 #include "skeleton.h"
+#include "trace.h"
 
 /* Writes the real path of dir/sub into out (PATH_MAX bytes) when it is a
  * directory. Returns 1 when it is, else 0 and out is empty. */
@@ -104,7 +106,18 @@ int main(int argc, char **argv) {
   }
   if (cfg.reload)
     mr_reload_start(&srv);
+  if (cfg.trace_latency[0]) {
+    int r = mr_trace_open(cfg.trace_latency);
+    if (r != 0) {
+      mr_error("cannot write --trace-latency %s: %s", cfg.trace_latency,
+               mr_strerror(r));
+      mr_bridge_free(srv.bridge);
+      return 1;
+    }
+    mr_info("tracing every broadcast frame's timings to %s", cfg.trace_latency);
+  }
   uv_run(loop, UV_RUN_DEFAULT);
+  mr_trace_close();
   mr_info("stopped: %llu connections served",
           (unsigned long long)srv.stats.connections_accepted);
   mr_bridge_free(srv.bridge);

@@ -16,6 +16,7 @@
 #include "presence.h"
 #include "reload.h"
 #include "tls.h"
+#include "trace.h"
 #include "watchdog.h"
 #include "ws.h"
 
@@ -160,9 +161,41 @@ static void arm_timers(mr_server *srv) {
   srv->timer_due = due;
 }
 
+/* Connections written per loop turn, at most. A fan-out to a large room
+ * is written in slices with a poll in between, and the sweep goes round the
+ * pending list oldest first: a message that arrives while one sweep is
+ * under way is read within a slice and joins the queues of everyone not
+ * yet written, instead of waiting for the whole sweep and then a sweep of
+ * its own. Every connection is still written once per round with all it
+ * has queued, so the sends per delivery stay as few; what changes is that
+ * a delivery waits half a round on average, not one and a half. */
+#define FLUSH_SLICE 64
+
+static void on_flush_more(uv_idle_t *h) { (void)h; }
+
+/* The safe point of a loop turn: every doomed connection is torn down, and
+ * up to FLUSH_SLICE pending ones are written. While more wait, an idle
+ * handle makes the loop poll without sleeping (and prepare run again). */
+static void flush_slice(mr_server *srv) {
+  unsigned budget = FLUSH_SLICE;
+  while (srv->doomed || (srv->pending && budget)) {
+    while (srv->doomed)
+      mr_conn_finish(srv->doomed);
+    while (srv->pending && !srv->doomed && budget) {
+      mr_conn_flush(srv->pending);
+      budget--;
+    }
+  }
+  if (srv->pending && !uv_is_active((uv_handle_t *)&srv->flush_more))
+    uv_idle_start(&srv->flush_more, on_flush_more);
+  else if (!srv->pending && uv_is_active((uv_handle_t *)&srv->flush_more))
+    uv_idle_stop(&srv->flush_more);
+}
+
 static void on_prepare(uv_prepare_t *p) {
   mr_server *srv = p->data;
-  mr_server_flush(srv);
+  mr_trace_turn();
+  flush_slice(srv);
   arm_timers(srv);
 }
 
@@ -205,6 +238,7 @@ static void finish_shutdown(mr_server *srv) {
   close_handle((uv_handle_t *)&srv->sweep);
   close_handle((uv_handle_t *)&srv->timer);
   close_handle((uv_handle_t *)&srv->flush_prep);
+  close_handle((uv_handle_t *)&srv->flush_more);
   mr_watchdog_stop();
   mr_reload_stop(srv);
   if (srv->cluster)
@@ -317,6 +351,7 @@ int mr_server_listen(mr_server *srv) {
   uv_prepare_init(srv->loop, &srv->flush_prep);
   srv->flush_prep.data = srv;
   uv_prepare_start(&srv->flush_prep, on_prepare);
+  uv_idle_init(srv->loop, &srv->flush_more);
   uv_timer_init(srv->loop, &srv->sweep);
   srv->sweep.data = srv;
   uv_timer_start(&srv->sweep, on_sweep, SWEEP_MS, SWEEP_MS);

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include "error.h"
+#include "trace.h"
 
 #define MAX_IOV 64
 
@@ -149,6 +150,7 @@ int mr_tx_flush(mr_tx *tx, uv_stream_t *stream, uv_write_cb cb, void *data,
   while (tx->outq.count > 0) {
     size_t n = fill_iov(tx, iov, &total);
     ssize_t r = try_send(stream, iov, n);
+    mr_trace_send((unsigned)n);
     if (r == UV_EAGAIN)
       break;
     if (r < 0)

@@ -201,6 +201,11 @@ static conn_t *pub;
 static uint64_t f_sent, f_completed;
 static uint32_t f_count[RING];
 static uint64_t f_sent_ts[RING];
+/* --trace-out: when each message's first subscriber got it, and where the
+ * per-message lines go (seq, sent, first received, last received; ns of
+ * CLOCK_MONOTONIC, the clock moonroom --trace-latency stamps with). */
+static uint64_t f_first_rx[RING];
+static FILE *trace_out;
 static uint64_t f_last_progress;
 static int f_stalled;
 
@@ -672,8 +677,12 @@ static void fanout_advance(uint64_t now) {
          f_count[(f_completed + 1) % RING] >= (uint32_t)o_conns) {
     f_completed++;
     uint64_t ts = f_sent_ts[f_completed % RING];
-    if (ts >= t_win0 && ts < t_win1)
+    if (ts >= t_win0 && ts < t_win1) {
       h_add(&h_complete, now - ts);
+      if (trace_out)
+        fprintf(trace_out, "%" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
+                f_completed, ts, f_first_rx[f_completed % RING], now);
+    }
     progressed = 1;
   }
   if (progressed) {
@@ -712,7 +721,8 @@ static void on_data(conn_t *c, const uint8_t *p, uint64_t len, uint64_t now) {
     if (ts >= t_win0 && ts < t_win1)
       h_add(&h_deliver, now - ts);
     if (seq > f_completed && seq <= f_sent) {
-      f_count[seq % RING]++;
+      if (f_count[seq % RING]++ == 0)
+        f_first_rx[seq % RING] = now;
       if (seq == f_completed + 1)
         fanout_advance(now);
     }
@@ -1600,6 +1610,10 @@ static void usage(FILE *f) {
       "  --drain S         max wait for in-flight messages after the run (5)\n"
       "  --stall S         fanout: fail when no message completes for S "
       "seconds (5)\n"
+      "  --trace-out FILE  fanout: one line per message completed in the "
+      "window:\n"
+      "                    seq, sent, first and last received (monotonic "
+      "ns)\n"
       "  --hold S          idle: seconds to hold the connections (3)\n"
       "  --concurrency C   connection attempts in flight (128)\n"
       "  --connect-timeout S  whole connect phase (60)\n"
@@ -1686,6 +1700,7 @@ int main(int argc, char **argv) {
       {"settle", required_argument, 0, 'S'},
       {"drain", required_argument, 0, 'D'},
       {"stall", required_argument, 0, 'T'},
+      {"trace-out", required_argument, 0, 'X'},
       {"hold", required_argument, 0, 'H'},
       {"concurrency", required_argument, 0, 'c'},
       {"connect-timeout", required_argument, 0, 'C'},
@@ -1773,6 +1788,10 @@ int main(int argc, char **argv) {
       break;
     case 'T':
       o_stall = num(optarg, "stall");
+      break;
+    case 'X':
+      if (!(trace_out = fopen(optarg, "w")))
+        die("cannot write --trace-out %s", optarg);
       break;
     case 'H':
       o_hold = num(optarg, "hold");

@@ -298,8 +298,11 @@ def scenarios(smoke):
     if smoke:
         fan = dict(warmup=0.2, duration=1.0)
         return [
-            dict(name="fanout-1k", kind="fanout", variants="servers",
+            dict(name="fanout-1k", kind="fanout", variants="servers", trace=True,
                  args=["--scenario", "fanout", "--conns", "20", "--window", "16"], **fan),
+            dict(name="echo-100", kind="chat", variants="servers",
+                 args=["--scenario", "chat", "--conns", "8", "--room-size", "1",
+                       "--rate", "0", "--window", "1"], warmup=0.1, duration=0.5),
             dict(name="chat-10k", kind="chat", variants="servers",
                  args=["--scenario", "chat", "--conns", "40", "--room-size", "4",
                        "--rate", "20"], **fan),
@@ -331,15 +334,20 @@ def scenarios(smoke):
                  warmup=0.2, duration=1.0),
         ]
     return [
-        dict(name="fanout-1k", kind="fanout", variants="servers",
+        dict(name="fanout-1k", kind="fanout", variants="servers", trace=True,
              title="fan-out, 1,000 subscribers, 64 B, 16 in flight",
              args=["--scenario", "fanout", "--conns", "1000", "--window", "16"],
              warmup=1, duration=5),
-        dict(name="fanout-10k", kind="fanout", variants="servers",
+        dict(name="fanout-10k", kind="fanout", variants="servers", trace=True,
              title="fan-out, 10,000 subscribers, 64 B, 16 in flight",
              args=["--scenario", "fanout", "--conns", "10000", "--window", "16",
                    "--stall", "20"],
              warmup=1, duration=6),
+        dict(name="echo-100", kind="chat", variants="servers",
+             title="echo, 100 connections alone in their rooms, 1 in flight each",
+             args=["--scenario", "chat", "--conns", "100", "--room-size", "1",
+                   "--rate", "0", "--window", "1"],
+             warmup=1, duration=5),
         dict(name="chat-10k", kind="chat", variants="servers",
              title="chat, 10,000 connections in 1,000 rooms of 10, 1 msg/s each",
              args=["--scenario", "chat", "--conns", "10000", "--room-size", "10",
@@ -413,7 +421,14 @@ def scenarios(smoke):
     ]
 
 
-def variants(kind, opts):
+def trace_paths(port):
+    """The two files of a traced run: the server's (--trace-latency) and the
+    load generator's (--trace-out)."""
+    base = os.path.join(tempfile.gettempdir(), f"moonroom-trace-{os.getpid()}-{port}")
+    return base + ".server", base + ".loadgen"
+
+
+def variants(kind, opts, sc=None):
     bench = os.path.join(HERE, "bench.lua")
     mr_extra = ["--ping-interval", "0", "--idle-timeout", "0",
                 "--max-backpressure", str(opts.max_backpressure)]
@@ -424,7 +439,13 @@ def variants(kind, opts):
 
     node = lambda port: ["node", os.path.join(PEER_DIR, "server.js"), str(port), "127.0.0.1"]
     if kind == "servers":
-        return [("moonroom", moonroom(bench)), ("node", node)]
+        vs = [("moonroom", moonroom(bench)), ("node", node)]
+        if sc and sc.get("trace"):
+            # A third run of moonroom with every broadcast frame's timings
+            # written out, for the breakdown of where the latency goes.
+            vs.append(("moonroom traced", lambda port: moonroom(
+                bench, ["--trace-latency", trace_paths(port)[0]])(port)))
+        return vs
     if kind == "deflate":
         # Both with their compression settings alike (see peer/server.js).
         return [("moonroom", moonroom(bench)),
@@ -462,6 +483,8 @@ def run_loadgen(opts, sc, server, holding_cb=None):
     args = [opts.loadgen, "--url", f"{'wss' if tls else 'ws'}://127.0.0.1:{server.port}/",
             "--server-pid", str(server.proc.pid), *sc["args"],
             *VARIANT_LOADGEN_ARGS.get(server.kind, [])]
+    if server.kind == "moonroom traced":
+        args += ["--trace-out", trace_paths(server.port)[1]]
     if tls:
         # The certificate is verified (chain and IP address) on every
         # connection, as a client on the internet would.
@@ -512,6 +535,8 @@ def one_run(opts, sc, label, cmd_fn, logdir):
         res.update(crossnode_run(opts, sc, label, logdir))
     else:
         res.update(server_run(opts, sc, label, cmd_fn, logdir))
+        if label == "moonroom traced" and res.get("port"):
+            res["breakdown"] = breakdown(*trace_paths(res["port"]))
     # Whatever CPU the machine spent beyond this run's own processes (the
     # server and the loadgen, both waited for by now, and this script, the
     # presence scenarios' client) was someone else's.
@@ -542,6 +567,7 @@ def server_run(opts, sc, label, cmd_fn, logdir):
             res["error"] = (f"server exited with status {server.proc.returncode} during the "
                             f"run; log tail:\n{server.tail()}")
         res["server_log"] = server.logpath
+        res["port"] = server.port
         return res
     finally:
         server.stop()
@@ -563,6 +589,79 @@ def lua_alone(smoke):
             out[script] = json.loads(r.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
             out[script] = {"error": r.stdout[-1000:] or f"exit {r.returncode}"}
+    return out
+
+
+# The stages of a broadcast message's way, in order: (key, what it is).
+# Stamps: sent (load generator), read / handed to the handler / queued for
+# every recipient / first and last socket write (moonroom --trace-latency),
+# first and last subscriber received (load generator). Same clock.
+STAGES = [
+    ("unread", "unread in the publisher's socket (sent → read returned)"),
+    ("parse", "read → handed to the handler (parsing; earlier messages of the same read)"),
+    ("handler", "handler → queued for every subscriber (Lua, the broadcast)"),
+    ("wait", "queued → first subscriber's socket write"),
+    ("sweep", "first → last subscriber's socket write (the write sweep)"),
+    ("tail", "last socket write → last subscriber read it (load generator)"),
+    ("first_rx", "sent → first subscriber read it"),
+    ("total", "sent → last subscriber read it (completion)"),
+]
+
+
+def pctl(vals, p):
+    vals = sorted(vals)
+    return vals[min(len(vals) - 1, int(p * len(vals)))] if vals else None
+
+
+def breakdown(srv_path, lg_path):
+    """Joins a traced run's two files by message number: where each message's
+    time went, as percentiles (µs) of every stage, and how the server batched
+    (messages per read, per socket write; loop turns per sweep)."""
+    srv, footer = {}, {}
+    try:
+        with open(srv_path) as f:
+            for line in f:
+                if line.startswith("#"):
+                    w = line[1:].split()
+                    if w and w[0] == "frames":
+                        footer = {w[i]: int(w[i + 1]) for i in range(0, len(w) - 1, 2)}
+                    continue
+                v = [int(x) for x in line.split()]
+                srv[v[0]] = v
+        rows = []
+        with open(lg_path) as f:
+            for line in f:
+                seq, sent, first_rx, last_rx = (int(x) for x in line.split())
+                s = srv.get(seq)
+                if not s or not s[6]:
+                    continue
+                _, read_no, in_read, rd, msg, q, fw, lw, _rec, _wr, tq, tl = s
+                rows.append(dict(unread=rd - sent, parse=msg - rd, handler=q - msg,
+                                 wait=fw - q, sweep=lw - fw, tail=last_rx - lw,
+                                 first_rx=first_rx - sent, total=last_rx - sent,
+                                 turns=tl - tq, read_no=read_no, in_read=in_read))
+    except (OSError, ValueError, IndexError) as e:
+        return {"error": f"cannot read the trace: {e}"}
+    finally:
+        for path in (srv_path, lg_path):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    if not rows:
+        return {"error": "no traced message was joined"}
+    out = {"messages": len(rows)}
+    for key, _ in STAGES:
+        vals = [r[key] / 1e3 for r in rows]
+        out[key] = {p: pctl(vals, q) for p, q in (("p50", .5), ("p90", .9), ("p99", .99))}
+    per_read = {}
+    for r in rows:
+        per_read[r["read_no"]] = max(per_read.get(r["read_no"], 0), r["in_read"])
+    out["msgs_per_read"] = statistics.mean(per_read.values())
+    out["turns_p50"] = pctl([r["turns"] for r in rows], .5)
+    if footer.get("sends"):
+        out["blocks_per_send"] = footer["sent_blocks"] / footer["sends"]
+    out["lost"] = footer.get("lost")
     return out
 
 
@@ -600,6 +699,10 @@ def check_smoke(sc, label, res):
             problems.append(f"TLS version {res.get('tls_version')!r}")
     elif res.get("tls_handshakes"):
         problems.append(f"{res['tls_handshakes']} TLS handshakes in a plain run")
+    if label == "moonroom traced":
+        bd = res.get("breakdown") or {}
+        if "error" in bd or not bd.get("messages"):
+            problems.append(f"no latency breakdown: {bd.get('error')}")
     if sc["kind"] == "presence":
         pass  # ok means every node converged
     elif sc["kind"] == "idle":
@@ -934,6 +1037,87 @@ def collect(results, name, label, key):
     return [r.get(key) for r in results.get((name, label), []) if r.get("ok")]
 
 
+def breakdown_report(results, traced):
+    """The latency breakdown of the traced runs, a table per scenario."""
+    lines = ["## Where a fan-out message's time goes\n",
+             "A third run of moonroom in every round, with `--trace-latency`: the server "
+             "stamps each broadcast frame when the read that brought the message returned, "
+             "when the message reached the handler, when the broadcast had queued it for "
+             "every subscriber, and when the first and the last subscriber's socket took "
+             "it; the load generator (`--trace-out`) stamps when it sent each message and "
+             "when its first and last subscriber read it, on the same clock "
+             "(CLOCK_MONOTONIC). The two are joined by message number. Each cell is the "
+             "median over the rounds of that run's percentile over its messages, in ms.\n"]
+    for sc in traced:
+        runs = [r for r in results.get((sc["name"], "moonroom traced"), [])
+                if r.get("ok") and isinstance(r.get("breakdown"), dict)
+                and "error" not in r["breakdown"]]
+        if not runs:
+            continue
+        bds = [r["breakdown"] for r in runs]
+        lines.append(f"### {sc['title']}\n")
+        lines.append("| stage | p50 | p90 | p99 |")
+        lines.append("|---|---|---|---|")
+        for key, title in STAGES:
+            cells = []
+            for p in ("p50", "p90", "p99"):
+                vals = [b[key][p] for b in bds if b.get(key)]
+                cells.append(f"{statistics.median(vals) / 1e3:,.2f}" if vals else "n/a")
+            lines.append(f"| {title} | " + " | ".join(cells) + " |")
+        med = lambda k: statistics.median([b[k] for b in bds if b.get(k) is not None])
+        plain = stats(collect(results, sc["name"], "moonroom", "deliveries_per_s"))
+        traced_dps = stats([r.get("deliveries_per_s") for r in runs])
+        lines.append("")
+        lines.append(f"Batching in these runs: {med('msgs_per_read'):.1f} messages per read "
+                     f"of the publisher's socket, {med('blocks_per_send'):.1f} frames per "
+                     f"socket write, a message's last write {med('turns_p50'):.0f} loop "
+                     f"turns after it was queued (median), "
+                     f"{statistics.median([b['messages'] for b in bds]):,.0f} messages "
+                     "joined per run. Tracing's own cost: "
+                     f"{fmt_stat(traced_dps, '{:,.0f}')} deliveries/s traced against "
+                     f"{fmt_stat(plain, '{:,.0f}')} in the untraced runs.\n")
+    return lines
+
+
+# The issue's targets, as ratios to the Node peer of the same run:
+# (scenario, metric, bound, at most / at least, what it says).
+TARGETS = [
+    ("fanout-1k", "deliveries_per_s", 25.0, "min", "fan-out 1k deliveries/s ≥ 25× node"),
+    ("fanout-1k", "lat_p50", 0.03, "max", "fan-out 1k latency p50 ≤ 0.03× node"),
+    ("fanout-1k", "lat_p99", 0.05, "max", "fan-out 1k latency p99 ≤ 0.05× node"),
+    ("fanout-10k", "deliveries_per_s", 22.0, "min", "fan-out 10k deliveries/s ≥ 22× node"),
+    ("fanout-10k", "lat_p50", 0.03, "max", "fan-out 10k latency p50 ≤ 0.03× node"),
+    ("fanout-10k", "lat_p99", 0.05, "max", "fan-out 10k latency p99 ≤ 0.05× node"),
+    ("echo-100", "deliveries_per_s", 2.1, "min", "echo round trips/s ≥ 2.1× node"),
+]
+
+
+def targets_report(results, scs):
+    """Each target against this run's medians: the ratio to the Node peer."""
+    names = {sc["name"] for sc in scs}
+    rows = []
+    for name, key, bound, how, what in TARGETS:
+        if name not in names:
+            continue
+        a = stats(collect(results, name, "moonroom", key))
+        b = stats(collect(results, name, "node", key))
+        if not a or not b or not b[0]:
+            continue
+        ratio = a[0] / b[0]
+        met = ratio >= bound if how == "min" else ratio <= bound
+        rows.append(f"| {what} | {ratio:.3g}× | {'met' if met else 'missed'} |")
+    idle = stats(collect(results, "idle", "moonroom", "rss_per_conn_b"))
+    if "idle" in names and idle:
+        rows.append(f"| idle connection ≤ 512 B of server RSS | {idle[0]:,.0f} B | "
+                    f"{'met' if idle[0] <= 512 else 'missed'} |")
+    if not rows:
+        return []
+    return (["## Targets\n",
+             "The targets of the fan-out latency issue, as ratios of this run's medians "
+             "(moonroom / node); what limits those missed is in README.md.\n",
+             "| target | this run | |", "|---|---|---|"] + rows + [""])
+
+
 def report(opts, scs, results, info, started, elapsed, alone):
     lines = []
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -985,6 +1169,10 @@ def report(opts, scs, results, info, started, elapsed, alone):
             lines.append(f"| {title} | {fmt_stat(a, fmt, scale)} | {fmt_stat(b, fmt, scale)} "
                          f"| {ratio} |")
         lines.append("")
+    traced = [sc for sc in scs if sc.get("trace")]
+    if traced:
+        lines += breakdown_report(results, traced)
+    lines += targets_report(results, scs)
     deflate = [sc for sc in scs if sc["variants"] == "deflate"]
     if deflate:
         lines.append("## permessage-deflate\n")
@@ -1255,7 +1443,7 @@ def main():
     started = time.monotonic()
     for rnd in range(rounds):
         for sc in scs:
-            vs = variants(sc["variants"], opts)
+            vs = variants(sc["variants"], opts, sc)
             k = rnd % len(vs)  # rotate the order each round: A B, B A, ...
             for label, cmd_fn in vs[k:] + vs[:k]:
                 t0 = time.monotonic()
