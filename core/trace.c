@@ -4,9 +4,9 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
-#include "error.h"
 
 int mr_trace_enabled;
 
@@ -41,8 +41,12 @@ static uint64_t now_ns(void) {
 }
 
 int mr_trace_open(const char *path) {
+  mr_trace_close();
+  memset(&T, 0, sizeof T); /* a new file numbers its frames from 1 */
+  /* -errno is the error space's code on Unix (MR_ENOMEM == UV_ENOMEM ==
+   * -ENOMEM); error.h sits beside this file, not under it. */
   if (!(T.ring = calloc(RING, sizeof *T.ring)))
-    return MR_ENOMEM;
+    return -ENOMEM;
   if (!(T.out = fopen(path, "w"))) {
     int e = errno;
     free(T.ring);
