@@ -7,7 +7,6 @@
 #include <string.h>
 #include <time.h>
 
-
 int mr_trace_enabled;
 
 /* Records live from a frame's making to its last release; a frame still

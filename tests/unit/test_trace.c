@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include "buf.h"
-#include "trace.h"
 #include "test_util.h"
+#include "trace.h"
 
 typedef struct {
   uint64_t v[12];
