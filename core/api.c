@@ -195,7 +195,7 @@ static int l_members(lua_State *L) {
   mr_member *m;
   mr_room_iter_init(&it, r);
   while ((m = mr_room_iter_next(&it))) {
-    mr_handle_push(L, srv, m->owner);
+    mr_handle_push(L, srv, mr_conn_of_member(m));
     lua_rawseti(L, -2, ++n);
   }
   return 1;

@@ -761,7 +761,6 @@ static mr_conn *conn_new(mr_server *srv) {
     return NULL;
   c->srv = srv;
   c->id = ++srv->next_id;
-  c->member.owner = c;
   c->tcp.data = c;
   HASH_ADD(hh, srv->conns_by_id, id, sizeof c->id, c);
   c->next = srv->all_head;

@@ -5,6 +5,7 @@
 #ifndef MR_CONN_H
 #define MR_CONN_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <uthash.h>
 #include <uv.h>
@@ -119,6 +120,11 @@ typedef struct mr_conn_events {
   int (*http)(mr_server *srv, mr_conn *c, const mr_http_request *req,
               const char *body, size_t body_len, mr_http_answer *ans);
 } mr_conn_events;
+
+/* The connection a room member is (members are embedded in connections). */
+static inline mr_conn *mr_conn_of_member(mr_member *m) {
+  return (mr_conn *)((char *)m - offsetof(mr_conn, member));
+}
 
 /* Finds a connection by id, in any state; NULL once it has been freed. */
 mr_conn *mr_conn_find(mr_server *srv, uint64_t id);

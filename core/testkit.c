@@ -433,7 +433,7 @@ static int s_members(lua_State *L) {
   mr_member *m;
   mr_room_iter_init(&it, r);
   while ((m = mr_room_iter_next(&it))) {
-    const mr_conn *c = m->owner;
+    const mr_conn *c = mr_conn_of_member(m);
     lua_pushnumber(L, (lua_Number)c->id);
     lua_rawseti(L, -2, ++n);
   }
@@ -458,7 +458,7 @@ static int s_rooms(lua_State *L) {
     return push_closed(L);
   lua_createtable(L, (int)c->member.nlinks, 0);
   for (uint32_t i = 0; i < c->member.nlinks; i++) {
-    const mr_room *r = c->member.links[i].room;
+    const mr_room *r = mr_member_room(&c->member, i);
     lua_pushlstring(L, r->name, r->name_len);
     lua_rawseti(L, -2, (int)i + 1);
   }
