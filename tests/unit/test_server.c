@@ -16,7 +16,7 @@
 
 /* The first queued block of c, or NULL. */
 static mr_buf *first_buf(const mr_conn *c) {
-  return c && c->tx.outq.count ? c->tx.outq.ents[c->tx.outq.head].buf : NULL;
+  return c && c->tx.outq.count ? c->tx.outq.ring[c->tx.outq.head] : NULL;
 }
 
 /* Checks that the queue of c holds exactly one block with these bytes. */
