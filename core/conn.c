@@ -644,13 +644,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 
 static void on_closed(uv_handle_t *h) {
   mr_conn *c = h->data;
-  mr_server *srv = c->srv;
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    srv->all_head = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
+  mr_idtab_remove(&c->srv->conns, c);
   mr_tx_clear(&c->tx);
   free(c->close_reason);
   free(c->virtual_remote);
@@ -728,7 +722,7 @@ void mr_conn__terminate(mr_conn *c) {
     srv->conn_events->close(srv, c, c->close_code, c->close_reason,
                             c->close_reason_len);
   }
-  HASH_DEL(srv->conns_by_id, c);
+  srv->conns_unclosed--;
   ip_release(c);
   mr_ws_drop(&c->ws);
   free(c->head);
@@ -750,9 +744,10 @@ void mr_conn__terminate(mr_conn *c) {
 }
 
 mr_conn *mr_conn_find(mr_server *srv, uint64_t id) {
-  mr_conn *c = NULL;
-  HASH_FIND(hh, srv->conns_by_id, &id, sizeof id, c);
-  return c;
+  /* A closed connection stays in the table until its socket is closed, for
+   * the walks; by id it is gone at once, as a stale handle must see. */
+  mr_conn *c = mr_idtab_find(&srv->conns, id);
+  return c && c->state != MR_CONN_CLOSED ? c : NULL;
 }
 
 static mr_conn *conn_new(mr_server *srv) {
@@ -762,11 +757,11 @@ static mr_conn *conn_new(mr_server *srv) {
   c->srv = srv;
   c->id = ++srv->next_id;
   c->tcp.data = c;
-  HASH_ADD(hh, srv->conns_by_id, id, sizeof c->id, c);
-  c->next = srv->all_head;
-  if (srv->all_head)
-    srv->all_head->prev = c;
-  srv->all_head = c;
+  if (mr_idtab_add(&srv->conns, c) != 0) {
+    free(c);
+    return NULL;
+  }
+  srv->conns_unclosed++;
   return c;
 }
 
@@ -849,7 +844,7 @@ static int over_fd_reserve(mr_conn *c) {
 }
 
 void mr_conn_accept(mr_server *srv) {
-  unsigned open = (unsigned)HASH_COUNT(srv->conns_by_id);
+  size_t open = srv->conns_unclosed;
   if (srv->shutting_down ||
       (srv->cfg.max_connections && open >= srv->cfg.max_connections)) {
     /* Accept and close at once, so the client sees a clean refusal rather

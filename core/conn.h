@@ -7,7 +7,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <uthash.h>
 #include <uv.h>
 
 #include "context.h"
@@ -45,9 +44,7 @@ enum {
 typedef struct mr_conn {
   uv_tcp_t tcp;
   mr_server *srv;
-  uint64_t id;
-  UT_hash_handle hh;
-  struct mr_conn *prev, *next; /* srv->all_head */
+  uint64_t id; /* the key of srv->conns */
   /* Intrusive lists with back-pointers so removal is O(1) wherever the
    * connection sits when it is torn down. */
   struct mr_conn *pending_next, **pending_pprev;
@@ -126,8 +123,16 @@ static inline mr_conn *mr_conn_of_member(mr_member *m) {
   return (mr_conn *)((char *)m - offsetof(mr_conn, member));
 }
 
-/* Finds a connection by id, in any state; NULL once it has been freed. */
+/* Finds a connection by id; NULL once it has closed. */
 mr_conn *mr_conn_find(mr_server *srv, uint64_t id);
+
+/* Every connection the server holds, closed ones included until they are
+ * freed, in no particular order: start with *pos = 0; NULL at the end. No
+ * connection may be created or freed meanwhile (sockets are freed in
+ * libuv's close callbacks, which never run inside a walk). */
+static inline mr_conn *mr_conn_next(const mr_server *srv, size_t *pos) {
+  return mr_idtab_next(&srv->conns, pos);
+}
 
 /* Accepts a new connection from the listener; on failure the socket is
  * closed and counted. */

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "idtab.h"
 #include "rooms.h"
 #include "timer.h"
 
@@ -149,10 +150,13 @@ typedef struct mr_server {
   uv_prepare_t flush_prep; /* flushes queued writes before the loop polls */
   uv_timer_t sweep;        /* every 250 ms: timeouts, pings */
   mr_rooms rooms;
-  struct mr_conn *conns_by_id; /* uthash on id: how Lua handles resolve */
-  struct mr_conn *all_head;    /* every connection, for the sweep */
-  struct mr_conn *pending;     /* connections with queued, unflushed bytes */
-  struct mr_conn *doomed;      /* connections to close at the next safe point */
+  /* Every connection by id, from accept until it is freed (closed ones
+   * too, until their socket's close callback): how Lua handles resolve,
+   * and what the sweep and shutdown walk. */
+  mr_idtab conns;
+  size_t conns_unclosed;   /* those of them not closed yet */
+  struct mr_conn *pending; /* connections with queued, unflushed bytes */
+  struct mr_conn *doomed;  /* connections to close at the next safe point */
   uint64_t next_id;
   char node_name[64]; /* --node, or host-pid when not given */
   struct mr_bridge *bridge;

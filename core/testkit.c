@@ -155,13 +155,37 @@ static void release_cluster(sim_t *s) {
   uv_run(&s->loop, UV_RUN_DEFAULT);
 }
 
+static int newer_first(const void *a, const void *b) {
+  uint64_t x = (*(mr_conn *const *)a)->id, y = (*(mr_conn *const *)b)->id;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Dooms every connection, newest first: the kit's closes are done in an
+ * order a spec can rely on (on_close runs oldest first, see settle), not
+ * in the order of the server's id table. */
+static void doom_all(mr_server *srv, uint16_t code, const char *reason) {
+  size_t n = srv->conns.count, pos = 0, i = 0;
+  mr_conn **all = n ? malloc(n * sizeof *all) : NULL;
+  for (mr_conn *c; (c = mr_conn_next(srv, &pos));) {
+    if (all)
+      all[i++] = c;
+    else
+      mr_conn_doom(c, code, reason); /* out of memory: in any order */
+  }
+  if (!all)
+    return;
+  qsort(all, n, sizeof *all, newer_first);
+  for (i = 0; i < n; i++)
+    mr_conn_doom(all[i], code, reason);
+  free(all);
+}
+
 static void sim_free(sim_t *s) {
   if (!s->srv)
     return;
   mr_server *srv = s->srv;
   /* Whatever is still connected goes as on server exit: on_close runs. */
-  for (mr_conn *c = srv->all_head; c; c = c->next)
-    mr_conn_doom(c, MR_CLOSE_GOING_AWAY, "server shutting down");
+  doom_all(srv, MR_CLOSE_GOING_AWAY, "server shutting down");
   settle(s);
   mr_bridge_free(srv->bridge);
   srv->bridge = NULL;
@@ -382,7 +406,8 @@ static int s_ids(lua_State *L) {
   sim_t *s = check_sim(L);
   lua_newtable(L);
   int i = 0;
-  for (mr_conn *c = s->srv->all_head; c; c = c->next) {
+  size_t pos = 0;
+  for (mr_conn *c; (c = mr_conn_next(s->srv, &pos));) {
     lua_pushnumber(L, (lua_Number)c->id);
     lua_rawseti(L, -2, ++i);
   }
@@ -824,8 +849,7 @@ static int s_kill(lua_State *L) {
   mr_bridge_free(srv->bridge);
   srv->bridge = NULL;
   srv->conn_events = &vanished_events;
-  for (mr_conn *c = srv->all_head; c; c = c->next)
-    mr_conn_doom(c, MR_CLOSE_ABNORMAL, "");
+  doom_all(srv, MR_CLOSE_ABNORMAL, "");
   settle(s);
   release_cluster(s);
   mr_server_free(srv);
