@@ -51,6 +51,34 @@ static void doomed_remove(mr_conn *c) {
     c->doomed_next->doomed_pprev = c->doomed_pprev;
 }
 
+/* ---- the side struct ----------------------------------------------------
+ */
+
+mr_conn_extra *mr_conn__extra(mr_conn *c) {
+  if (!c->x)
+    c->x = calloc(1, sizeof *c->x);
+  return c->x;
+}
+
+void mr_conn__extra_trim(mr_conn *c) {
+  mr_conn_extra *x = c->x;
+  if (x && !x->head && !x->close_reason && !x->virtual_remote && !x->http &&
+      !x->ip) {
+    free(x);
+    c->x = NULL;
+  }
+}
+
+/* Forgets the close reason recorded so far. */
+static void drop_close_reason(mr_conn *c) {
+  if (!c->x)
+    return;
+  free(c->x->close_reason);
+  c->x->close_reason = NULL;
+  c->x->close_reason_len = 0;
+  mr_conn__extra_trim(c);
+}
+
 void mr_conn__set_close(mr_conn *c, unsigned code, const char *reason,
                         size_t len) {
   if (c->close_code)
@@ -58,9 +86,12 @@ void mr_conn__set_close(mr_conn *c, unsigned code, const char *reason,
   c->close_code = (uint16_t)code;
   if (len > 123)
     len = 123;
-  if (len && (c->close_reason = malloc(len)))
-    memcpy(c->close_reason, reason, len);
-  c->close_reason_len = c->close_reason ? (uint8_t)len : 0;
+  /* Out of memory: on_close hears the code without the reason. */
+  mr_conn_extra *x = len ? mr_conn__extra(c) : NULL;
+  if (x && (x->close_reason = malloc(len))) {
+    memcpy(x->close_reason, reason, len);
+    x->close_reason_len = (uint8_t)len;
+  }
 }
 
 void mr_conn_doom(mr_conn *c, uint16_t code, const char *reason) {
@@ -224,6 +255,16 @@ int mr_conn_send(mr_conn *c, const void *msg, size_t len, int binary) {
 /* ---- handshake ------------------------------------------------------------
  */
 
+/* Frees the request head read so far. */
+static void free_head(mr_conn *c) {
+  if (!c->x)
+    return;
+  free(c->x->head);
+  c->x->head = NULL;
+  c->x->head_len = 0;
+  mr_conn__extra_trim(c);
+}
+
 /* Answers the upgrade with an HTTP error (and extra header lines, "" for
  * none) and closes once it is written. */
 void mr_conn__refuse(mr_conn *c, int status, const char *reason,
@@ -240,8 +281,7 @@ void mr_conn__refuse(mr_conn *c, int status, const char *reason,
   c->state = MR_CONN_CLOSING;
   c->closing_how = MR_CLOSING_AFTER_FLUSH;
   c->deadline = uv_now(c->srv->loop) + MR_CONN_CLOSING_GRACE_MS;
-  free(c->head);
-  c->head = NULL;
+  free_head(c);
   if (!(c->flags & MR_CF_VIRTUAL))
     uv_read_stop((uv_stream_t *)&c->tcp);
 }
@@ -271,9 +311,7 @@ static void refuse_after_connect(mr_conn *c, int ok,
   /* A refused upgrade never opened: forget any close recorded while
    * on_connect ran. */
   c->close_code = 0;
-  free(c->close_reason);
-  c->close_reason = NULL;
-  c->close_reason_len = 0;
+  drop_close_reason(c);
   /* A token check refusing a flood of clients is a flood of lines. */
   static mr_log_limit lim = MR_LOG_LIMIT_INIT("upgrades refused by on_connect");
   mr_log_limited(&lim, MR_LOG_INFO,
@@ -435,16 +473,17 @@ int mr_conn__over_rate(mr_conn *c, const char *action) {
 void mr_conn__handshake(mr_conn *c, const char *data, size_t n) {
   mr_server *srv = c->srv;
   size_t cap = srv->cfg.max_head + 1;
-  if (!c->head && !(c->head = malloc(cap))) {
+  mr_conn_extra *x = mr_conn__extra(c);
+  if (!x || (!x->head && !(x->head = malloc(cap)))) {
     mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
     return;
   }
-  size_t take = n < cap - c->head_len ? n : cap - c->head_len;
-  memcpy(c->head + c->head_len, data, take);
-  c->head_len += (uint32_t)take;
+  size_t take = n < cap - x->head_len ? n : cap - x->head_len;
+  memcpy(x->head + x->head_len, data, take);
+  x->head_len += (uint32_t)take;
 
   mr_http_request req;
-  int r = mr_http_parse_upgrade(c->head, c->head_len, srv->cfg.max_head, &req);
+  int r = mr_http_parse_upgrade(x->head, x->head_len, srv->cfg.max_head, &req);
   if (r == MR_EAGAIN)
     return;
   if (c->flags & MR_CF_IP_OVER) {
@@ -503,10 +542,14 @@ void mr_conn__handshake(mr_conn *c, const char *data, size_t n) {
            ans.protocol ? " protocol " : "", (int)ans.protocol_len,
            ans.protocol ? ans.protocol : "");
 
-  /* Bytes that came in the same packet after the head are frames. */
-  size_t extra = c->head_len - req.head_len;
-  char *head = c->head;
-  c->head = NULL;
+  /* Bytes that came in the same packet after the head are frames. The
+   * head is taken out first: req points into it, and nothing of the
+   * handshake is needed once the frames run. */
+  size_t extra = x->head_len - req.head_len;
+  char *head = x->head;
+  x->head = NULL;
+  x->head_len = 0;
+  mr_conn__extra_trim(c);
   if (extra > 0)
     mr_conn__feed_ws(c, (const uint8_t *)head + req.head_len, extra);
   if (take < n && c->state != MR_CONN_CLOSED)
@@ -646,8 +689,11 @@ static void on_closed(uv_handle_t *h) {
   mr_conn *c = h->data;
   mr_idtab_remove(&c->srv->conns, c);
   mr_tx_clear(&c->tx);
-  free(c->close_reason);
-  free(c->virtual_remote);
+  if (c->x) {
+    free(c->x->close_reason);
+    free(c->x->virtual_remote);
+    free(c->x);
+  }
   free(c);
 }
 
@@ -661,8 +707,10 @@ static void ip_admit(mr_conn *c, const mr_ipkey *key) {
   mr_server *srv = c->srv;
   if (!srv->cfg.max_connections_per_ip)
     return;
-  int r = mr_ipcount_acquire(&srv->ip_counts, key,
-                             srv->cfg.max_connections_per_ip, &c->ip);
+  mr_conn_extra *x = mr_conn__extra(c);
+  int r = x ? mr_ipcount_acquire(&srv->ip_counts, key,
+                                 srv->cfg.max_connections_per_ip, &x->ip)
+            : MR_ENOMEM;
   if (r == MR_ETOOBIG) {
     c->flags |= MR_CF_IP_OVER;
   } else if (r != 0) {
@@ -677,9 +725,10 @@ static void ip_admit(mr_conn *c, const mr_ipkey *key) {
 /* Gives back c's slot, exactly once: every way a connection ends goes
  * through terminate, and a virtual one that changes its address. */
 static void ip_release(mr_conn *c) {
-  if (c->ip) {
-    mr_ipcount_release(&c->srv->ip_counts, c->ip);
-    c->ip = NULL;
+  if (c->x && c->x->ip) {
+    mr_ipcount_release(&c->srv->ip_counts, c->x->ip);
+    c->x->ip = NULL;
+    mr_conn__extra_trim(c);
   }
   c->flags &= ~MR_CF_IP_OVER;
 }
@@ -719,18 +768,21 @@ void mr_conn__terminate(mr_conn *c) {
     c->flags &= ~MR_CF_LUA;
     mr_debug("conn %llu (%s): closed %u", (unsigned long long)c->id,
              mr_conn_remote(c), c->close_code);
-    srv->conn_events->close(srv, c, c->close_code, c->close_reason,
-                            c->close_reason_len);
+    size_t len;
+    const char *reason = mr_conn_close_reason(c, &len);
+    srv->conn_events->close(srv, c, c->close_code, reason, len);
   }
   srv->conns_unclosed--;
   ip_release(c);
   mr_ws_drop(&c->ws);
-  free(c->head);
-  c->head = NULL;
-  if (c->http) {
-    mr_httpx_free(c->http);
-    free(c->http);
-    c->http = NULL;
+  if (c->x) {
+    free(c->x->head);
+    c->x->head = NULL;
+    if (c->x->http) {
+      mr_httpx_free(c->x->http);
+      free(c->x->http);
+      c->x->http = NULL;
+    }
   }
   if (c->flags & MR_CF_VIRTUAL) {
     c->tcp.data = c;
@@ -772,8 +824,9 @@ const char *mr_conn_remote(const mr_conn *c) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
   snprintf(name, sizeof name, "%s",
-           c->virtual_remote ? c->virtual_remote
-                             : (c->flags & MR_CF_VIRTUAL ? "127.0.0.1" : "?"));
+           c->x && c->x->virtual_remote
+               ? c->x->virtual_remote
+               : (c->flags & MR_CF_VIRTUAL ? "127.0.0.1" : "?"));
   if (!(c->flags & (MR_CF_VIRTUAL | MR_CF_TCP_CLOSE)) &&
       uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
     if (ss.ss_family == AF_INET6)
@@ -785,11 +838,14 @@ const char *mr_conn_remote(const mr_conn *c) {
 }
 
 int mr_conn_set_virtual_remote(mr_conn *c, const char *addr) {
-  char *copy = strdup(addr);
-  if (!copy)
+  mr_conn_extra *x = mr_conn__extra(c);
+  char *copy = x ? strdup(addr) : NULL;
+  if (!copy) {
+    mr_conn__extra_trim(c);
     return MR_ENOMEM;
-  free(c->virtual_remote);
-  c->virtual_remote = copy;
+  }
+  free(x->virtual_remote);
+  x->virtual_remote = copy;
   if (c->state == MR_CONN_HANDSHAKE) {
     ip_release(c);
     ip_admit_text(c, addr);

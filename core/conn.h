@@ -55,9 +55,6 @@ typedef struct mr_conn {
   /* The window (9..15) messages to this client are deflated with, once
    * permessage-deflate was negotiated; 0 when it was not. */
   uint8_t deflate_bits;
-  /* Handshake: the request head accumulates here and is freed on upgrade. */
-  char *head;
-  uint32_t head_len;
   /* --max-messages-per-second's token bucket (bucket.h), in two words
    * that sit in padding, so the limit costs no memory. */
   uint32_t rate_deficit;
@@ -66,17 +63,30 @@ typedef struct mr_conn {
   uint64_t last_rx;    /* loop time (ms) of the last frame from the peer */
   uint64_t deadline;   /* handshake or closing deadline, loop time ms; 0 none */
   uint16_t close_code; /* what on_close will be told */
-  uint8_t close_reason_len;
   uint32_t rate_stamp;
-  char *close_reason; /* heap, only once a reason is known */
   uint64_t next_ping; /* loop time of the next server ping */
   mr_member member;
+  /* What only some connections need, some of the time (NULL when none of
+   * it is in use): an open WebSocket in the common case holds none. */
+  struct mr_conn_extra *x;
+} mr_conn;
+
+/* The rarely used part of a connection, made when first needed and freed
+ * once nothing in it is (after the upgrade, typically), so that an idle
+ * connection does not carry five pointers it does not use. */
+typedef struct mr_conn_extra {
+  /* Handshake: the request head accumulates here and is freed on
+   * upgrade. */
+  char *head;
+  uint32_t head_len;
+  uint8_t close_reason_len;
+  char *close_reason;   /* heap, only once a reason is known */
   char *virtual_remote; /* a virtual connection's claimed address (heap) */
   mr_httpx *http;       /* plain HTTP requests (heap), in MR_CONN_HTTP only */
   /* The connection's slot in srv->ip_counts, released in terminate; NULL
    * when it holds none. */
   struct mr_ipcount *ip;
-} mr_conn;
+} mr_conn_extra;
 
 /* How on_connect answers an upgrade, besides accepting or refusing it. The
  * connection provides the storage for the call, filled with the defaults
@@ -204,6 +214,12 @@ void mr_conn_sweep(mr_conn *c, uint64_t now);
 /* The peer's IP address as text, for logs and req.remote_addr; the string
  * is static and overwritten by the next call. */
 const char *mr_conn_remote(const mr_conn *c);
+
+/* The reason on_close will be told (its length in *len); "" when none. */
+static inline const char *mr_conn_close_reason(const mr_conn *c, size_t *len) {
+  *len = c->x && c->x->close_reason ? c->x->close_reason_len : 0;
+  return *len ? c->x->close_reason : "";
+}
 
 /* True when the connection accepts new messages: open, and not doomed to
  * close at the next safe point. The one test of "open" everywhere. */

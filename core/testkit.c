@@ -110,13 +110,12 @@ static void bury(sim_t *s, const mr_conn *c) {
   g->id = c->id;
   /* terminate() reports 1006 when no earlier reason was recorded. */
   g->code = c->close_code ? c->close_code : MR_CLOSE_ABNORMAL;
-  g->reason_len = c->close_code ? c->close_reason_len : 0;
+  size_t len;
+  const char *reason = mr_conn_close_reason(c, &len);
+  g->reason_len = c->close_code ? (uint8_t)len : 0;
   if (g->reason_len > sizeof g->reason)
     g->reason_len = sizeof g->reason;
-  if (g->reason_len && c->close_reason)
-    memcpy(g->reason, c->close_reason, g->reason_len);
-  else
-    g->reason_len = 0;
+  memcpy(g->reason, reason, g->reason_len);
   g->had_lua = (c->flags & MR_CF_LUA) != 0;
 }
 
@@ -394,10 +393,9 @@ static int s_state(lua_State *L) {
     return 0;
   lua_pushstring(L, state_name(c));
   lua_pushinteger(L, c->close_code);
-  if (c->close_reason && c->close_reason_len)
-    lua_pushlstring(L, c->close_reason, c->close_reason_len);
-  else
-    lua_pushliteral(L, "");
+  size_t len;
+  const char *reason = mr_conn_close_reason(c, &len);
+  lua_pushlstring(L, reason, len);
   return 3;
 }
 

@@ -76,7 +76,7 @@ static void check_slots(int line) {
   unsigned long long held = 0, counted = 0;
   size_t pos = 0;
   for (mr_conn *c; (c = mr_conn_next(h.srv, &pos));)
-    held += c->ip != NULL;
+    held += c->x && c->x->ip;
   for (mr_ipcount *e = h.srv->ip_counts; e; e = e->hh.next)
     counted += e->count;
   if (!test_record(held == counted, __FILE__, line, "slots == holders"))
