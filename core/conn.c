@@ -21,35 +21,38 @@ static uint8_t readbuf[65536];
 
 /* ---- intrusive lists ---------------------------------------------------- */
 
+/* A connection is on at most one of srv->pending and srv->doomed, through
+ * the same two pointers: the safe point tears doomed connections down
+ * before it flushes any, so a doomed connection is never flushed there and
+ * need not stay pending. The flag says which list it is on. */
+
+static void list_push(mr_conn *c, mr_conn **head, uint16_t flag) {
+  c->flags |= flag;
+  c->list_next = *head;
+  if (*head)
+    (*head)->list_pprev = &c->list_next;
+  *head = c;
+  c->list_pprev = head;
+}
+
+static void list_remove(mr_conn *c, uint16_t flag) {
+  if (!(c->flags & flag))
+    return;
+  c->flags &= ~flag;
+  *c->list_pprev = c->list_next;
+  if (c->list_next)
+    c->list_next->list_pprev = c->list_pprev;
+}
+
 void mr_conn__pending_add(mr_conn *c) {
-  if (c->flags & (MR_CF_PENDING | MR_CF_VIRTUAL))
+  if (c->flags & (MR_CF_PENDING | MR_CF_DOOMED | MR_CF_VIRTUAL))
     return;
-  mr_server *srv = c->srv;
-  c->flags |= MR_CF_PENDING;
-  c->pending_next = srv->pending;
-  if (srv->pending)
-    srv->pending->pending_pprev = &c->pending_next;
-  srv->pending = c;
-  c->pending_pprev = &srv->pending;
+  list_push(c, &c->srv->pending, MR_CF_PENDING);
 }
 
-static void pending_remove(mr_conn *c) {
-  if (!(c->flags & MR_CF_PENDING))
-    return;
-  c->flags &= ~MR_CF_PENDING;
-  *c->pending_pprev = c->pending_next;
-  if (c->pending_next)
-    c->pending_next->pending_pprev = c->pending_pprev;
-}
+static void pending_remove(mr_conn *c) { list_remove(c, MR_CF_PENDING); }
 
-static void doomed_remove(mr_conn *c) {
-  if (!(c->flags & MR_CF_DOOMED))
-    return;
-  c->flags &= ~MR_CF_DOOMED;
-  *c->doomed_pprev = c->doomed_next;
-  if (c->doomed_next)
-    c->doomed_next->doomed_pprev = c->doomed_pprev;
-}
+static void doomed_remove(mr_conn *c) { list_remove(c, MR_CF_DOOMED); }
 
 /* ---- the side struct ----------------------------------------------------
  */
@@ -98,13 +101,8 @@ void mr_conn_doom(mr_conn *c, uint16_t code, const char *reason) {
   if (c->state == MR_CONN_CLOSED || (c->flags & MR_CF_DOOMED))
     return;
   mr_conn__set_close(c, code, reason, strlen(reason));
-  mr_server *srv = c->srv;
-  c->flags |= MR_CF_DOOMED;
-  c->doomed_next = srv->doomed;
-  if (srv->doomed)
-    srv->doomed->doomed_pprev = &c->doomed_next;
-  srv->doomed = c;
-  c->doomed_pprev = &srv->doomed;
+  pending_remove(c);
+  list_push(c, &c->srv->doomed, MR_CF_DOOMED);
 }
 
 void mr_conn_finish(mr_conn *c) {

@@ -45,25 +45,23 @@ typedef struct mr_conn {
   uv_tcp_t tcp;
   mr_server *srv;
   uint64_t id; /* the key of srv->conns */
-  /* Intrusive lists with back-pointers so removal is O(1) wherever the
-   * connection sits when it is torn down. */
-  struct mr_conn *pending_next, **pending_pprev;
-  struct mr_conn *doomed_next, **doomed_pprev;
+  /* An intrusive list with a back-pointer, so removal is O(1) wherever the
+   * connection sits when it is torn down: srv->pending or srv->doomed,
+   * whichever MR_CF_PENDING or MR_CF_DOOMED names (never both: conn.c). */
+  struct mr_conn *list_next, **list_pprev;
   uint8_t state;
   uint8_t closing_how; /* MR_CLOSING_* */
   uint16_t flags;
   /* The window (9..15) messages to this client are deflated with, once
    * permessage-deflate was negotiated; 0 when it was not. */
   uint8_t deflate_bits;
-  /* --max-messages-per-second's token bucket (bucket.h), in two words
-   * that sit in padding, so the limit costs no memory. */
-  uint32_t rate_deficit;
+  uint16_t close_code; /* what on_close will be told */
+  /* --max-messages-per-second's token bucket (bucket.h). */
+  uint32_t rate_deficit, rate_stamp;
   mr_ws ws; /* the WebSocket session (a wslay context only while busy) */
   mr_tx tx; /* what waits to be written */
-  uint64_t last_rx;    /* loop time (ms) of the last frame from the peer */
-  uint64_t deadline;   /* handshake or closing deadline, loop time ms; 0 none */
-  uint16_t close_code; /* what on_close will be told */
-  uint32_t rate_stamp;
+  uint64_t last_rx;   /* loop time (ms) of the last frame from the peer */
+  uint64_t deadline;  /* handshake or closing deadline, loop time ms; 0 none */
   uint64_t next_ping; /* loop time of the next server ping */
   mr_member member;
   /* What only some connections need, some of the time (NULL when none of
