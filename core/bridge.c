@@ -224,6 +224,15 @@ int mr_bridge_on_connect(mr_bridge *b, mr_conn *c, const mr_http_request *req,
   mr_handle_push(L, c);
   push_request(L, c, req);
   int r = mr_gate_call(L, 4, 0, b->s.path, "on_connect", c->id);
+  /* The request table (about 750 bytes: path, query, headers, protocols)
+   * is garbage once on_connect returns, unless the script kept it. With
+   * LuaJIT's pacing the heap grows to twice what is live before a cycle
+   * starts, and its allocator keeps those pages: in a storm of connects
+   * that garbage doubled what each held connection costs in Lua. One
+   * incremental step per upgrade keeps the collector running while
+   * connections arrive (about 60 bytes of RSS less per idle connection,
+   * measured with 19,000), and costs nothing when none do. */
+  lua_gc(L, LUA_GCSTEP, 0);
   if (r == MR_ENOMEM) {
     /* on_connect left the heap over the limit: not this connection. */
     ans->status = 503;
