@@ -66,6 +66,17 @@ static void ring_put(mr_buf **r, uint32_t cap) {
   ring_cache[k].n++;
 }
 
+void mr_outq_cache_free(void) {
+  for (int k = 0; k < RING_CLASSES; k++) {
+    while (ring_cache[k].head) {
+      mr_buf **r = ring_cache[k].head;
+      ring_cache[k].head = (mr_buf **)r[0];
+      free(r);
+    }
+    ring_cache[k].n = 0;
+  }
+}
+
 /* The i-th queued entry (0 is the first). */
 static inline mr_buf **ent(const mr_outq *q, uint32_t i) {
   return &q->ring[(q->head + i) & (q->cap - 1)];

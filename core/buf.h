@@ -67,4 +67,9 @@ void mr_outq_consume(mr_outq *q, size_t n);
 /* Releases every queued block and gives back the ring. */
 void mr_outq_clear(mr_outq *q);
 
+/* Frees the rings the cache holds for reuse (not those queues hold). A
+ * server calls it when it is freed: the busted kit's module is unloaded
+ * with its Lua state, and rings left in the cache would then be leaks. */
+void mr_outq_cache_free(void);
+
 #endif

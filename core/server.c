@@ -6,6 +6,7 @@
 
 #include "admin.h"
 #include "bridge.h"
+#include "buf.h"
 #include "cluster.h"
 #include "codec.h"
 #include "conn.h"
@@ -404,4 +405,6 @@ void mr_server_free(mr_server *srv) {
   mr_tls_ctx_free(srv->tls);
   mr_tls_ctx_free(srv->cluster_tls);
   srv->tls = srv->cluster_tls = NULL;
+  /* Last: everything above has given its queues' rings back. */
+  mr_outq_cache_free();
 }
