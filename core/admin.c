@@ -87,7 +87,8 @@ static void snapshot(const mr_admin *a, mr_metrics *m) {
   m->rooms = srv->rooms.nrooms;
   m->timers = mr_server_script_timers(srv);
   m->lua_bytes = mr_bridge_lua_bytes(srv->bridge);
-  for (const mr_conn *c = srv->all_head; c; c = c->next)
+  size_t pos = 0;
+  for (const mr_conn *c; (c = mr_conn_next(srv, &pos));)
     m->queued_bytes += c->tx.outq.bytes;
   if (srv->cluster) {
     size_t counts[MR_LINK_NSTATES];

@@ -195,7 +195,7 @@ static int l_members(lua_State *L) {
   mr_member *m;
   mr_room_iter_init(&it, r);
   while ((m = mr_room_iter_next(&it))) {
-    mr_handle_push(L, srv, m->owner);
+    mr_handle_push(L, mr_conn_of_member(m));
     lua_rawseti(L, -2, ++n);
   }
   return 1;
@@ -437,7 +437,7 @@ static int l_open_core(lua_State *L) {
 }
 
 void mr_api_open(lua_State *L, mr_server *srv) {
-  mr_handle_register(L);
+  mr_handle_register(L, srv);
   mr_gate_init(L);
   mr_gate_configure(L, srv);
   lua_pushlightuserdata(L, (void *)&room_states_key);

@@ -272,7 +272,7 @@ int mr_api_run_timers(lua_State *L, mr_server *srv, uint64_t now,
     }
     lua_rawgeti(L, entry, T_FN);
     if (c)
-      mr_handle_push(L, srv, c);
+      mr_handle_push(L, c);
     for (int i = 0; i < nargs; i++)
       lua_rawgeti(L, entry, T_ARGS + i);
     ran++;

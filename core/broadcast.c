@@ -35,7 +35,7 @@ int mr_broadcast_local(mr_server *srv, const char *room, size_t room_len,
   mr_member *m;
   mr_room_iter_init(&it, r);
   while ((m = mr_room_iter_next(&it))) {
-    mr_conn *c = m->owner;
+    mr_conn *c = mr_conn_of_member(m);
     if (c == except)
       continue;
     unsigned bits = compressible ? c->deflate_bits : 0;

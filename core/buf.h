@@ -32,23 +32,19 @@ static inline mr_buf *mr_buf_addref(mr_buf *b) {
 /* Drops one reference; the block is freed when the last one goes. */
 void mr_buf_release(mr_buf *b);
 
-/* One queued block and how much of it was already written. */
+/* A FIFO ring of queued blocks with a running count of unsent bytes. Only
+ * the first block can be partly written, so one offset serves the queue and
+ * an entry is just the block's pointer. An empty queue holds no ring: an
+ * idle connection's queue is these 40 bytes and nothing else. The ring is
+ * taken when the first block is queued and given back once the queue
+ * drains, from and to a cache of rings (buf.c), so a queue that fills and
+ * drains every loop turn (a subscriber of a busy room) allocates nothing
+ * per message. */
 typedef struct {
-  mr_buf *buf;
-  size_t off;
-} mr_qent;
-
-/* A FIFO ring of queued blocks with a running count of unsent bytes. The
- * first few entries live inside the struct, so the common case allocates
- * nothing; a burst spills to the heap, which is given back once the queue
- * drains, so an idle connection owns no queue memory. */
-#define MR_OUTQ_INLINE 4
-
-typedef struct {
-  mr_qent *ents; /* inl, or a heap array once more than fits there */
+  mr_buf **ring; /* NULL while empty; else cap entries, a power of two */
+  size_t bytes;  /* unsent bytes across all entries */
+  size_t off;    /* bytes of the first entry already written */
   uint32_t cap, head, count;
-  size_t bytes; /* unsent bytes across all entries */
-  mr_qent inl[MR_OUTQ_INLINE];
 } mr_outq;
 
 /* Appends b, taking a new reference to it (the caller keeps its own).
@@ -70,7 +66,12 @@ size_t mr_outq_peek(const mr_outq *q, const uint8_t **ptrs, size_t *lens,
 /* Marks n bytes from the front as sent, releasing fully sent blocks. */
 void mr_outq_consume(mr_outq *q, size_t n);
 
-/* Releases every queued block and frees the ring. */
+/* Releases every queued block and gives back the ring. */
 void mr_outq_clear(mr_outq *q);
+
+/* Frees the rings the cache holds for reuse (not those queues hold). A
+ * server calls it when it is freed: the busted kit's module is unloaded
+ * with its Lua state, and rings left in the cache would then be leaks. */
+void mr_outq_cache_free(void);
 
 #endif

@@ -22,37 +22,77 @@ static uint8_t readbuf[65536];
 
 /* ---- intrusive lists ---------------------------------------------------- */
 
-void mr_conn__pending_add(mr_conn *c) {
-  if (c->flags & (MR_CF_PENDING | MR_CF_VIRTUAL))
+/* A connection is on at most one of srv->pending and srv->doomed, through
+ * the same two pointers: the safe point tears doomed connections down
+ * before it flushes any, so a doomed connection is never flushed there and
+ * need not stay pending. The flag says which list it is on. */
+
+static void list_push(mr_conn *c, mr_conn **head, uint16_t flag) {
+  c->flags |= flag;
+  c->list_next = *head;
+  if (*head)
+    (*head)->list_pprev = &c->list_next;
+  *head = c;
+  c->list_pprev = head;
+}
+
+static void list_remove(mr_conn *c, uint16_t flag) {
+  if (!(c->flags & flag))
     return;
+  c->flags &= ~flag;
+  *c->list_pprev = c->list_next;
+  if (c->list_next)
+    c->list_next->list_pprev = c->list_pprev;
+}
+
+void mr_conn__pending_add(mr_conn *c) {
+  if (c->flags & (MR_CF_PENDING | MR_CF_DOOMED | MR_CF_VIRTUAL))
+    return;
+  /* Appended: the sweep takes the oldest first (server.c). */
   mr_server *srv = c->srv;
   if (!srv->pending)
     srv->pending_tail = &srv->pending;
   c->flags |= MR_CF_PENDING;
-  c->pending_next = NULL;
-  c->pending_pprev = srv->pending_tail;
+  c->list_next = NULL;
+  c->list_pprev = srv->pending_tail;
   *srv->pending_tail = c;
-  srv->pending_tail = &c->pending_next;
+  srv->pending_tail = &c->list_next;
 }
 
 static void pending_remove(mr_conn *c) {
-  if (!(c->flags & MR_CF_PENDING))
-    return;
-  c->flags &= ~MR_CF_PENDING;
-  *c->pending_pprev = c->pending_next;
-  if (c->pending_next)
-    c->pending_next->pending_pprev = c->pending_pprev;
-  else
-    c->srv->pending_tail = c->pending_pprev;
+  if ((c->flags & MR_CF_PENDING) && !c->list_next)
+    c->srv->pending_tail = c->list_pprev; /* it was the last */
+  list_remove(c, MR_CF_PENDING);
 }
 
-static void doomed_remove(mr_conn *c) {
-  if (!(c->flags & MR_CF_DOOMED))
+static void doomed_remove(mr_conn *c) { list_remove(c, MR_CF_DOOMED); }
+
+/* ---- the side struct ----------------------------------------------------
+ */
+
+mr_conn_extra *mr_conn__extra(mr_conn *c) {
+  if (!c->x)
+    c->x = calloc(1, sizeof *c->x);
+  return c->x;
+}
+
+void mr_conn__extra_trim(mr_conn *c) {
+  mr_conn_extra *x = c->x;
+  if (x && !x->head && !x->close_reason && !x->virtual_remote && !x->http &&
+      !x->ip) {
+    free(x);
+    c->x = NULL;
+  }
+}
+
+/* Forgets the close reason recorded so far. */
+static void drop_close_reason(mr_conn *c) {
+  if (!c->x)
     return;
-  c->flags &= ~MR_CF_DOOMED;
-  *c->doomed_pprev = c->doomed_next;
-  if (c->doomed_next)
-    c->doomed_next->doomed_pprev = c->doomed_pprev;
+  free(c->x->close_reason);
+  c->x->close_reason = NULL;
+  c->x->close_reason_len = 0;
+  mr_conn__extra_trim(c);
 }
 
 void mr_conn__set_close(mr_conn *c, unsigned code, const char *reason,
@@ -62,22 +102,20 @@ void mr_conn__set_close(mr_conn *c, unsigned code, const char *reason,
   c->close_code = (uint16_t)code;
   if (len > 123)
     len = 123;
-  if (len && (c->close_reason = malloc(len)))
-    memcpy(c->close_reason, reason, len);
-  c->close_reason_len = c->close_reason ? (uint8_t)len : 0;
+  /* Out of memory: on_close hears the code without the reason. */
+  mr_conn_extra *x = len ? mr_conn__extra(c) : NULL;
+  if (x && (x->close_reason = malloc(len))) {
+    memcpy(x->close_reason, reason, len);
+    x->close_reason_len = (uint8_t)len;
+  }
 }
 
 void mr_conn_doom(mr_conn *c, uint16_t code, const char *reason) {
   if (c->state == MR_CONN_CLOSED || (c->flags & MR_CF_DOOMED))
     return;
   mr_conn__set_close(c, code, reason, strlen(reason));
-  mr_server *srv = c->srv;
-  c->flags |= MR_CF_DOOMED;
-  c->doomed_next = srv->doomed;
-  if (srv->doomed)
-    srv->doomed->doomed_pprev = &c->doomed_next;
-  srv->doomed = c;
-  c->doomed_pprev = &srv->doomed;
+  pending_remove(c);
+  list_push(c, &c->srv->doomed, MR_CF_DOOMED);
 }
 
 void mr_conn_finish(mr_conn *c) {
@@ -228,6 +266,16 @@ int mr_conn_send(mr_conn *c, const void *msg, size_t len, int binary) {
 /* ---- handshake ------------------------------------------------------------
  */
 
+/* Frees the request head read so far. */
+static void free_head(mr_conn *c) {
+  if (!c->x)
+    return;
+  free(c->x->head);
+  c->x->head = NULL;
+  c->x->head_len = 0;
+  mr_conn__extra_trim(c);
+}
+
 /* Answers the upgrade with an HTTP error (and extra header lines, "" for
  * none) and closes once it is written. */
 void mr_conn__refuse(mr_conn *c, int status, const char *reason,
@@ -244,8 +292,7 @@ void mr_conn__refuse(mr_conn *c, int status, const char *reason,
   c->state = MR_CONN_CLOSING;
   c->closing_how = MR_CLOSING_AFTER_FLUSH;
   c->deadline = uv_now(c->srv->loop) + MR_CONN_CLOSING_GRACE_MS;
-  free(c->head);
-  c->head = NULL;
+  free_head(c);
   if (!(c->flags & MR_CF_VIRTUAL))
     uv_read_stop((uv_stream_t *)&c->tcp);
 }
@@ -275,9 +322,7 @@ static void refuse_after_connect(mr_conn *c, int ok,
   /* A refused upgrade never opened: forget any close recorded while
    * on_connect ran. */
   c->close_code = 0;
-  free(c->close_reason);
-  c->close_reason = NULL;
-  c->close_reason_len = 0;
+  drop_close_reason(c);
   /* A token check refusing a flood of clients is a flood of lines. */
   static mr_log_limit lim = MR_LOG_LIMIT_INIT("upgrades refused by on_connect");
   mr_log_limited(&lim, MR_LOG_INFO,
@@ -439,16 +484,17 @@ int mr_conn__over_rate(mr_conn *c, const char *action) {
 void mr_conn__handshake(mr_conn *c, const char *data, size_t n) {
   mr_server *srv = c->srv;
   size_t cap = srv->cfg.max_head + 1;
-  if (!c->head && !(c->head = malloc(cap))) {
+  mr_conn_extra *x = mr_conn__extra(c);
+  if (!x || (!x->head && !(x->head = malloc(cap)))) {
     mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
     return;
   }
-  size_t take = n < cap - c->head_len ? n : cap - c->head_len;
-  memcpy(c->head + c->head_len, data, take);
-  c->head_len += (uint32_t)take;
+  size_t take = n < cap - x->head_len ? n : cap - x->head_len;
+  memcpy(x->head + x->head_len, data, take);
+  x->head_len += (uint32_t)take;
 
   mr_http_request req;
-  int r = mr_http_parse_upgrade(c->head, c->head_len, srv->cfg.max_head, &req);
+  int r = mr_http_parse_upgrade(x->head, x->head_len, srv->cfg.max_head, &req);
   if (r == MR_EAGAIN)
     return;
   if (c->flags & MR_CF_IP_OVER) {
@@ -507,10 +553,14 @@ void mr_conn__handshake(mr_conn *c, const char *data, size_t n) {
            ans.protocol ? " protocol " : "", (int)ans.protocol_len,
            ans.protocol ? ans.protocol : "");
 
-  /* Bytes that came in the same packet after the head are frames. */
-  size_t extra = c->head_len - req.head_len;
-  char *head = c->head;
-  c->head = NULL;
+  /* Bytes that came in the same packet after the head are frames. The
+   * head is taken out first: req points into it, and nothing of the
+   * handshake is needed once the frames run. */
+  size_t extra = x->head_len - req.head_len;
+  char *head = x->head;
+  x->head = NULL;
+  x->head_len = 0;
+  mr_conn__extra_trim(c);
   if (extra > 0)
     mr_conn__feed_ws(c, (const uint8_t *)head + req.head_len, extra);
   if (take < n && c->state != MR_CONN_CLOSED)
@@ -649,16 +699,13 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 
 static void on_closed(uv_handle_t *h) {
   mr_conn *c = h->data;
-  mr_server *srv = c->srv;
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    srv->all_head = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
+  mr_idtab_remove(&c->srv->conns, c);
   mr_tx_clear(&c->tx);
-  free(c->close_reason);
-  free(c->virtual_remote);
+  if (c->x) {
+    free(c->x->close_reason);
+    free(c->x->virtual_remote);
+    free(c->x);
+  }
   free(c);
 }
 
@@ -672,8 +719,10 @@ static void ip_admit(mr_conn *c, const mr_ipkey *key) {
   mr_server *srv = c->srv;
   if (!srv->cfg.max_connections_per_ip)
     return;
-  int r = mr_ipcount_acquire(&srv->ip_counts, key,
-                             srv->cfg.max_connections_per_ip, &c->ip);
+  mr_conn_extra *x = mr_conn__extra(c);
+  int r = x ? mr_ipcount_acquire(&srv->ip_counts, key,
+                                 srv->cfg.max_connections_per_ip, &x->ip)
+            : MR_ENOMEM;
   if (r == MR_ETOOBIG) {
     c->flags |= MR_CF_IP_OVER;
   } else if (r != 0) {
@@ -688,9 +737,10 @@ static void ip_admit(mr_conn *c, const mr_ipkey *key) {
 /* Gives back c's slot, exactly once: every way a connection ends goes
  * through terminate, and a virtual one that changes its address. */
 static void ip_release(mr_conn *c) {
-  if (c->ip) {
-    mr_ipcount_release(&c->srv->ip_counts, c->ip);
-    c->ip = NULL;
+  if (c->x && c->x->ip) {
+    mr_ipcount_release(&c->srv->ip_counts, c->x->ip);
+    c->x->ip = NULL;
+    mr_conn__extra_trim(c);
   }
   c->flags &= ~MR_CF_IP_OVER;
 }
@@ -730,18 +780,21 @@ void mr_conn__terminate(mr_conn *c) {
     c->flags &= ~MR_CF_LUA;
     mr_debug("conn %llu (%s): closed %u", (unsigned long long)c->id,
              mr_conn_remote(c), c->close_code);
-    srv->conn_events->close(srv, c, c->close_code, c->close_reason,
-                            c->close_reason_len);
+    size_t len;
+    const char *reason = mr_conn_close_reason(c, &len);
+    srv->conn_events->close(srv, c, c->close_code, reason, len);
   }
-  HASH_DEL(srv->conns_by_id, c);
+  srv->conns_unclosed--;
   ip_release(c);
   mr_ws_drop(&c->ws);
-  free(c->head);
-  c->head = NULL;
-  if (c->http) {
-    mr_httpx_free(c->http);
-    free(c->http);
-    c->http = NULL;
+  if (c->x) {
+    free(c->x->head);
+    c->x->head = NULL;
+    if (c->x->http) {
+      mr_httpx_free(c->x->http);
+      free(c->x->http);
+      c->x->http = NULL;
+    }
   }
   if (c->flags & MR_CF_VIRTUAL) {
     c->tcp.data = c;
@@ -755,9 +808,10 @@ void mr_conn__terminate(mr_conn *c) {
 }
 
 mr_conn *mr_conn_find(mr_server *srv, uint64_t id) {
-  mr_conn *c = NULL;
-  HASH_FIND(hh, srv->conns_by_id, &id, sizeof id, c);
-  return c;
+  /* A closed connection stays in the table until its socket is closed, for
+   * the walks; by id it is gone at once, as a stale handle must see. */
+  mr_conn *c = mr_idtab_find(&srv->conns, id);
+  return c && c->state != MR_CONN_CLOSED ? c : NULL;
 }
 
 static mr_conn *conn_new(mr_server *srv) {
@@ -766,13 +820,12 @@ static mr_conn *conn_new(mr_server *srv) {
     return NULL;
   c->srv = srv;
   c->id = ++srv->next_id;
-  c->member.owner = c;
   c->tcp.data = c;
-  HASH_ADD(hh, srv->conns_by_id, id, sizeof c->id, c);
-  c->next = srv->all_head;
-  if (srv->all_head)
-    srv->all_head->prev = c;
-  srv->all_head = c;
+  if (mr_idtab_add(&srv->conns, c) != 0) {
+    free(c);
+    return NULL;
+  }
+  srv->conns_unclosed++;
   return c;
 }
 
@@ -783,8 +836,9 @@ const char *mr_conn_remote(const mr_conn *c) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
   snprintf(name, sizeof name, "%s",
-           c->virtual_remote ? c->virtual_remote
-                             : (c->flags & MR_CF_VIRTUAL ? "127.0.0.1" : "?"));
+           c->x && c->x->virtual_remote
+               ? c->x->virtual_remote
+               : (c->flags & MR_CF_VIRTUAL ? "127.0.0.1" : "?"));
   if (!(c->flags & (MR_CF_VIRTUAL | MR_CF_TCP_CLOSE)) &&
       uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
     if (ss.ss_family == AF_INET6)
@@ -796,11 +850,14 @@ const char *mr_conn_remote(const mr_conn *c) {
 }
 
 int mr_conn_set_virtual_remote(mr_conn *c, const char *addr) {
-  char *copy = strdup(addr);
-  if (!copy)
+  mr_conn_extra *x = mr_conn__extra(c);
+  char *copy = x ? strdup(addr) : NULL;
+  if (!copy) {
+    mr_conn__extra_trim(c);
     return MR_ENOMEM;
-  free(c->virtual_remote);
-  c->virtual_remote = copy;
+  }
+  free(x->virtual_remote);
+  x->virtual_remote = copy;
   if (c->state == MR_CONN_HANDSHAKE) {
     ip_release(c);
     ip_admit_text(c, addr);
@@ -855,7 +912,7 @@ static int over_fd_reserve(mr_conn *c) {
 }
 
 void mr_conn_accept(mr_server *srv) {
-  unsigned open = (unsigned)HASH_COUNT(srv->conns_by_id);
+  size_t open = srv->conns_unclosed;
   if (srv->shutting_down ||
       (srv->cfg.max_connections && open >= srv->cfg.max_connections)) {
     /* Accept and close at once, so the client sees a clean refusal rather

@@ -5,8 +5,8 @@
 #ifndef MR_CONN_H
 #define MR_CONN_H
 
+#include <stddef.h>
 #include <stdint.h>
-#include <uthash.h>
 #include <uv.h>
 
 #include "context.h"
@@ -44,41 +44,47 @@ enum {
 typedef struct mr_conn {
   uv_tcp_t tcp;
   mr_server *srv;
-  uint64_t id;
-  UT_hash_handle hh;
-  struct mr_conn *prev, *next; /* srv->all_head */
-  /* Intrusive lists with back-pointers so removal is O(1) wherever the
-   * connection sits when it is torn down. */
-  struct mr_conn *pending_next, **pending_pprev;
-  struct mr_conn *doomed_next, **doomed_pprev;
+  uint64_t id; /* the key of srv->conns */
+  /* An intrusive list with a back-pointer, so removal is O(1) wherever the
+   * connection sits when it is torn down: srv->pending or srv->doomed,
+   * whichever MR_CF_PENDING or MR_CF_DOOMED names (never both: conn.c). */
+  struct mr_conn *list_next, **list_pprev;
   uint8_t state;
   uint8_t closing_how; /* MR_CLOSING_* */
   uint16_t flags;
   /* The window (9..15) messages to this client are deflated with, once
    * permessage-deflate was negotiated; 0 when it was not. */
   uint8_t deflate_bits;
-  /* Handshake: the request head accumulates here and is freed on upgrade. */
-  char *head;
-  uint32_t head_len;
-  /* --max-messages-per-second's token bucket (bucket.h), in two words
-   * that sit in padding, so the limit costs no memory. */
-  uint32_t rate_deficit;
+  uint16_t close_code; /* what on_close will be told */
+  /* --max-messages-per-second's token bucket (bucket.h). */
+  uint32_t rate_deficit, rate_stamp;
   mr_ws ws; /* the WebSocket session (a wslay context only while busy) */
   mr_tx tx; /* what waits to be written */
-  uint64_t last_rx;    /* loop time (ms) of the last frame from the peer */
-  uint64_t deadline;   /* handshake or closing deadline, loop time ms; 0 none */
-  uint16_t close_code; /* what on_close will be told */
-  uint8_t close_reason_len;
-  uint32_t rate_stamp;
-  char *close_reason; /* heap, only once a reason is known */
+  uint64_t last_rx;   /* loop time (ms) of the last frame from the peer */
+  uint64_t deadline;  /* handshake or closing deadline, loop time ms; 0 none */
   uint64_t next_ping; /* loop time of the next server ping */
   mr_member member;
+  /* What only some connections need, some of the time (NULL when none of
+   * it is in use): an open WebSocket in the common case holds none. */
+  struct mr_conn_extra *x;
+} mr_conn;
+
+/* The rarely used part of a connection, made when first needed and freed
+ * once nothing in it is (after the upgrade, typically), so that an idle
+ * connection does not carry five pointers it does not use. */
+typedef struct mr_conn_extra {
+  /* Handshake: the request head accumulates here and is freed on
+   * upgrade. */
+  char *head;
+  uint32_t head_len;
+  uint8_t close_reason_len;
+  char *close_reason;   /* heap, only once a reason is known */
   char *virtual_remote; /* a virtual connection's claimed address (heap) */
   mr_httpx *http;       /* plain HTTP requests (heap), in MR_CONN_HTTP only */
   /* The connection's slot in srv->ip_counts, released in terminate; NULL
    * when it holds none. */
   struct mr_ipcount *ip;
-} mr_conn;
+} mr_conn_extra;
 
 /* How on_connect answers an upgrade, besides accepting or refusing it. The
  * connection provides the storage for the call, filled with the defaults
@@ -120,8 +126,21 @@ typedef struct mr_conn_events {
               const char *body, size_t body_len, mr_http_answer *ans);
 } mr_conn_events;
 
-/* Finds a connection by id, in any state; NULL once it has been freed. */
+/* The connection a room member is (members are embedded in connections). */
+static inline mr_conn *mr_conn_of_member(mr_member *m) {
+  return (mr_conn *)((char *)m - offsetof(mr_conn, member));
+}
+
+/* Finds a connection by id; NULL once it has closed. */
 mr_conn *mr_conn_find(mr_server *srv, uint64_t id);
+
+/* Every connection the server holds, closed ones included until they are
+ * freed, in no particular order: start with *pos = 0; NULL at the end. No
+ * connection may be created or freed meanwhile (sockets are freed in
+ * libuv's close callbacks, which never run inside a walk). */
+static inline mr_conn *mr_conn_next(const mr_server *srv, size_t *pos) {
+  return mr_idtab_next(&srv->conns, pos);
+}
 
 /* Accepts a new connection from the listener; on failure the socket is
  * closed and counted. */
@@ -193,6 +212,12 @@ void mr_conn_sweep(mr_conn *c, uint64_t now);
 /* The peer's IP address as text, for logs and req.remote_addr; the string
  * is static and overwritten by the next call. */
 const char *mr_conn_remote(const mr_conn *c);
+
+/* The reason on_close will be told (its length in *len); "" when none. */
+static inline const char *mr_conn_close_reason(const mr_conn *c, size_t *len) {
+  *len = c->x && c->x->close_reason ? c->x->close_reason_len : 0;
+  return *len ? c->x->close_reason : "";
+}
 
 /* True when the connection accepts new messages: open, and not doomed to
  * close at the next safe point. The one test of "open" everywhere. */

@@ -16,16 +16,17 @@
  */
 
 static void http_end(mr_conn *c) {
-  mr_httpx_free(c->http);
-  free(c->http);
-  c->http = NULL;
+  mr_httpx_free(c->x->http);
+  free(c->x->http);
+  c->x->http = NULL;
+  mr_conn__extra_trim(c);
 }
 
 /* Calls on_http for the request that arrived whole and queues its answer.
  * Returns 1 when the connection stays for another request. */
 static int http_answer(mr_conn *c) {
   mr_server *srv = c->srv;
-  mr_httpx *x = c->http;
+  mr_httpx *x = c->x->http;
   mr_http_answer ans;
   mr_http_answer_init(&ans);
   /* Each request runs on_http as a message runs on_message, so it takes a
@@ -75,7 +76,8 @@ static void http_run(mr_conn *c) {
   int status = 0, r = MR_HTTPX_AGAIN;
   const char *why = "";
   while (c->state == MR_CONN_HTTP && !(c->flags & MR_CF_DOOMED) &&
-         (r = mr_httpx_next(c->http, &lim, &status, &why)) != MR_HTTPX_AGAIN) {
+         (r = mr_httpx_next(c->x->http, &lim, &status, &why)) !=
+             MR_HTTPX_AGAIN) {
     if (r == MR_HTTPX_CONTINUE) {
       if (mr_httpx_continue(&c->tx.outq) == 0)
         mr_conn__pending_add(c);
@@ -90,15 +92,15 @@ static void http_run(mr_conn *c) {
     } else if (r == MR_HTTPX_UPGRADE) {
       /* A WebSocket upgrade after plain requests on one connection: its
        * bytes go to the handshake as on a new connection. */
-      mr_httpx *x = c->http;
-      c->http = NULL;
+      mr_httpx *x = c->x->http;
+      c->x->http = NULL; /* the side struct stays: the handshake needs it */
       c->state = MR_CONN_HANDSHAKE;
       c->deadline = uv_now(srv->loop) + srv->cfg.handshake_timeout * 1000ull;
       mr_conn__handshake(c, x->buf, x->len);
       mr_httpx_free(x);
       free(x);
     } else if (http_answer(c)) {
-      c->deadline = uv_now(srv->loop) + (mr_httpx_partial(c->http)
+      c->deadline = uv_now(srv->loop) + (mr_httpx_partial(c->x->http)
                                              ? srv->cfg.request_timeout
                                              : srv->cfg.keepalive_timeout) *
                                             1000ull;
@@ -111,30 +113,31 @@ static void http_run(mr_conn *c) {
  * first request of an exchange, whose time counts from the accept. */
 void mr_conn__start_http(mr_conn *c, const char *rest, size_t len) {
   mr_server *srv = c->srv;
-  if (!(c->http = malloc(sizeof *c->http))) {
+  /* The side struct exists: it holds the head read so far. */
+  if (!(c->x->http = malloc(sizeof *c->x->http))) {
     mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
     return;
   }
-  mr_httpx_init(c->http);
+  mr_httpx_init(c->x->http);
   c->state = MR_CONN_HTTP;
   uint64_t hs = srv->cfg.handshake_timeout * 1000ull;
   c->deadline = (c->deadline >= hs ? c->deadline - hs : uv_now(srv->loop)) +
                 srv->cfg.request_timeout * 1000ull;
-  if (mr_httpx_feed(c->http, c->head, c->head_len) != 0 ||
-      mr_httpx_feed(c->http, rest, len) != 0) {
+  if (mr_httpx_feed(c->x->http, c->x->head, c->x->head_len) != 0 ||
+      mr_httpx_feed(c->x->http, rest, len) != 0) {
     mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
     return;
   }
-  free(c->head);
-  c->head = NULL;
-  c->head_len = 0;
+  free(c->x->head);
+  c->x->head = NULL;
+  c->x->head_len = 0;
   http_run(c);
 }
 
 void mr_conn__http_read(mr_conn *c, const char *data, size_t n) {
-  if (!mr_httpx_partial(c->http))
+  if (!mr_httpx_partial(c->x->http))
     c->deadline = uv_now(c->srv->loop) + c->srv->cfg.request_timeout * 1000ull;
-  if (mr_httpx_feed(c->http, data, n) != 0)
+  if (mr_httpx_feed(c->x->http, data, n) != 0)
     mr_conn_doom(c, MR_CLOSE_ABNORMAL, "out of memory");
   else
     http_run(c);
@@ -146,7 +149,7 @@ void mr_conn__http_sweep(mr_conn *c, uint64_t now) {
   mr_server *srv = c->srv;
   if (now < c->deadline)
     return;
-  if (mr_httpx_partial(c->http)) {
+  if (mr_httpx_partial(c->x->http)) {
     static mr_log_limit lim = MR_LOG_LIMIT_INIT("request timeouts");
     srv->stats.http_refused++;
     mr_log_limited(

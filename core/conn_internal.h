@@ -13,6 +13,11 @@
 
 /* conn.c: the connection's queue and life. */
 
+/* c's side struct, made when missing; NULL when out of memory. */
+mr_conn_extra *mr_conn__extra(mr_conn *c);
+/* Frees c's side struct once nothing in it is in use. */
+void mr_conn__extra_trim(mr_conn *c);
+
 /* Puts c on the server's list of connections with bytes to write. */
 void mr_conn__pending_add(mr_conn *c);
 /* Records the first reason to close (code, reason), what on_close hears. */

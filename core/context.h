@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "idtab.h"
 #include "rooms.h"
 #include "timer.h"
 
@@ -152,8 +153,11 @@ typedef struct mr_server {
   uv_idle_t flush_more;
   uv_timer_t sweep; /* every 250 ms: timeouts, pings */
   mr_rooms rooms;
-  struct mr_conn *conns_by_id; /* uthash on id: how Lua handles resolve */
-  struct mr_conn *all_head;    /* every connection, for the sweep */
+  /* Every connection by id, from accept until it is freed (closed ones
+   * too, until their socket's close callback): how Lua handles resolve,
+   * and what the sweep and shutdown walk. */
+  mr_idtab conns;
+  size_t conns_unclosed; /* those of them not closed yet */
   /* Connections with queued, unflushed bytes, oldest first: a write sweep
    * takes them from the front, and a connection that gets more after its
    * turn goes to the back (pending_tail points at the last next pointer,

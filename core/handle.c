@@ -7,11 +7,23 @@
 
 #include "conn.h"
 
-/* The registry key of the id -> handle table: the address of this
- * variable, which needs no string hashing on the hot path. */
+/* The registry keys of the id -> handle table, of the server the handles
+ * belong to, and of the shared empty table that is the environment of
+ * every handle whose conn.state was never asked for: the addresses of these
+ * variables, which need no string hashing on the hot path. */
 static const char handles_key;
+static const char server_key;
+static const char no_state_key;
 
-void mr_handle_push(lua_State *L, mr_server *srv, mr_conn *c) {
+static mr_server *server_of(lua_State *L) {
+  lua_pushlightuserdata(L, (void *)&server_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  mr_server *srv = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return srv;
+}
+
+void mr_handle_push(lua_State *L, mr_conn *c) {
   lua_pushlightuserdata(L, (void *)&handles_key);
   lua_rawget(L, LUA_REGISTRYINDEX);
   lua_pushnumber(L, (lua_Number)c->id);
@@ -20,10 +32,11 @@ void mr_handle_push(lua_State *L, mr_server *srv, mr_conn *c) {
     lua_pop(L, 1);
     mr_handle *h = lua_newuserdata(L, sizeof *h);
     h->id = c->id;
-    h->srv = srv;
-    h->has_state = 0;
     luaL_getmetatable(L, MR_HANDLE_MT);
     lua_setmetatable(L, -2);
+    lua_pushlightuserdata(L, (void *)&no_state_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_setfenv(L, -2);
     lua_pushnumber(L, (lua_Number)c->id);
     lua_pushvalue(L, -2);
     lua_rawset(L, -4);
@@ -37,7 +50,7 @@ mr_handle *mr_handle_check(lua_State *L, int idx) {
 
 mr_conn *mr_handle_open_conn(lua_State *L, int idx) {
   mr_handle *h = mr_handle_check(L, idx);
-  mr_conn *c = mr_conn_find(h->srv, h->id);
+  mr_conn *c = mr_conn_find(server_of(L), h->id);
   return c && mr_conn_is_open(c) ? c : NULL;
 }
 
@@ -51,17 +64,22 @@ static int h_index(lua_State *L) {
   if (strcmp(key, "state") == 0) {
     /* The userdata's environment table is the connection's `state`, made on
      * first use so that connections whose script keeps no state cost no
-     * table. */
-    if (!h->has_state) {
-      lua_newtable(L);
-      lua_setfenv(L, 1);
-      h->has_state = 1;
-    }
+     * table; until then it is the shared empty table. */
     lua_getfenv(L, 1);
+    lua_pushlightuserdata(L, (void *)&no_state_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    int none = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+    if (none) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+      lua_pushvalue(L, -1);
+      lua_setfenv(L, 1);
+    }
     return 1;
   }
   if (strcmp(key, "remote_addr") == 0) {
-    mr_conn *c = mr_conn_find(h->srv, h->id);
+    mr_conn *c = mr_conn_find(server_of(L), h->id);
     if (!c)
       return 0;
     lua_pushstring(L, mr_conn_remote(c));
@@ -93,7 +111,13 @@ static int h_tostring(lua_State *L) {
   return 1;
 }
 
-void mr_handle_register(lua_State *L) {
+void mr_handle_register(lua_State *L, mr_server *srv) {
+  lua_pushlightuserdata(L, (void *)&server_key);
+  lua_pushlightuserdata(L, srv);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  lua_pushlightuserdata(L, (void *)&no_state_key);
+  lua_newtable(L);
+  lua_rawset(L, LUA_REGISTRYINDEX);
   luaL_newmetatable(L, MR_HANDLE_MT);
   lua_pushcfunction(L, h_index);
   lua_setfield(L, -2, "__index");

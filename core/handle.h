@@ -17,18 +17,21 @@ struct mr_conn;
 
 #define MR_HANDLE_MT "moonroom.conn"
 
+/* A handle is its connection's id and nothing else: every connection that
+ * Lua has seen holds one (72 bytes with LuaJIT's userdata header), so the
+ * server (one per Lua state) is kept in the registry instead, and whether
+ * conn.state exists is told by the handle's environment table. */
 typedef struct {
   uint64_t id;
-  mr_server *srv; /* outlives every handle */
-  int has_state;  /* conn.state was created (lazily, on first use) */
 } mr_handle;
 
-/* Creates the handle metatable and the id -> handle table in L. Methods are
- * looked up in the metatable's `methods` field, which the caller fills. */
-void mr_handle_register(lua_State *L);
+/* Creates the handle metatable and the id -> handle table in L, whose
+ * handles belong to srv (which outlives them). Methods are looked up in the
+ * metatable's `methods` field, which the caller fills. */
+void mr_handle_register(lua_State *L, mr_server *srv);
 
 /* Pushes the one handle of connection c, creating it on first use. */
-void mr_handle_push(lua_State *L, mr_server *srv, struct mr_conn *c);
+void mr_handle_push(lua_State *L, struct mr_conn *c);
 
 /* Checks that argument idx is a handle (raises otherwise) and returns it. */
 mr_handle *mr_handle_check(lua_State *L, int idx);

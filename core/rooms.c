@@ -37,8 +37,9 @@ mr_room *mr_rooms_find(const mr_rooms *r, const char *name, size_t len) {
 int mr_rooms_is_member(const mr_member *m, const mr_room *room) {
   /* A member is in few rooms, so scanning its links beats scanning the
    * room's (possibly huge) member array. */
+  const mr_room_link *links = mr_member_links_const(m);
   for (uint32_t i = 0; i < m->nlinks; i++)
-    if (m->links[i].room == room)
+    if (links[i].room == room)
       return 1;
   return 0;
 }
@@ -53,12 +54,29 @@ static int grow(void **arr, uint32_t *cap, size_t elem) {
   return 0;
 }
 
+/* Makes room for one more link of m: the inline one holds the first, a
+ * heap array (4, then doubling) the rest. Returns 0 or MR_ENOMEM. */
+static int reserve_link(mr_member *m) {
+  if (m->cap > 1)
+    return m->nlinks == m->cap
+               ? grow((void **)&m->links.many, &m->cap, sizeof *m->links.many)
+               : 0;
+  if (m->nlinks == 0)
+    return 0;
+  mr_room_link *many = malloc(4 * sizeof *many);
+  if (!many)
+    return MR_ENOMEM;
+  many[0] = m->links.one;
+  m->links.many = many;
+  m->cap = 4;
+  return 0;
+}
+
 int mr_rooms_join(mr_rooms *r, mr_member *m, const char *name, size_t len) {
   mr_room *room = mr_rooms_find(r, name, len);
   if (room && mr_rooms_is_member(m, room))
     return 0;
-  if (m->nlinks == m->cap &&
-      grow((void **)&m->links, &m->cap, sizeof *m->links) != 0)
+  if (reserve_link(m) != 0)
     return MR_ENOMEM;
   int created = 0;
   if (!room) {
@@ -83,7 +101,7 @@ int mr_rooms_join(mr_rooms *r, mr_member *m, const char *name, size_t len) {
     r->nrooms++;
   }
   room->members[room->count] = (mr_room_slot){m, m->nlinks};
-  m->links[m->nlinks] = (mr_room_link){room, room->count};
+  mr_member_links(m)[m->nlinks] = (mr_room_link){room, room->count};
   room->count++;
   m->nlinks++;
   if (created && r->on_change)
@@ -96,22 +114,31 @@ int mr_rooms_join(mr_rooms *r, mr_member *m, const char *name, size_t len) {
 /* Removes the link at index li of m, fixing the back-pointers of whatever
  * was swapped into the two vacated slots. */
 static void unlink_at(mr_rooms *r, mr_member *m, uint32_t li) {
-  mr_room *room = m->links[li].room;
-  uint32_t slot = m->links[li].slot;
+  mr_room_link *links = mr_member_links(m);
+  mr_room *room = links[li].room;
+  uint32_t slot = links[li].slot;
 
   /* Room side: move the last member into the vacated slot. */
   room->count--;
   if (slot != room->count) {
     room->members[slot] = room->members[room->count];
     mr_room_slot *moved = &room->members[slot];
-    moved->member->links[moved->link].slot = slot;
+    mr_member_links(moved->member)[moved->link].slot = slot;
   }
   /* Member side: move the last link into the vacated index. */
   m->nlinks--;
   if (li != m->nlinks) {
-    m->links[li] = m->links[m->nlinks];
-    mr_room_link *moved = &m->links[li];
+    links[li] = links[m->nlinks];
+    mr_room_link *moved = &links[li];
     moved->room->members[moved->slot].link = li;
+  }
+  /* Back to the inline link once one room is left, so that a connection
+   * that was briefly in two rooms holds no heap array while idle. */
+  if (m->cap > 1 && m->nlinks <= 1) {
+    mr_room_link keep = links[0];
+    free(links);
+    m->cap = 0;
+    m->links.one = keep;
   }
   if (r->on_count)
     r->on_count(r->ud, room);
@@ -128,8 +155,9 @@ int mr_rooms_leave(mr_rooms *r, mr_member *m, const char *name, size_t len) {
   mr_room *room = mr_rooms_find(r, name, len);
   if (!room)
     return 0;
+  const mr_room_link *links = mr_member_links(m);
   for (uint32_t i = 0; i < m->nlinks; i++) {
-    if (m->links[i].room == room) {
+    if (links[i].room == room) {
       unlink_at(r, m, i);
       return 1;
     }
@@ -140,7 +168,8 @@ int mr_rooms_leave(mr_rooms *r, mr_member *m, const char *name, size_t len) {
 void mr_rooms_leave_all(mr_rooms *r, mr_member *m) {
   while (m->nlinks > 0)
     unlink_at(r, m, m->nlinks - 1);
-  free(m->links);
-  m->links = NULL;
+  if (m->cap > 1)
+    free(m->links.many);
+  m->links.many = NULL;
   m->cap = 0;
 }

@@ -20,12 +20,26 @@ typedef struct {
   uint32_t slot; /* index of this member in room->members */
 } mr_room_link;
 
-/* Embedded in whatever joins rooms (a connection). */
+/* Embedded in whatever joins rooms (a connection), which finds itself from
+ * it by its offset (no owner pointer: 8 bytes a connection). Most members
+ * are in one room, so the first link lives inline: a heap array of links
+ * (80 bytes with malloc's overhead) is made only for a second room. A
+ * zeroed member is valid and in no room. */
 typedef struct mr_member {
-  void *owner;
-  mr_room_link *links;
   uint32_t nlinks, cap;
+  union {
+    mr_room_link one;   /* while cap <= 1 */
+    mr_room_link *many; /* once cap > 1: a heap array of cap links */
+  } links;
 } mr_member;
+
+/* The member's links, nlinks of them (inline or on the heap). */
+static inline mr_room_link *mr_member_links(mr_member *m) {
+  return m->cap > 1 ? m->links.many : &m->links.one;
+}
+static inline const mr_room_link *mr_member_links_const(const mr_member *m) {
+  return m->cap > 1 ? m->links.many : &m->links.one;
+}
 
 typedef struct {
   mr_member *member;
@@ -70,7 +84,8 @@ int mr_rooms_join(mr_rooms *r, mr_member *m, const char *name, size_t len);
  * when m was a member, 0 when it was not. */
 int mr_rooms_leave(mr_rooms *r, mr_member *m, const char *name, size_t len);
 
-/* Removes m from every room and frees its link array. */
+/* Removes m from every room and frees its link array (m is then as a
+ * zeroed member). */
 void mr_rooms_leave_all(mr_rooms *r, mr_member *m);
 
 /* Finds a room by name; NULL when no member is in it. */
@@ -109,7 +124,7 @@ static inline uint32_t mr_member_nrooms(const mr_member *m) {
   return m->nlinks;
 }
 static inline mr_room *mr_member_room(const mr_member *m, uint32_t i) {
-  return m->links[i].room;
+  return mr_member_links_const(m)[i].room;
 }
 
 /* True when m is in the room. */

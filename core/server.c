@@ -6,6 +6,7 @@
 
 #include "admin.h"
 #include "bridge.h"
+#include "buf.h"
 #include "cluster.h"
 #include "codec.h"
 #include "conn.h"
@@ -95,6 +96,7 @@ static const mr_conn_events conn_events = {
 int mr_server_init(mr_server *srv, uv_loop_t *loop, const mr_config *cfg) {
   memset(srv, 0, sizeof *srv);
   srv->loop = loop;
+  mr_idtab_init(&srv->conns, offsetof(mr_conn, id));
   srv->cfg = *cfg;
   srv->conn_events = &conn_events;
   mr_rooms_init(&srv->rooms, on_room_change, srv);
@@ -254,8 +256,9 @@ static void on_sweep(uv_timer_t *t) {
   mr_server *srv = t->data;
   uint64_t now = uv_now(srv->loop);
   /* Connections are freed only in close callbacks, which never run inside
-   * this loop, so following next pointers is safe. */
-  for (mr_conn *c = srv->all_head; c; c = c->next) {
+   * this loop, so the walk is safe. */
+  size_t pos = 0;
+  for (mr_conn *c; (c = mr_conn_next(srv, &pos));) {
     if (srv->shutting_down && now >= srv->shutdown_deadline &&
         c->state != MR_CONN_CLOSED)
       mr_conn_doom(c, MR_CLOSE_GOING_AWAY, "server shutting down");
@@ -266,7 +269,7 @@ static void on_sweep(uv_timer_t *t) {
   /* The counts of lines held back during a burst are logged soon after it
    * ends, not only when the next such event comes. */
   mr_log_limits_flush();
-  if (srv->shutting_down && !srv->all_head)
+  if (srv->shutting_down && srv->conns.count == 0)
     finish_shutdown(srv);
 }
 
@@ -390,7 +393,8 @@ void mr_server_shutdown(mr_server *srv) {
     uv_close((uv_handle_t *)&srv->listener, NULL);
     srv->listening = 0;
   }
-  for (mr_conn *c = srv->all_head; c; c = c->next) {
+  size_t pos = 0;
+  for (mr_conn *c; (c = mr_conn_next(srv, &pos));) {
     if (c->state == MR_CONN_OPEN)
       mr_conn_close(c, MR_CLOSE_GOING_AWAY, "server shutting down", 20);
     else if (c->state == MR_CONN_HANDSHAKE || c->state == MR_CONN_HTTP)
@@ -406,11 +410,12 @@ void mr_server_shutdown(mr_server *srv) {
   /* A closing connection's own close-handshake grace (2 s, from the same
    * stale clock) would cut it first: during shutdown the documented 3 s
    * apply. */
-  for (mr_conn *c = srv->all_head; c; c = c->next)
+  pos = 0;
+  for (mr_conn *c; (c = mr_conn_next(srv, &pos));)
     if (c->state == MR_CONN_CLOSING && c->deadline &&
         c->deadline < srv->shutdown_deadline)
       c->deadline = srv->shutdown_deadline;
-  if (!srv->all_head)
+  if (srv->conns.count == 0)
     finish_shutdown(srv);
 }
 
@@ -429,10 +434,12 @@ void mr_server_free(mr_server *srv) {
   mr_presence_free(srv->presence);
   srv->presence = NULL;
   mr_timers_free(&srv->timers);
-  HASH_CLEAR(hh, srv->conns_by_id);
+  mr_idtab_free(&srv->conns);
   mr_admin_free(srv->admin);
   srv->admin = NULL;
   mr_tls_ctx_free(srv->tls);
   mr_tls_ctx_free(srv->cluster_tls);
   srv->tls = srv->cluster_tls = NULL;
+  /* Last: everything above has given its queues' rings back. */
+  mr_outq_cache_free();
 }

@@ -110,13 +110,12 @@ static void bury(sim_t *s, const mr_conn *c) {
   g->id = c->id;
   /* terminate() reports 1006 when no earlier reason was recorded. */
   g->code = c->close_code ? c->close_code : MR_CLOSE_ABNORMAL;
-  g->reason_len = c->close_code ? c->close_reason_len : 0;
+  size_t len;
+  const char *reason = mr_conn_close_reason(c, &len);
+  g->reason_len = c->close_code ? (uint8_t)len : 0;
   if (g->reason_len > sizeof g->reason)
     g->reason_len = sizeof g->reason;
-  if (g->reason_len && c->close_reason)
-    memcpy(g->reason, c->close_reason, g->reason_len);
-  else
-    g->reason_len = 0;
+  memcpy(g->reason, reason, g->reason_len);
   g->had_lua = (c->flags & MR_CF_LUA) != 0;
 }
 
@@ -155,13 +154,37 @@ static void release_cluster(sim_t *s) {
   uv_run(&s->loop, UV_RUN_DEFAULT);
 }
 
+static int newer_first(const void *a, const void *b) {
+  uint64_t x = (*(mr_conn *const *)a)->id, y = (*(mr_conn *const *)b)->id;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Dooms every connection, newest first: the kit's closes are done in an
+ * order a spec can rely on (on_close runs oldest first, see settle), not
+ * in the order of the server's id table. */
+static void doom_all(mr_server *srv, uint16_t code, const char *reason) {
+  size_t n = srv->conns.count, pos = 0, i = 0;
+  mr_conn **all = n ? malloc(n * sizeof *all) : NULL;
+  for (mr_conn *c; (c = mr_conn_next(srv, &pos));) {
+    if (all)
+      all[i++] = c;
+    else
+      mr_conn_doom(c, code, reason); /* out of memory: in any order */
+  }
+  if (!all)
+    return;
+  qsort(all, n, sizeof *all, newer_first);
+  for (i = 0; i < n; i++)
+    mr_conn_doom(all[i], code, reason);
+  free(all);
+}
+
 static void sim_free(sim_t *s) {
   if (!s->srv)
     return;
   mr_server *srv = s->srv;
   /* Whatever is still connected goes as on server exit: on_close runs. */
-  for (mr_conn *c = srv->all_head; c; c = c->next)
-    mr_conn_doom(c, MR_CLOSE_GOING_AWAY, "server shutting down");
+  doom_all(srv, MR_CLOSE_GOING_AWAY, "server shutting down");
   settle(s);
   mr_bridge_free(srv->bridge);
   srv->bridge = NULL;
@@ -370,10 +393,9 @@ static int s_state(lua_State *L) {
     return 0;
   lua_pushstring(L, state_name(c));
   lua_pushinteger(L, c->close_code);
-  if (c->close_reason && c->close_reason_len)
-    lua_pushlstring(L, c->close_reason, c->close_reason_len);
-  else
-    lua_pushliteral(L, "");
+  size_t len;
+  const char *reason = mr_conn_close_reason(c, &len);
+  lua_pushlstring(L, reason, len);
   return 3;
 }
 
@@ -382,7 +404,8 @@ static int s_ids(lua_State *L) {
   sim_t *s = check_sim(L);
   lua_newtable(L);
   int i = 0;
-  for (mr_conn *c = s->srv->all_head; c; c = c->next) {
+  size_t pos = 0;
+  for (mr_conn *c; (c = mr_conn_next(s->srv, &pos));) {
     lua_pushnumber(L, (lua_Number)c->id);
     lua_rawseti(L, -2, ++i);
   }
@@ -433,7 +456,7 @@ static int s_members(lua_State *L) {
   mr_member *m;
   mr_room_iter_init(&it, r);
   while ((m = mr_room_iter_next(&it))) {
-    const mr_conn *c = m->owner;
+    const mr_conn *c = mr_conn_of_member(m);
     lua_pushnumber(L, (lua_Number)c->id);
     lua_rawseti(L, -2, ++n);
   }
@@ -458,7 +481,7 @@ static int s_rooms(lua_State *L) {
     return push_closed(L);
   lua_createtable(L, (int)c->member.nlinks, 0);
   for (uint32_t i = 0; i < c->member.nlinks; i++) {
-    const mr_room *r = c->member.links[i].room;
+    const mr_room *r = mr_member_room(&c->member, i);
     lua_pushlstring(L, r->name, r->name_len);
     lua_rawseti(L, -2, (int)i + 1);
   }
@@ -824,8 +847,7 @@ static int s_kill(lua_State *L) {
   mr_bridge_free(srv->bridge);
   srv->bridge = NULL;
   srv->conn_events = &vanished_events;
-  for (mr_conn *c = srv->all_head; c; c = c->next)
-    mr_conn_doom(c, MR_CLOSE_ABNORMAL, "");
+  doom_all(srv, MR_CLOSE_ABNORMAL, "");
   settle(s);
   release_cluster(s);
   mr_server_free(srv);

@@ -24,6 +24,10 @@ enum {
 
 typedef struct mr_ws_slot {
   wslay_event_context_ptr ctx;
+  /* Frame boundaries, for early size checks. A slot goes back to the pool
+   * only between messages, when the tracker is as a fresh one is, so it
+   * can serve the next session as it is. */
+  mr_frame_tracker track;
   mr_ws_pool *pool;
   mr_ws *ws;   /* the session it serves now */
   void *owner; /* what the session reports to */
@@ -60,7 +64,7 @@ static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
   }
   size_t n = len < p->feed_len ? len : p->feed_len;
   size_t ok;
-  if (mr_frame_track(&ws->track, p->feed, n, p->max_message, &ok) != 0) {
+  if (mr_frame_track(&slot->track, p->feed, n, p->max_message, &ok) != 0) {
     /* wslay still gets the messages before the oversized header; the next
      * call reports the failure, and the owner answers 1009 at once. */
     ws->flags |= WS_TOO_BIG;
@@ -294,7 +298,7 @@ mr_ws_close_state mr_ws_pump(mr_ws *ws, unsigned *code_sent) {
 
 void mr_ws_release_if_idle(mr_ws_pool *p, mr_ws *ws) {
   mr_ws_slot *slot = ws->slot;
-  if (!slot || !mr_frame_tracker_idle(&ws->track) ||
+  if (!slot || !mr_frame_tracker_idle(&slot->track) ||
       wslay_event_want_write(slot->ctx) ||
       wslay_event_get_close_sent(slot->ctx) ||
       wslay_event_get_close_received(slot->ctx) ||

@@ -41,10 +41,12 @@ typedef struct mr_ws_events {
 typedef struct mr_ws_pool mr_ws_pool;
 struct mr_ws_slot;
 
-/* One connection's WebSocket session state: 48 bytes while idle. */
+/* One connection's WebSocket session state: 16 bytes. Everything that
+ * only matters mid-frame (wslay's context, the frame-boundary tracker for
+ * the early size checks) is in the attached slot, which an idle session
+ * does not hold. */
 typedef struct mr_ws {
   struct mr_ws_slot *slot; /* the attached wslay context, or NULL */
-  mr_frame_tracker track;  /* frame boundaries, for early size checks */
   uint8_t flags;           /* internal to ws.c */
 } mr_ws;
 

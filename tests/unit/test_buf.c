@@ -91,9 +91,9 @@ static void test_outq_empty(void) {
   mr_outq_consume(&q, 0);
   CHECK_EQ_INT(q.count, 0);
   CHECK_EQ_INT(q.bytes, 0);
-  CHECK(q.ents == NULL); /* an idle queue owns no memory */
+  CHECK(q.ring == NULL); /* an idle queue owns no memory */
   mr_outq_clear(&q);
-  CHECK(q.ents == NULL);
+  CHECK(q.ring == NULL);
   CHECK_EQ_INT(q.cap, 0);
   mr_outq_clear(&q); /* clearing twice is harmless */
   CHECK_EQ_INT(q.count, 0);
@@ -106,8 +106,8 @@ static void test_outq_basic(void) {
   CHECK_EQ_INT(a->refs, 2); /* the queue took its own reference */
   CHECK_EQ_INT(q.bytes, 10);
   CHECK_EQ_INT(q.count, 1);
-  CHECK_EQ_INT(q.cap, MR_OUTQ_INLINE); /* the first entries need no heap */
-  CHECK(q.ents == q.inl);
+  CHECK_EQ_INT(q.cap, 8); /* the smallest ring */
+  CHECK(q.ring != NULL);
   CHECK_EQ_INT(mr_outq_push(&q, b), 0);
   CHECK_EQ_INT(mr_outq_push(&q, c), 0);
   CHECK_EQ_INT(q.bytes, 22);
@@ -159,13 +159,13 @@ static void test_outq_basic(void) {
   CHECK_EQ_INT(mr_outq_peek(&q, p, l, 8), 1);
   CHECK(p[0] == c->data && l[0] == 7);
 
-  /* Everything: the ring is empty and reset, but keeps its memory. */
+  /* Everything: the queue is empty and reset, and gives its ring back. */
   mr_outq_consume(&q, 7);
   CHECK_EQ_INT(q.count, 0);
   CHECK_EQ_INT(q.bytes, 0);
   CHECK_EQ_INT(q.head, 0);
   CHECK_EQ_INT(c->refs, 1);
-  CHECK(q.ents != NULL);
+  CHECK(q.ring == NULL);
   CHECK_EQ_INT(mr_outq_peek(&q, p, l, 8), 0);
 
   mr_outq_clear(&q);
@@ -273,7 +273,7 @@ static void test_outq_consume_span(void) {
   mr_outq_clear(&q); /* frees b2 and b3 */
   CHECK_EQ_INT(q.count, 0);
   CHECK_EQ_INT(q.bytes, 0);
-  CHECK(q.ents == NULL);
+  CHECK(q.ring == NULL);
 }
 
 /* Zero-length blocks are accepted and do not linger once passed. */
@@ -389,34 +389,43 @@ static void test_outq_random(void) {
   CHECK_EQ_INT(q.bytes, 0);
 }
 
-/* A burst spills the ring to the heap; once drained the queue goes back to
- * its inline slots, so a connection that was busy once keeps no heap. */
+/* A burst grows the ring; once drained the queue gives it back, so a
+ * connection that was busy once keeps no queue memory. The next message
+ * takes a ring from the cache rather than from malloc: the one the last
+ * drained queue of that size gave back. */
 static void test_outq_spill_and_return(void) {
   mr_outq q = {0};
   mr_buf *b = make(9, 3);
   for (int i = 0; i < 20; i++)
     CHECK_EQ_INT(mr_outq_push(&q, b), 0);
-  CHECK(q.ents != q.inl);
+  CHECK(q.ring != NULL);
   CHECK(q.cap >= 20);
   CHECK_EQ_INT(b->refs, 21);
   mr_outq_consume(&q, 59);
   CHECK_EQ_INT(q.count, 1);
-  CHECK(q.ents != q.inl);
+  CHECK_EQ_INT(q.off, 2); /* the last block is partly written */
   mr_outq_consume(&q, 1);
   CHECK_EQ_INT(q.count, 0);
-  CHECK(q.ents == q.inl);
-  CHECK_EQ_INT(q.cap, MR_OUTQ_INLINE);
+  CHECK(q.ring == NULL);
+  CHECK_EQ_INT(q.cap, 0);
+  CHECK_EQ_INT(q.off, 0);
   CHECK_EQ_INT(b->refs, 1);
   CHECK_EQ_INT(mr_outq_push(&q, b), 0);
-  CHECK(q.ents == q.inl);
+  mr_buf **first = q.ring;
+  CHECK_EQ_INT(q.cap, 8);
+  mr_outq_consume(&q, 3);
+  CHECK(q.ring == NULL);
+  CHECK_EQ_INT(mr_outq_push(&q, b), 0);
+  CHECK(q.ring == first); /* reused from the cache */
   mr_outq_clear(&q);
+  CHECK(q.ring == NULL);
   CHECK_EQ_INT(b->refs, 1);
   mr_buf_release(b);
 }
 
-/* push_front puts a block before what is queued: on an empty queue, on an
- * inline ring whose head is at 0 (it wraps backwards), on a full ring (it
- * grows), and after the ring has wrapped. */
+/* push_front puts a block before what is queued: on an empty queue, on a
+ * ring whose head is at 0 (it wraps backwards), on a full ring (it grows),
+ * and after the ring has wrapped. */
 static void test_outq_push_front(void) {
   uint8_t want[64];
   size_t n = 0;
@@ -428,25 +437,28 @@ static void test_outq_push_front(void) {
   mr_outq_clear(&q);
   CHECK_EQ_INT(h->refs, 1);
 
-  /* Three behind, one in front: head wraps to the end of the inline ring. */
+  /* Seven behind, one in front: head wraps to the end of the ring, which
+   * is then full. */
   mr_buf *b[5];
   for (unsigned i = 0; i < 5; i++)
     b[i] = make(i + 1, 2 + i);
-  for (unsigned i = 0; i < 3; i++)
-    CHECK_EQ_INT(mr_outq_push(&q, b[i]), 0);
+  mr_buf *f = make(11, 1);
+  for (unsigned i = 0; i < 7; i++)
+    CHECK_EQ_INT(mr_outq_push(&q, i < 3 ? b[i] : f), 0);
   CHECK_EQ_INT(mr_outq_push_front(&q, h), 0);
-  CHECK(q.ents == q.inl && q.count == 4);
+  CHECK(q.cap == 8 && q.count == 8 && q.head == 7);
   memcpy(want, h->data, 3);
   n = 3;
-  for (unsigned i = 0; i < 3; i++) {
-    memcpy(want + n, b[i]->data, b[i]->len);
-    n += b[i]->len;
+  for (unsigned i = 0; i < 7; i++) {
+    const mr_buf *x = i < 3 ? b[i] : f;
+    memcpy(want + n, x->data, x->len);
+    n += x->len;
   }
   CHECK(queue_holds(&q, want, n));
   /* Full: the front push grows the ring and keeps the order. */
   mr_buf *h2 = make(10, 4);
   CHECK_EQ_INT(mr_outq_push_front(&q, h2), 0);
-  CHECK(q.ents != q.inl && q.count == 5);
+  CHECK(q.cap == 16 && q.count == 9);
   memmove(want + 4, want, n);
   memcpy(want, h2->data, 4);
   n += 4;
@@ -473,6 +485,8 @@ static void test_outq_push_front(void) {
     CHECK_EQ_INT(b[i]->refs, 1);
     mr_buf_release(b[i]);
   }
+  CHECK_EQ_INT(f->refs, 1);
+  mr_buf_release(f);
   mr_buf_release(h);
   mr_buf_release(h2);
 }

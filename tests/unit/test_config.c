@@ -605,6 +605,10 @@ static const char help_golden[] =
     "                            MOONROOM_REDIS_PASSWORD)\n"
     "  --redis-prefix PREFIX     the prefix of every Redis channel and key of\n"
     "                            this fleet (default moonroom)\n"
+    "  --trace-latency FILE      write when every broadcast frame was read,\n"
+    "                            queued and written to FILE, one line a frame\n"
+    "                            (for the benchmark's latency breakdown;\n"
+    "                            default off)\n"
     "  --help                    print this help and exit\n"
     "  --version                 print the version and exit\n";
 
@@ -808,6 +812,7 @@ static void test_table_shape(void) {
                                       "engine",
                                       "redis-password",
                                       "redis-prefix",
+                                      "trace-latency",
                                       "help",
                                       "version"};
   size_t n = sizeof names / sizeof names[0];

@@ -43,7 +43,7 @@ static void test_upgrade(void) {
   feed(&h, c, req, (size_t)n);
   CHECK(mr_conn_find(h.srv, id) == c);
   CHECK_EQ_INT(c->state, MR_CONN_OPEN);
-  CHECK(c->head == NULL); /* freed on upgrade */
+  CHECK(c->x == NULL); /* the head is freed on upgrade, and its side struct */
   CHECK_EQ_INT(h.srv->stats.connections_open, 1);
   CHECK_EQ_INT(h.srv->stats.handshakes_refused, 0);
   CHECK_EQ_INT(h.srv->stats.bytes_in, n);
@@ -54,6 +54,38 @@ static void test_upgrade(void) {
   /* Drained, an open connection stays. */
   CHECK(mr_conn_find(h.srv, id) == c);
   CHECK(queue_empty(&h, id));
+  h_stop(&h);
+}
+
+/* What an idle connection holds, the subject of the idle benchmark (about
+ * 630 bytes of RSS each, see README: Benchmarks). Everything it needs only
+ * while busy is on the heap, and none of that is held once it is idle: no
+ * side struct, no queue ring, no wslay context, no link array for its one
+ * room. The struct itself is libuv's handle plus at most 200 bytes (200
+ * on x86_64 today, 248 the handle): a field added to every connection must
+ * be worth its memory, or go behind c->x. */
+static void test_idle_footprint(void) {
+  CHECK(sizeof(mr_conn) - sizeof(uv_tcp_t) <= 200);
+  CHECK(sizeof(mr_outq) <= 40);
+  CHECK(sizeof(mr_ws) <= 16);
+  CHECK(sizeof(mr_member) <= 24);
+  harness h;
+  if (!CHECK(h_start(&h, fixture("echo_observed.lua"), no_opts) == 0))
+    return;
+  uint64_t id = open_ws(&h, "/?room=lobby");
+  uint8_t out[512];
+  take(&h, id, out, sizeof out); /* the 101 */
+  send_text(&h, id, "hello");
+  size_t len = take(&h, id, out, sizeof out);
+  CHECK_SPAN((const char *)out + 2, len - 2, "text 1 hello");
+  mr_conn *c = mr_conn_find(h.srv, id);
+  if (CHECK(c != NULL)) {
+    CHECK(c->x == NULL);
+    CHECK(c->tx.outq.ring == NULL);
+    CHECK(c->ws.slot == NULL);
+    CHECK_EQ_INT(c->member.nlinks, 1);
+    CHECK_EQ_INT(c->member.cap, 0); /* the inline link */
+  }
   h_stop(&h);
 }
 
@@ -295,7 +327,7 @@ static void test_upgrade_bytewise(void) {
       early++;
   }
   CHECK_EQ_INT(early, 0);
-  CHECK_EQ_INT(c->head_len, head - 1);
+  CHECK(c->x && c->x->head_len == head - 1);
   feed(&h, c, buf + head - 1, 1);
   CHECK_EQ_INT(c->state, MR_CONN_OPEN);
   uint8_t out[512];
@@ -938,6 +970,7 @@ int main(void) {
                        ? MR_LOG_DEBUG
                        : (enum mr_log_level)(MR_LOG_ERROR + 1));
   test_upgrade();
+  test_idle_footprint();
   test_upgrade_with_frames();
   test_refused_by_on_connect();
   test_101_after_on_connect();

@@ -74,8 +74,9 @@ static uint64_t ws_from(const char *addr) {
  * always equal. */
 static void check_slots(int line) {
   unsigned long long held = 0, counted = 0;
-  for (mr_conn *c = h.srv->all_head; c; c = c->next)
-    held += c->ip != NULL;
+  size_t pos = 0;
+  for (mr_conn *c; (c = mr_conn_next(h.srv, &pos));)
+    held += c->x && c->x->ip;
   for (mr_ipcount *e = h.srv->ip_counts; e; e = e->hh.next)
     counted += e->count;
   if (!test_record(held == counted, __FILE__, line, "slots == holders"))
@@ -231,10 +232,11 @@ static void test_ip_release_every_path(void) {
   CHECK(h.srv->ip_counts != NULL);
   CHECK(h.srv->stats.connections_per_ip_refused > 0);
   /* Shutdown: the rest are closed together. */
-  for (mr_conn *c = h.srv->all_head; c; c = c->next)
+  size_t pos = 0;
+  for (mr_conn *c; (c = mr_conn_next(h.srv, &pos));)
     mr_conn_doom(c, MR_CLOSE_GOING_AWAY, "server shutting down");
   mr_server_flush(h.srv);
-  CHECK(h.srv->all_head == NULL);
+  CHECK(h.srv->conns.count == 0);
   CHECK(h.srv->ip_counts == NULL);
   CHECK_EQ_INT(mr_ipcount_size(&h.srv->ip_counts), 0);
   h_stop(&h);

@@ -16,7 +16,7 @@
 
 /* The first queued block of c, or NULL. */
 static mr_buf *first_buf(const mr_conn *c) {
-  return c && c->tx.outq.count ? c->tx.outq.ents[c->tx.outq.head].buf : NULL;
+  return c && c->tx.outq.count ? c->tx.outq.ring[c->tx.outq.head] : NULL;
 }
 
 /* Checks that the queue of c holds exactly one block with these bytes. */
@@ -307,7 +307,7 @@ static void test_shutdown(void) {
   send_frame(&h, b, MR_OP_CLOSE, "\x03\xe9", 2);
   take(&h, b, out, sizeof out);
   CHECK(mr_conn_find(h.srv, b) == NULL);
-  CHECK(h.srv->all_head == NULL);
+  CHECK(h.srv->conns.count == 0);
   CHECK_EQ_INT(h.srv->rooms.nrooms, 0);
   CHECK_EQ_INT(h.srv->stats.connections_open, 0);
   char expect[256];
@@ -334,7 +334,7 @@ static void test_shutdown_idle(void) {
   mr_server_shutdown(h.srv);
   CHECK_EQ_INT(h.srv->shutting_down, 1);
   CHECK(mr_conn_find(h.srv, id) == NULL);
-  CHECK(h.srv->all_head == NULL);
+  CHECK(h.srv->conns.count == 0);
   CHECK_EQ_INT(h.srv->listening, 0);
   CHECK_EQ_INT(h.srv->handles_started, 0);
   /* The loop holds no handle of ours, active or closing. */

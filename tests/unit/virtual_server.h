@@ -114,10 +114,11 @@ static inline int h_start(harness *h, const char *script,
 static inline void h_stop(harness *h) {
   if (!h->srv)
     return;
-  for (mr_conn *c = h->srv->all_head; c; c = c->next)
+  size_t pos = 0;
+  for (mr_conn *c; (c = mr_conn_next(h->srv, &pos));)
     mr_conn_doom(c, MR_CLOSE_GOING_AWAY, "test over");
   mr_server_flush(h->srv);
-  CHECK(h->srv->all_head == NULL);
+  CHECK(h->srv->conns.count == 0);
   mr_bridge_free(h->srv->bridge);
   h->srv->bridge = NULL;
   mr_server_free(h->srv);
