@@ -170,8 +170,11 @@ static void arm_timers(mr_server *srv) {
  * yet written, instead of waiting for the whole sweep and then a sweep of
  * its own. Every connection is still written once per round with all it
  * has queued, so the sends per delivery stay as few; what changes is that
- * a delivery waits half a round on average, not one and a half. */
-#define FLUSH_SLICE 64
+ * a delivery waits half a round on average, not one and a half. 32 was
+ * measured best among 16, 32, 64 and 128 at 1,000 and 10,000 subscribers
+ * (the poll between slices costs one epoll_wait; larger slices let new
+ * messages wait longer). */
+#define FLUSH_SLICE 32
 
 static void on_flush_more(uv_idle_t *h) { (void)h; }
 
