@@ -1396,7 +1396,7 @@ def main():
                     help="a few connections for a second or two against both servers; "
                          "asserts delivery and order only, writes no docs")
     ap.add_argument("--only", default="",
-                    help="comma-separated scenarios: fanout-1k, fanout-10k, chat-10k, idle, "
+                    help="comma-separated scenarios: fanout-1k, fanout-10k, echo-100, chat-10k, idle, "
                          "lua-fanout-1k, lua-echo, publish-1k, fanout-1k-deflate, "
                          "idle-deflate, presence-1k, presence-10k, fanout-1k-tls, idle-tls, "
                          "crossnode-1k, crossnode-10")
