@@ -268,7 +268,12 @@ static void on_sweep(uv_timer_t *t) {
     else
       mr_conn_sweep(c, now);
   }
-  mr_server_flush(srv);
+  /* Only the doomed are finished here (their on_close may doom more):
+   * what the sweep queued (pings, close frames) is written by the prepare
+   * hook of this same loop turn, in slices like any other write, so this
+   * timer never writes a whole fan-out at once. */
+  while (srv->doomed)
+    mr_conn_finish(srv->doomed);
   /* The counts of lines held back during a burst are logged soon after it
    * ends, not only when the next such event comes. */
   mr_log_limits_flush();
