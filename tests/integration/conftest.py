@@ -198,6 +198,23 @@ class Server:
             raise ServerStartError(
                 f"moonroom did not accept on port {self.port} within "
                 f"{ready_timeout}s:\n{self.log()}")
+        # The admin port is bound just after the WebSocket port, so a test
+        # that talks to it first waits for it too (a loaded machine can run
+        # the test between the two binds: connection refused).
+        if "--admin-listen" in self.args:
+            host, _, aport = self.args[self.args.index("--admin-listen") + 1].rpartition(":")
+
+            def admin_accepting():
+                if self.proc.poll() is not None:
+                    return True  # the test sees the exit
+                try:
+                    with socket.create_connection((host or "127.0.0.1", int(aport)),
+                                                  timeout=0.5):
+                        return True
+                except OSError:
+                    return False
+
+            poll(admin_accepting, ready_timeout)
         return self
 
     def log(self):
