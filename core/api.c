@@ -76,7 +76,7 @@ static void sort_top(lua_State *L) {
 static int l_join(lua_State *L) {
   mr_server *srv = upvalue_server(L);
   size_t len;
-  mr_conn *c = mr_handle_open_conn(L, 1);
+  mr_conn *c = mr_handle_open_conn(L, 1, upvalue_server(L));
   const char *room = check_room(L, 2, &len);
   if (!c)
     return closed(L);
@@ -91,7 +91,7 @@ static int l_join(lua_State *L) {
 static int l_leave(lua_State *L) {
   mr_server *srv = upvalue_server(L);
   size_t len;
-  mr_conn *c = mr_handle_open_conn(L, 1);
+  mr_conn *c = mr_handle_open_conn(L, 1, upvalue_server(L));
   const char *room = check_room(L, 2, &len);
   if (!c)
     return closed(L);
@@ -128,7 +128,7 @@ static int l_broadcast_except(lua_State *L) { return do_broadcast(L, 3, 4); }
 /* send(conn, msg [, binary]) -> true | nil, "closed" */
 static int l_send(lua_State *L) {
   size_t len;
-  mr_conn *c = mr_handle_open_conn(L, 1);
+  mr_conn *c = mr_handle_open_conn(L, 1, upvalue_server(L));
   const char *msg = luaL_checklstring(L, 2, &len);
   int binary = opt_binary(L, 3);
   if (!binary)
@@ -146,7 +146,7 @@ static int l_send(lua_State *L) {
 
 /* close(conn [, code [, reason]]) -> true | nil, "closed" */
 static int l_close(lua_State *L) {
-  mr_conn *c = mr_handle_open_conn(L, 1);
+  mr_conn *c = mr_handle_open_conn(L, 1, upvalue_server(L));
   lua_Integer code = luaL_optinteger(L, 2, 1000);
   size_t len = 0;
   const char *reason = luaL_optlstring(L, 3, "", &len);
@@ -169,7 +169,7 @@ static int l_close(lua_State *L) {
 
 /* rooms(conn) -> { room, ... } (sorted) | nil, "closed" */
 static int l_rooms(lua_State *L) {
-  mr_conn *c = mr_handle_open_conn(L, 1);
+  mr_conn *c = mr_handle_open_conn(L, 1, upvalue_server(L));
   if (!c)
     return closed(L);
   uint32_t n = mr_member_nrooms(&c->member);

@@ -172,7 +172,7 @@ static int refuse(lua_State *L, uint64_t id, const char *room, size_t len,
 static int l_track(lua_State *L) {
   mr_server *srv = upvalue_server(L);
   size_t len;
-  mr_conn *c = mr_handle_open_conn(L, 1);
+  mr_conn *c = mr_handle_open_conn(L, 1, upvalue_server(L));
   const char *room = check_room(L, 2, &len);
   meta_key keys[MAX_META_KEYS];
   lua_settop(L, 3);

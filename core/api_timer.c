@@ -168,7 +168,7 @@ static int l_every(lua_State *L) { return schedule(L, 1, 1, NULL); }
 /* conn:after(ms, fn, ...) -> timer | nil, "closed": fn(conn, ...) once, ms
  * from now, unless the connection has closed by then */
 static int l_conn_after(lua_State *L) {
-  mr_conn *c = mr_handle_open_conn(L, 1);
+  mr_conn *c = mr_handle_open_conn(L, 1, upvalue_server(L));
   if (!c) {
     check_ms(L, 2, 0);
     luaL_checktype(L, 3, LUA_TFUNCTION);

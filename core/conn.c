@@ -787,15 +787,12 @@ void mr_conn__terminate(mr_conn *c) {
   srv->conns_unclosed--;
   ip_release(c);
   mr_ws_drop(&c->ws);
-  if (c->x) {
-    free(c->x->head);
-    c->x->head = NULL;
-    if (c->x->http) {
-      mr_httpx_free(c->x->http);
-      free(c->x->http);
-      c->x->http = NULL;
-    }
+  if (c->x && c->x->http) {
+    mr_httpx_free(c->x->http);
+    free(c->x->http);
+    c->x->http = NULL;
   }
+  free_head(c);
   if (c->flags & MR_CF_VIRTUAL) {
     c->tcp.data = c;
     on_closed((uv_handle_t *)&c->tcp);

@@ -48,9 +48,9 @@ mr_handle *mr_handle_check(lua_State *L, int idx) {
   return luaL_checkudata(L, idx, MR_HANDLE_MT);
 }
 
-mr_conn *mr_handle_open_conn(lua_State *L, int idx) {
+mr_conn *mr_handle_open_conn(lua_State *L, int idx, mr_server *srv) {
   mr_handle *h = mr_handle_check(L, idx);
-  mr_conn *c = mr_conn_find(server_of(L), h->id);
+  mr_conn *c = mr_conn_find(srv, h->id);
   return c && mr_conn_is_open(c) ? c : NULL;
 }
 
@@ -86,7 +86,7 @@ static int h_index(lua_State *L) {
     return 1;
   }
   if (strcmp(key, "open") == 0) {
-    lua_pushboolean(L, mr_handle_open_conn(L, 1) != NULL);
+    lua_pushboolean(L, mr_handle_open_conn(L, 1, server_of(L)) != NULL);
     return 1;
   }
   /* Methods live in the metatable's `methods` table. */

@@ -36,9 +36,11 @@ void mr_handle_push(lua_State *L, struct mr_conn *c);
 /* Checks that argument idx is a handle (raises otherwise) and returns it. */
 mr_handle *mr_handle_check(lua_State *L, int idx);
 
-/* Resolves argument idx to its connection if that is still open (accepts
- * messages); NULL when it is closing or gone. Raises for a non-handle. */
-struct mr_conn *mr_handle_open_conn(lua_State *L, int idx);
+/* Resolves argument idx to its connection on srv if that is still open
+ * (accepts messages); NULL when it is closing or gone. Raises for a
+ * non-handle. The caller passes the server it is bound to (an upvalue), so
+ * the hot path of ws.send and friends makes no registry lookup for it. */
+struct mr_conn *mr_handle_open_conn(lua_State *L, int idx, mr_server *srv);
 
 /* Forgets the handle of connection id: a later push makes a new one, and
  * the old one (if a script kept it) resolves to nothing. */

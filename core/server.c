@@ -121,16 +121,23 @@ int mr_server_init(mr_server *srv, uv_loop_t *loop, const mr_config *cfg) {
 /* ---- the safe point -------------------------------------------------------
  */
 
-void mr_server_flush(mr_server *srv) {
-  /* Doomed connections are torn down here, outside any fan-out or Lua call,
-   * and their on_close may doom or queue more, so loop until both settle. */
-  while (srv->doomed || srv->pending) {
+/* Tears down every doomed connection and writes up to budget pending ones,
+ * oldest first. Doomed connections are torn down here, outside any fan-out
+ * or Lua call, and their on_close may doom or queue more, so this loops
+ * until the doomed are gone and the budget is spent or nothing is pending.
+ * A budget of 0 only tears down. */
+static void flush_some(mr_server *srv, size_t budget) {
+  while (srv->doomed || (srv->pending && budget)) {
     while (srv->doomed)
       mr_conn_finish(srv->doomed);
-    while (srv->pending && !srv->doomed)
+    while (srv->pending && !srv->doomed && budget) {
       mr_conn_flush(srv->pending);
+      budget--;
+    }
   }
 }
+
+void mr_server_flush(mr_server *srv) { flush_some(srv, SIZE_MAX); }
 
 /* ---- script timers --------------------------------------------------------
  */
@@ -182,15 +189,7 @@ static void on_flush_more(uv_idle_t *h) { (void)h; }
  * up to FLUSH_SLICE pending ones are written. While more wait, an idle
  * handle makes the loop poll without sleeping (and prepare run again). */
 static void flush_slice(mr_server *srv) {
-  unsigned budget = FLUSH_SLICE;
-  while (srv->doomed || (srv->pending && budget)) {
-    while (srv->doomed)
-      mr_conn_finish(srv->doomed);
-    while (srv->pending && !srv->doomed && budget) {
-      mr_conn_flush(srv->pending);
-      budget--;
-    }
-  }
+  flush_some(srv, FLUSH_SLICE);
   if (srv->pending && !uv_is_active((uv_handle_t *)&srv->flush_more))
     uv_idle_start(&srv->flush_more, on_flush_more);
   else if (!srv->pending && uv_is_active((uv_handle_t *)&srv->flush_more))
@@ -272,8 +271,7 @@ static void on_sweep(uv_timer_t *t) {
    * what the sweep queued (pings, close frames) is written by the prepare
    * hook of this same loop turn, in slices like any other write, so this
    * timer never writes a whole fan-out at once. */
-  while (srv->doomed)
-    mr_conn_finish(srv->doomed);
+  flush_some(srv, 0);
   /* The counts of lines held back during a burst are logged soon after it
    * ends, not only when the next such event comes. */
   mr_log_limits_flush();

@@ -150,11 +150,11 @@ int mr_tx_flush(mr_tx *tx, uv_stream_t *stream, uv_write_cb cb, void *data,
   while (tx->outq.count > 0) {
     size_t n = fill_iov(tx, iov, &total);
     ssize_t r = try_send(stream, iov, n);
-    mr_trace_send((unsigned)n);
     if (r == UV_EAGAIN)
       break;
     if (r < 0)
       return (int)r;
+    mr_trace_send((unsigned)n); /* a write the socket took (maybe in part) */
     mr_outq_consume(&tx->outq, (size_t)r);
     *sent += (size_t)r;
     if ((size_t)r < total)
